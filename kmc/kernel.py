@@ -1,0 +1,166 @@
+"""Run kinetic Monte Carlo on a landscape and return the recorded trajectory.
+
+This is the checked Python face of the compiled kernel (``kmc._kernel``): it validates
+arguments, places the ions, allocates every array the kernel writes into, and turns the
+kernel's exact (site, unwrapped cell) state into Cartesian positions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kmc import _kernel
+from kmc.landscape import Landscape
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Frames of a production run.
+
+    Attributes
+    ----------
+    times : (F,) float64
+        Frame times in s, uniformly spaced from 0.
+    positions : (F, N, d) float64
+        Unwrapped ion positions in Å (exact: lattice site plus periodic images).
+    sites : (F, N) int32
+        Lattice site of each ion in each frame.
+    box : (d,) float64
+        Periodic box edges in Å.
+    volume : float
+        Volume in Å³ (see :attr:`kmc.lattice.Lattice.volume`).
+    temperature : float
+        K.
+    hop_distance : float
+        Å.
+    hops : int
+        Successful hops in the production run.
+    kernel_seconds : float
+        Wall time spent in the compiled kernel (equilibration and production).
+    """
+
+    times: np.ndarray
+    positions: np.ndarray
+    sites: np.ndarray
+    box: np.ndarray
+    volume: float
+    temperature: float
+    hop_distance: float
+    hops: int
+    kernel_seconds: float
+
+    @property
+    def n_ions(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.positions.shape[2]
+
+
+def ion_count(
+    landscape: Landscape, *, concentration: float | None, count: int | None, exclusion: bool
+) -> int:
+    """Number of ions for a concentration (fraction of free sites) or an exact count.
+
+    Independent walkers (no exclusion) may outnumber the sites."""
+    n_free = len(landscape.free_sites)
+    if (concentration is None) == (count is None):
+        raise ValueError("give exactly one of concentration and count")
+    if count is not None:
+        if not 1 <= count <= (n_free if exclusion else np.iinfo(np.int32).max):
+            raise ValueError(f"count must be between 1 and the {n_free} free sites, not {count}")
+        return int(count)
+    if not 0 < concentration < 1:
+        raise ValueError(f"concentration must be in (0, 1), not {concentration}")
+    return max(1, round(concentration * n_free))
+
+
+def mean_hop_rate(landscape: Landscape, rates: np.ndarray, temperature: float, filled: float):
+    """Equilibrium hop rate per ion (Hz) of the dilute limit, Σ_i w_i Γ_i / Σ_i w_i with
+    Boltzmann weights w_i, times the free fraction (1 − filled) of target sites. Exact for
+    independent walkers and for the uniform lattice gas; sets the production run length."""
+    weights = landscape.boltzmann_weights(temperature)
+    return float(weights @ rates.sum(axis=1) / weights.sum()) * (1.0 - filled)
+
+
+def simulate(
+    landscape: Landscape,
+    temperature: float,
+    rng: np.random.Generator,
+    *,
+    concentration: float | None = None,
+    count: int | None = None,
+    exclusion: bool = True,
+    hops_per_ion: float = 2000,
+    equilibration_hops_per_ion: float = 200,
+    frames: int = 100,
+) -> Trajectory:
+    """Equilibrate, then record ``frames`` uniformly spaced frames of a production run.
+
+    The production run lasts ``hops_per_ion`` divided by :func:`mean_hop_rate`, so an ion
+    makes about that many hops (exactly so on average for independent walkers and for the
+    uniform lattice gas). Independent walkers (``exclusion=False``) start from the Boltzmann
+    distribution, so they are in equilibrium from the start; the lattice gas starts from a
+    random placement and is equilibrated by ``equilibration_hops_per_ion`` hops per ion.
+    """
+    n_ions = ion_count(landscape, concentration=concentration, count=count, exclusion=exclusion)
+    if not hops_per_ion > 0:
+        raise ValueError(f"hops_per_ion must be > 0, not {hops_per_ion}")
+    if not equilibration_hops_per_ion >= 0:
+        raise ValueError(
+            f"equilibration_hops_per_ion must be >= 0, not {equilibration_hops_per_ion}"
+        )
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2, not {frames}")
+    lattice = landscape.lattice
+    rates = landscape.rates(temperature)
+    total = rates.sum(axis=1)
+    free = landscape.free_sites
+    filled = n_ions / len(free) if exclusion else 0.0
+    hop_rate = mean_hop_rate(landscape, rates, temperature, filled)
+    if not hop_rate > 0:
+        raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
+
+    if exclusion:
+        site = rng.choice(free, size=n_ions, replace=False)
+    else:
+        weights = landscape.boltzmann_weights(temperature)[free]
+        site = rng.choice(free, size=n_ions, p=weights / weights.sum())
+    site = site.astype(np.int32)
+    cell = lattice.cell_coordinates(site)
+    state = rng.integers(1, 2**63, size=4, dtype=np.uint64)
+    frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
+    out_sites = np.empty((frames, n_ions), dtype=np.int32)
+    out_cells = np.empty((frames, n_ions, lattice.dim), dtype=np.int32)
+    equilibration = round(equilibration_hops_per_ion * n_ions)
+
+    start = time.perf_counter()
+    if exclusion:
+        occupied = np.zeros(lattice.n_sites, dtype=np.uint8)
+        occupied[site] = 1
+        args = (rates, total, lattice.neighbours, lattice.hop_cells, site, cell, occupied)
+        if equilibration:
+            _kernel.run_lattice_gas(*args, equilibration, np.empty(0), out_sites, out_cells, state)
+        hops, _, _ = _kernel.run_lattice_gas(*args, 0, frame_times, out_sites, out_cells, state)
+    else:
+        hops = _kernel.run_walkers(
+            rates, total, lattice.neighbours, lattice.hop_cells, site, cell,
+            round(equilibration_hops_per_ion), frame_times, out_sites, out_cells, state,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+
+    return Trajectory(
+        times=frame_times,
+        positions=lattice.positions_of(out_sites, out_cells),
+        sites=out_sites,
+        box=lattice.box,
+        volume=lattice.volume,
+        temperature=float(temperature),
+        hop_distance=lattice.hop_distance,
+        hops=int(hops),
+        kernel_seconds=seconds,
+    )

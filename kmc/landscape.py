@@ -1,0 +1,206 @@
+"""Disordered energy landscapes: phases, site energies, per-bond saddles and hop rates.
+
+Every site is crystalline or amorphous (or blocked). Site energies are drawn per site and
+saddle energies per *undirected* bond, so the rate of a hop i→j,
+
+    Γ_ij = ν exp(−(max(S_ij, ε_i, ε_j) − ε_i) / kT),
+
+obeys Γ_ij / Γ_ji = exp(−(ε_j − ε_i)/kT): detailed balance holds by construction (MODEL.md).
+All randomness comes from the numpy ``Generator`` the caller passes in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from kmc.distributions import Distribution
+from kmc.lattice import Lattice
+
+BOLTZMANN_EV = 8.617333262e-5  # eV/K
+MICROSTRUCTURES = ("random", "correlated", "grains")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Energy settings of one phase (eV).
+
+    ``saddle_energy`` may be a tuple with one distribution per lattice axis (crystal only): a
+    bond then gets Σ_α cos²θ_α · S_α, with θ_α the angle between the hop and axis α, so a
+    hop along axis α gets exactly S_α on the cubic lattice.
+    """
+
+    site_energy: Distribution
+    saddle_energy: Distribution | tuple[Distribution, ...]
+
+
+def blocked_sites(lattice: Lattice, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of exactly round(fraction · n_sites) randomly chosen blocked sites."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"blocked_fraction must be in [0, 1), not {fraction}")
+    mask = np.zeros(lattice.n_sites, dtype=bool)
+    mask[rng.permutation(lattice.n_sites)[: round(fraction * lattice.n_sites)]] = True
+    return mask
+
+
+def microstructure(
+    lattice: Lattice,
+    kind: str,
+    amorphous_fraction: float,
+    rng: np.random.Generator,
+    *,
+    blocked: np.ndarray | None = None,
+    correlation_length: float | None = None,
+    grain_diameter: float | None = None,
+) -> np.ndarray:
+    """Boolean mask of amorphous sites; exactly round(φ · n_free) of the free sites.
+
+    kind
+        ``random``: independent sites. ``correlated``: a Gaussian random field with a
+        Gaussian covariance of width ``correlation_length`` (Å), thresholded at its
+        φ-quantile. ``grains``: crystalline spheres of ``grain_diameter`` (Å) at random
+        centres in an amorphous matrix; the crystalline sites are the ones closest to a
+        centre, so the fraction is exact and overlapping grains merge.
+    """
+    if not 0 <= amorphous_fraction <= 1:
+        raise ValueError(f"amorphous_fraction must be in [0, 1], not {amorphous_fraction}")
+    free = np.flatnonzero(~blocked) if blocked is not None else np.arange(lattice.n_sites)
+    n_amorphous = round(amorphous_fraction * len(free))
+    if kind == "random":
+        score = rng.random(len(free))
+    elif kind == "correlated":
+        if correlation_length is None or not correlation_length > 0:
+            raise ValueError("correlation_length must be > 0 for a correlated microstructure")
+        score = _gaussian_field(lattice, correlation_length, rng)[free]
+    elif kind == "grains":
+        if grain_diameter is None or not grain_diameter > 0:
+            raise ValueError("grain_diameter must be > 0 for a grains microstructure")
+        score = -_distance_to_grain_centre(lattice, free, amorphous_fraction, grain_diameter, rng)
+    else:
+        raise ValueError(f"microstructure kind must be one of {', '.join(MICROSTRUCTURES)}")
+    # Sites with the highest score become amorphous: this hits the fraction exactly.
+    amorphous = np.zeros(lattice.n_sites, dtype=bool)
+    amorphous[free[np.argsort(score, kind="stable")[len(free) - n_amorphous :]]] = True
+    return amorphous
+
+
+def _gaussian_field(lattice: Lattice, length: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise on a fine periodic grid, smoothed by FFT with a Gaussian kernel of width
+    ``length``, read at the sites (nearest grid point)."""
+    box = lattice.box
+    shape = tuple(int(n) for n in np.maximum(np.ceil(2 * box / lattice.hop_distance), 4))
+    noise = rng.standard_normal(shape)
+    kernel = np.ones(1)
+    for axis, n in enumerate(shape):
+        k = 2 * np.pi * np.fft.fftfreq(n, d=box[axis] / n)
+        kernel = np.multiply.outer(kernel, np.exp(-0.5 * (k * length) ** 2))
+    field = np.fft.ifftn(np.fft.fftn(noise) * kernel.reshape(shape)).real
+    index = np.floor(lattice.positions / box * shape).astype(int) % shape
+    return field[tuple(index.T)]
+
+
+def _distance_to_grain_centre(
+    lattice: Lattice, free: np.ndarray, amorphous_fraction: float, diameter: float, rng
+) -> np.ndarray:
+    box = lattice.box
+    dim = lattice.dim
+    grain_volume = {1: diameter, 2: np.pi * diameter**2 / 4, 3: np.pi * diameter**3 / 6}[dim]
+    n_grains = max(1, round((1 - amorphous_fraction) * np.prod(box) / grain_volume))
+    centres = rng.random((n_grains, dim)) * box
+    tree = cKDTree(centres, boxsize=box)
+    distance, _ = tree.query(np.mod(lattice.positions[free], box))
+    return distance
+
+
+@dataclass(frozen=True, eq=False)
+class Landscape:
+    """One realization: the lattice, blocked and amorphous masks, energies (eV) and ν (Hz)."""
+
+    lattice: Lattice
+    blocked: np.ndarray
+    amorphous: np.ndarray
+    site_energy: np.ndarray
+    saddle_energy: np.ndarray
+    attempt_frequency: float
+
+    @property
+    def free_sites(self) -> np.ndarray:
+        return np.flatnonzero(~self.blocked)
+
+    def rates(self, temperature: float) -> np.ndarray:
+        """(n_sites, z) hop rates in Hz by the max() rule; zero into and out of blocked sites."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 K, not {temperature}")
+        lat = self.lattice
+        energy = self.site_energy
+        barrier_top = np.maximum(self.saddle_energy[lat.bond_index], energy[lat.neighbours])
+        barrier_top = np.maximum(barrier_top, energy[:, None])
+        kT = BOLTZMANN_EV * temperature
+        rates = self.attempt_frequency * np.exp(-(barrier_top - energy[:, None]) / kT)
+        rates[self.blocked] = 0.0
+        rates[self.blocked[lat.neighbours]] = 0.0
+        return rates
+
+    def boltzmann_weights(self, temperature: float) -> np.ndarray:
+        """exp(−(ε_i − min ε)/kT) on free sites, 0 on blocked ones (unnormalized)."""
+        energy = np.where(self.blocked, np.inf, self.site_energy)
+        return np.exp(-(energy - energy[~self.blocked].min()) / (BOLTZMANN_EV * temperature))
+
+
+def generate(
+    lattice: Lattice,
+    *,
+    crystal: Phase,
+    amorphous: Phase,
+    amorphous_mask: np.ndarray,
+    rng: np.random.Generator,
+    interface_saddle: Distribution | None = None,
+    blocked: np.ndarray | None = None,
+    attempt_frequency: float = 1e13,
+) -> Landscape:
+    """Draw site energies and bond saddles for the given phases.
+
+    Crystal–crystal bonds take the crystal saddle (per axis if a tuple is given),
+    amorphous–amorphous bonds the amorphous one, crystal–amorphous bonds the interface saddle
+    (default: the amorphous saddle).
+    """
+    n = lattice.n_sites
+    blocked = np.zeros(n, dtype=bool) if blocked is None else np.asarray(blocked, dtype=bool)
+    amorphous_mask = np.asarray(amorphous_mask, dtype=bool)
+    if blocked.shape != (n,) or amorphous_mask.shape != (n,):
+        raise ValueError(f"blocked and amorphous_mask must have shape ({n},)")
+    if not attempt_frequency > 0:
+        raise ValueError(f"attempt_frequency must be > 0 Hz, not {attempt_frequency}")
+    if isinstance(amorphous.saddle_energy, tuple):
+        raise ValueError("only the crystal saddle can be given per axis")
+
+    site_energy = np.empty(n)
+    site_energy[~amorphous_mask] = crystal.site_energy.sample(rng, n - amorphous_mask.sum())
+    site_energy[amorphous_mask] = amorphous.site_energy.sample(rng, amorphous_mask.sum())
+
+    ends = lattice.bond_ends
+    n_amorphous_ends = amorphous_mask[ends].sum(axis=1)
+    saddle = np.empty(lattice.n_bonds)
+    crystal_bonds = n_amorphous_ends == 0
+    saddle[crystal_bonds] = _crystal_saddles(lattice, crystal.saddle_energy, crystal_bonds, rng)
+    glass_bonds = n_amorphous_ends == 2
+    saddle[glass_bonds] = amorphous.saddle_energy.sample(rng, glass_bonds.sum())
+    interface_bonds = n_amorphous_ends == 1
+    interface = amorphous.saddle_energy if interface_saddle is None else interface_saddle
+    saddle[interface_bonds] = interface.sample(rng, interface_bonds.sum())
+    return Landscape(
+        lattice, blocked, amorphous_mask, site_energy, saddle, float(attempt_frequency)
+    )
+
+
+def _crystal_saddles(lattice, saddle, selected, rng) -> np.ndarray:
+    if isinstance(saddle, Distribution):
+        return saddle.sample(rng, selected.sum())
+    if len(saddle) != lattice.dim:
+        raise ValueError(f"per-axis saddle_energy needs {lattice.dim} values, not {len(saddle)}")
+    vectors = lattice.bond_vectors[selected]
+    cos2 = vectors**2 / np.sum(vectors**2, axis=1, keepdims=True)
+    per_axis = np.stack([d.sample(rng, len(vectors)) for d in saddle], axis=1)
+    return np.sum(cos2 * per_axis, axis=1)
