@@ -1,0 +1,983 @@
+"""Run configuration: one TOML file → validated, typed, frozen dataclasses; sweeps → tasks.
+
+A value marked *dist* is a distribution (eV): a number (a constant) or an inline table
+``{dist = "normal", mean, sigma}``, ``{dist = "uniform", low, high}``,
+``{dist = "discrete", values, weights}`` (see :mod:`kmc.distributions`). Unknown tables and
+keys are errors; integers are accepted where a float is expected, booleans never count as
+numbers, and every float must be finite.
+
+=========================================  ==============  =========  ================  ==========
+key                                        type            unit       default           required
+=========================================  ==============  =========  ================  ==========
+``name``                                   string          —          file stem         no
+``lattice.kind``                           string          —          —                 yes
+``lattice.cells``                          list of int     cells      —                 yes
+``lattice.hop_distance``                   float           Å          —                 yes
+``lattice.blocked_fraction``               float           —          0.0               no
+``ions.species``                           string          —          "Li"              no
+``ions.concentration``                     float           —          —                 one of
+``ions.count``                             int             ions       —                 one of
+``ions.exclusion``                         bool            —          true              no
+``crystal.attempt_frequency``              float           Hz         1e13              no
+``crystal.site_energy``                    dist            eV         0.0               no
+``crystal.saddle_energy``                  dist or list    eV         —                 yes
+``amorphous.site_energy``                  dist            eV         0.0               no
+``amorphous.saddle_energy``                dist            eV         —                 yes
+``interface.saddle_energy``                dist            eV         amorphous saddle  no
+``microstructure.kind``                    string          —          "random"          no
+``microstructure.amorphous_fraction``      float           —          0.0               no
+``microstructure.correlation_length``      float           Å          —                 correlated
+``microstructure.grain_diameter``          float           Å          —                 grains
+``run.method``                             string          —          "kmc"             no
+``run.temperature``                        float           K          300.0             no
+``run.hops_per_ion``                       int             hops       2000              no
+``run.equilibration_hops_per_ion``         int             hops       200               no
+``run.frames``                             int             frames     100               no
+``run.replicas``                           int             —          4                 no
+``run.seed``                               int             —          0                 no
+``sweep."<dotted key>"``                   list            —          (no sweep)        no
+=========================================  ==============  =========  ================  ==========
+
+The tables ``[lattice]``, ``[ions]``, ``[crystal]`` and ``[amorphous]`` are required;
+``[interface]``, ``[microstructure]``, ``[run]`` and ``[sweep]`` may be left out.
+
+Allowed values:
+
+- ``lattice.kind``: chain | square | triangular | honeycomb | cubic | bcc | fcc.
+- ``lattice.cells``: one integer ≥ 2 per lattice axis (1 for chain, 2 for square, triangular
+  and honeycomb, 3 for cubic, bcc and fcc), counted in conventional cells.
+- ``lattice.hop_distance`` > 0; ``0 ≤ lattice.blocked_fraction < 1`` (round(f·N) of the N
+  sites are blocked).
+- ``ions.species``: Li | Na (charge +1 e). Exactly one of ``ions.concentration``
+  (``0 < c < 1``, a fraction of the free sites: round(c·N_free) ions, which must be ≥ 1) and
+  ``ions.count`` (``1 ≤ n ≤ N_free``) is given.
+- ``crystal.saddle_energy`` may be a list of one dist per lattice axis (its length must equal
+  the lattice dimension); ``crystal.attempt_frequency`` > 0 is the one ν of the landscape.
+- ``microstructure.kind``: random | correlated | grains; ``0 ≤ amorphous_fraction ≤ 1``;
+  ``correlation_length`` > 0 is required for correlated, ``grain_diameter`` > 0 for grains
+  (each may be given, and is then checked, for the other kinds too).
+- ``run.method``: kmc | network; ``temperature`` > 0; ``hops_per_ion`` ≥ 1;
+  ``equilibration_hops_per_ion`` ≥ 0; ``frames`` ≥ 8; ``replicas`` ≥ 1; ``seed`` ≥ 0 (an
+  integer written exactly; the default 0 keeps runs reproducible but makes two configs that
+  leave it out share their random numbers — give each study its own seed). Integer keys other
+  than ``seed`` and ``cells`` also accept integral floats such as ``2e3``.
+
+``[sweep]`` maps quoted dotted keys to non-empty lists, e.g.
+``"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]``. Any key of the table above may be
+swept except ``name``, ``run.replicas`` and ``run.seed``; so may one parameter of a
+distribution written as a table (``"amorphous.saddle_energy.sigma" = [0.05, 0.1]``). Every
+swept value is validated like the scalar it replaces, and every point of the sweep is checked
+as a whole (e.g. ``cells`` against ``kind``). The fields of :class:`Config` hold the file's own
+values; a swept key the file leaves out takes its first swept value there.
+
+Tasks are the Cartesian product of the sweep lists in file order (the first key varies
+slowest) with replicas innermost; task k uses ``SeedSequence(run.seed).spawn(n_tasks)[k]``.
+
+Memory: :func:`estimate_memory` bounds one task by (bytes)::
+
+    N_sites · (z · (8 + 4 + 8) + 64)  +  N_ions · (frames · (3·8 + 4) + 64)
+
+(per directed hop a float64 rate, an int32 neighbour and a float64 saddle/bond entry; 64 bytes
+of per-site state — energies, phase, occupation, kernel bookkeeping; per ion and frame three
+float64 coordinates and an int32 site; 64 bytes of per-ion state), maximised over the sweep
+points. A config whose estimate exceeds 80 % of the physical memory is refused on
+``lattice.cells`` before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kmc.distributions import _PARAMETERS as _DIST_PARAMETERS
+from kmc.distributions import Distribution
+from kmc.lattice import BASIS_SITES, COORDINATION, DIMENSION
+from kmc.lattice import KINDS as LATTICE_KINDS
+
+__all__ = [
+    "AmorphousConfig",
+    "Config",
+    "ConfigError",
+    "CrystalConfig",
+    "InterfaceConfig",
+    "IonsConfig",
+    "LatticeConfig",
+    "MicrostructureConfig",
+    "RunConfig",
+    "Task",
+    "available_memory",
+    "estimate_memory",
+    "expand_tasks",
+    "free_site_count",
+    "ion_count",
+    "load_config",
+    "parse_config",
+    "plain",
+    "resolved_dict",
+    "site_count",
+]
+
+SPECIES = ("Li", "Na")
+MICROSTRUCTURE_KINDS = ("random", "correlated", "grains")
+METHODS = ("kmc", "network")
+MEMORY_FRACTION = 0.8
+UNSWEEPABLE = {
+    "name": "the run name cannot be swept",
+    "run.replicas": "cannot be swept: every sweep point gets run.replicas replicas",
+    "run.seed": "cannot be swept: every task already draws its own seed from run.seed",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class ConfigError(Exception):
+    """A bad config. ``str(e)`` is one line: ``"<file>: <dotted.key>: <what is wrong>"``.
+
+    ``key`` is None only for errors that concern the file as a whole (unreadable file, TOML
+    syntax error — whose message gives the line and column).
+    """
+
+    def __init__(self, file: str, key: str | None, message: str) -> None:
+        super().__init__(str(file), key, _one_line(message))
+        self.file: str = str(file)
+        self.key: str | None = key
+        self.message: str = _one_line(message)
+
+    def __str__(self) -> str:
+        parts = [self.file, *([self.key] if self.key else []), self.message]
+        return ": ".join(parts)
+
+
+class _Problem(Exception):
+    """Internal: a problem at a dotted key, turned into a ConfigError by the public entry."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(key, message)
+        self.key = key
+        self.message = message
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).splitlines()).strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Typed config
+
+
+@dataclass(frozen=True)
+class LatticeConfig:
+    kind: str
+    cells: tuple[int, ...]
+    hop_distance: float
+    blocked_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class IonsConfig:
+    species: str
+    concentration: float | None
+    count: int | None
+    exclusion: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrystalConfig:
+    attempt_frequency: float = 1e13
+    site_energy: Distribution
+    saddle_energy: Distribution | tuple[Distribution, ...]
+
+
+@dataclass(frozen=True)
+class AmorphousConfig:
+    site_energy: Distribution
+    saddle_energy: Distribution
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    saddle_energy: Distribution | None = None  # None: the amorphous saddle setting
+
+
+@dataclass(frozen=True)
+class MicrostructureConfig:
+    kind: str = "random"
+    amorphous_fraction: float = 0.0
+    correlation_length: float | None = None
+    grain_diameter: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "kmc"
+    temperature: float = 300.0
+    hops_per_ion: int = 2000
+    equilibration_hops_per_ion: int = 200
+    frames: int = 100
+    replicas: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated run configuration.
+
+    ``sweep`` holds (dotted key, typed values) pairs in file order; ``source`` (the file path)
+    and ``raw`` (the parsed TOML, for provenance) do not take part in ``==`` or ``hash``.
+    """
+
+    name: str
+    lattice: LatticeConfig
+    ions: IonsConfig
+    crystal: CrystalConfig
+    amorphous: AmorphousConfig
+    interface: InterfaceConfig
+    microstructure: MicrostructureConfig
+    run: RunConfig
+    sweep: tuple[tuple[str, tuple], ...] = ()
+    source: str = field(default="<config>", compare=False)
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One parameter point × one replica.
+
+    ``point`` maps each swept dotted key to its value here (typed, as in ``Config.sweep``;
+    :func:`plain` makes it JSON-friendly), ``config`` is the config with those values
+    substituted and no sweep, ``seed`` is the task's own ``SeedSequence``.
+    """
+
+    index: int
+    replica: int
+    point: dict[str, object]
+    config: Config
+    seed: np.random.SeedSequence
+
+    @property
+    def plain_point(self) -> dict[str, Any]:
+        """``point`` with JSON-friendly values (lists, ``{"dist": ...}`` dicts)."""
+        return {key: plain(value) for key, value in self.point.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Value parsers: each takes a TOML value and returns the typed value or raises ValueError
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it (TOML-ish)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _float(value: object) -> float:
+    if not _is_number(value):
+        raise ValueError(f"must be a number, not {_describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"must be a finite number, not {value}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, not {value}")
+    return number
+
+
+def _float_in(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        number = _float(value)
+        too_low = low is not None and (number <= low if low_open else number < low)
+        too_high = high is not None and (number >= high if high_open else number > high)
+        if too_low or too_high:
+            raise ValueError(f"must be {_range_text(low, high, low_open, high_open)}, not {value}")
+        return number
+
+    return parse
+
+
+def _range_text(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        left = "<" if low_open else "≤"
+        right = "<" if high_open else "≤"
+        return f"{low:g} {left} x {right} {high:g}"
+    if low is not None:
+        return f"{'>' if low_open else '≥'} {low:g}"
+    return f"{'<' if high_open else '≤'} {high:g}"
+
+
+def _int(minimum: int, *, exact: bool = False) -> Callable[[object], int]:
+    """An integer ≥ minimum; integral floats (``2e3``) are accepted unless ``exact``."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, float) and not exact and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, not {_describe(value)}")
+        if value < minimum:
+            raise ValueError(f"must be ≥ {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {_describe(value)}")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be one of {_choices_text(choices)}, not {_describe(value)}")
+        if value not in choices:
+            hint = _suggest(value, choices)
+            raise ValueError(f"must be one of {_choices_text(choices)}, not {value!r}{hint}")
+        return value
+
+    return parse
+
+
+def _choices_text(choices: tuple[str, ...]) -> str:
+    return " | ".join(choices)
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_describe(value)}")
+    if (
+        not value.strip()
+        or value in (".", "..")
+        or any(c in value for c in "/\\")
+        or not value.isprintable()
+    ):
+        raise ValueError(
+            f"must be a usable directory name (no '/', '\\' or control characters), not {value!r}"
+        )
+    return value
+
+
+def _cells(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"must be a non-empty list of integers, not {_describe(value)}")
+    if len(value) > 3:
+        raise ValueError(f"must have at most 3 entries (one per axis), not {len(value)}")
+    for n in value:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ValueError(f"must be a list of integers, but has {_describe(n)}")
+        if n < 2:
+            raise ValueError(f"every entry must be ≥ 2 (cells per axis), not {n}")
+    return tuple(value)
+
+
+def _distribution(value: object) -> Distribution:
+    if isinstance(value, list | tuple):
+        raise ValueError(
+            "must be a number or a {dist = ...} table (one value per axis is allowed only for "
+            "crystal.saddle_energy)"
+        )
+    if isinstance(value, Mapping) and not isinstance(value.get("dist"), str | None):
+        raise ValueError(f"dist must be a string, not {_describe(value['dist'])}")
+    dist = Distribution.parse(value)
+    for name in ("value", "mean", "sigma", "low", "high"):
+        if not math.isfinite(getattr(dist, name)):
+            raise ValueError(f"{name!r} must be finite")
+    if not all(math.isfinite(v) for v in (*dist.values, *dist.weights)):
+        raise ValueError("'values' and 'weights' must be finite")
+    return dist
+
+
+def _saddle(value: object) -> Distribution | tuple[Distribution, ...]:
+    if isinstance(value, list | tuple):
+        if not 1 <= len(value) <= 3:
+            raise ValueError(
+                f"a per-axis list must have one entry per lattice axis, not {len(value)}"
+            )
+        parsed = []
+        for axis, item in enumerate(value):
+            try:
+                parsed.append(_distribution(item))
+            except ValueError as exc:
+                raise ValueError(f"axis {axis}: {exc}") from None
+        return tuple(parsed)
+    return _distribution(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The schema: table → key → (parser, default). _REQUIRED marks required keys.
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Key:
+    parse: Callable[[object], object]
+    default: object = _REQUIRED
+
+
+_TOP_KEYS = {"name": _Key(_name)}
+_SCHEMA: dict[str, dict[str, _Key]] = {
+    "lattice": {
+        "kind": _Key(_choice(LATTICE_KINDS)),
+        "cells": _Key(_cells),
+        "hop_distance": _Key(_float_in(0, low_open=True)),
+        "blocked_fraction": _Key(_float_in(0, 1, high_open=True), 0.0),
+    },
+    "ions": {
+        "species": _Key(_choice(SPECIES), "Li"),
+        "concentration": _Key(_float_in(0, 1, low_open=True, high_open=True), None),
+        "count": _Key(_int(1), None),
+        "exclusion": _Key(_bool, True),
+    },
+    "crystal": {
+        "attempt_frequency": _Key(_float_in(0, low_open=True), 1e13),
+        "site_energy": _Key(_distribution, 0.0),
+        "saddle_energy": _Key(_saddle),
+    },
+    "amorphous": {
+        "site_energy": _Key(_distribution, 0.0),
+        "saddle_energy": _Key(_distribution),
+    },
+    "interface": {
+        "saddle_energy": _Key(_distribution, None),
+    },
+    "microstructure": {
+        "kind": _Key(_choice(MICROSTRUCTURE_KINDS), "random"),
+        "amorphous_fraction": _Key(_float_in(0, 1), 0.0),
+        "correlation_length": _Key(_float_in(0, low_open=True), None),
+        "grain_diameter": _Key(_float_in(0, low_open=True), None),
+    },
+    "run": {
+        "method": _Key(_choice(METHODS), "kmc"),
+        "temperature": _Key(_float_in(0, low_open=True), 300.0),
+        "hops_per_ion": _Key(_int(1), 2000),
+        "equilibration_hops_per_ion": _Key(_int(0), 200),
+        "frames": _Key(_int(8), 100),
+        "replicas": _Key(_int(1), 4),
+        "seed": _Key(_int(0, exact=True), 0),
+    },
+}
+_REQUIRED_TABLES = ("lattice", "ions", "crystal", "amorphous")
+_TABLES = (*_SCHEMA, "sweep")
+_DISTRIBUTION_KEYS = {
+    "crystal.site_energy",
+    "crystal.saddle_energy",
+    "amorphous.site_energy",
+    "amorphous.saddle_energy",
+    "interface.saddle_energy",
+}
+#: every dotted key of the schema (the top-level ``name`` included), in schema order
+ALL_KEYS: tuple[str, ...] = (
+    *_TOP_KEYS,
+    *(f"{table}.{key}" for table, keys in _SCHEMA.items() for key in keys),
+)
+
+
+def _key_spec(dotted: str) -> _Key:
+    if dotted in _TOP_KEYS:
+        return _TOP_KEYS[dotted]
+    table, key = dotted.split(".", 1)
+    return _SCHEMA[table][key]
+
+
+def _suggest(word: str, candidates) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _unknown_key_hint(table: str | None, key: str) -> str:
+    """Closest valid key in the same table, else the same key where it does belong."""
+    here = list(_SCHEMA[table]) if table else [*_TOP_KEYS, *_TABLES]
+    hint = _suggest(key, here)
+    if hint:
+        return hint
+    elsewhere = [k for k in ALL_KEYS if k.rsplit(".", 1)[-1] == key and k != f"{table}.{key}"]
+    if elsewhere == ["name"]:
+        return " (did you mean the top-level 'name'? it must come before the first [table])"
+    if elsewhere:
+        return f" (did you mean {elsewhere[0]!r}?)"
+    if table is None:
+        tables = _suggest(key, _TABLES)
+        if tables:
+            return tables
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Counting sites and ions
+
+
+def site_count(lattice: LatticeConfig) -> int:
+    """Number of lattice sites (exact Python int, never overflows)."""
+    return math.prod(lattice.cells) * BASIS_SITES[lattice.kind]
+
+
+def free_site_count(lattice: LatticeConfig) -> int:
+    """Sites that are not blocked: N − round(blocked_fraction · N), as kmc.landscape blocks."""
+    n = site_count(lattice)
+    return n - round(lattice.blocked_fraction * n)
+
+
+def ion_count(config: Config) -> int:
+    """Number of mobile ions: ``count``, or round(concentration · free sites)."""
+    if config.ions.count is not None:
+        return config.ions.count
+    return round(config.ions.concentration * free_site_count(config.lattice))
+
+
+# --------------------------------------------------------------------------------------------
+# Building one (sweep-free) Config from a plain dict
+
+
+def _table(data: Mapping, table: str) -> Mapping:
+    value = data.get(table, {})
+    if not isinstance(value, Mapping):
+        raise _Problem(table, f"must be a table [{table}], not {_describe(value)}")
+    for key in value:
+        if key not in _SCHEMA[table]:
+            raise _Problem(f"{table}.{key}", "unknown key" + _unknown_key_hint(table, key))
+    return value
+
+
+def _value(table: str, values: Mapping, key: str) -> Any:
+    spec = _SCHEMA[table][key]
+    if key not in values:
+        if spec.default is _REQUIRED:
+            raise _Problem(f"{table}.{key}", "missing (required)")
+        return None if spec.default is None else spec.parse(spec.default)
+    try:
+        return spec.parse(values[key])
+    except ValueError as exc:
+        raise _Problem(f"{table}.{key}", str(exc)) from None
+
+
+def _check_unknown_top_level(data: Mapping) -> None:
+    for key in data:
+        if key not in _TOP_KEYS and key not in _TABLES:
+            raise _Problem(key, "unknown key" + _unknown_key_hint(None, key))
+
+
+def _check_top_level(data: Mapping) -> None:
+    _check_unknown_top_level(data)
+    for table in _REQUIRED_TABLES:
+        if table not in data:
+            raise _Problem(table, f"missing required table [{table}]")
+
+
+def _build(data: Mapping, default_name: str) -> Config:
+    """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here)."""
+    _check_top_level(data)
+    if "name" in data:
+        try:
+            name = _name(data["name"])
+        except ValueError as exc:
+            raise _Problem("name", str(exc)) from None
+    else:
+        name = default_name
+
+    t = _table(data, "lattice")
+    lattice = LatticeConfig(
+        kind=_value("lattice", t, "kind"),
+        cells=_value("lattice", t, "cells"),
+        hop_distance=_value("lattice", t, "hop_distance"),
+        blocked_fraction=_value("lattice", t, "blocked_fraction"),
+    )
+    dim = DIMENSION[lattice.kind]
+    if len(lattice.cells) != dim:
+        raise _Problem(
+            "lattice.cells",
+            f"needs {dim} entr{'y' if dim == 1 else 'ies'} for a {lattice.kind} lattice "
+            f"(one per axis), not {len(lattice.cells)}",
+        )
+
+    t = _table(data, "ions")
+    ions = IonsConfig(
+        species=_value("ions", t, "species"),
+        concentration=_value("ions", t, "concentration"),
+        count=_value("ions", t, "count"),
+        exclusion=_value("ions", t, "exclusion"),
+    )
+    free = free_site_count(lattice)
+    if ions.concentration is not None and ions.count is not None:
+        raise _Problem("ions.count", "give either ions.concentration or ions.count, not both")
+    if ions.concentration is None and ions.count is None:
+        raise _Problem("ions.concentration", "missing: give ions.concentration or ions.count")
+    if ions.count is not None and ions.count > free:
+        raise _Problem("ions.count", f"{ions.count} ions do not fit on {free} free sites")
+    if ions.concentration is not None and round(ions.concentration * free) < 1:
+        raise _Problem(
+            "ions.concentration",
+            f"{ions.concentration} of {free} free sites rounds to no ion at all",
+        )
+
+    t = _table(data, "crystal")
+    crystal = CrystalConfig(
+        attempt_frequency=_value("crystal", t, "attempt_frequency"),
+        site_energy=_value("crystal", t, "site_energy"),
+        saddle_energy=_value("crystal", t, "saddle_energy"),
+    )
+    if isinstance(crystal.saddle_energy, tuple) and len(crystal.saddle_energy) != dim:
+        raise _Problem(
+            "crystal.saddle_energy",
+            f"a per-axis list needs {dim} entries for a {lattice.kind} lattice, "
+            f"not {len(crystal.saddle_energy)}",
+        )
+
+    t = _table(data, "amorphous")
+    amorphous = AmorphousConfig(
+        site_energy=_value("amorphous", t, "site_energy"),
+        saddle_energy=_value("amorphous", t, "saddle_energy"),
+    )
+    t = _table(data, "interface")
+    interface = InterfaceConfig(saddle_energy=_value("interface", t, "saddle_energy"))
+
+    t = _table(data, "microstructure")
+    micro = MicrostructureConfig(
+        kind=_value("microstructure", t, "kind"),
+        amorphous_fraction=_value("microstructure", t, "amorphous_fraction"),
+        correlation_length=_value("microstructure", t, "correlation_length"),
+        grain_diameter=_value("microstructure", t, "grain_diameter"),
+    )
+    if micro.kind == "correlated" and micro.correlation_length is None:
+        raise _Problem(
+            "microstructure.correlation_length", "missing: required when kind = 'correlated'"
+        )
+    if micro.kind == "grains" and micro.grain_diameter is None:
+        raise _Problem("microstructure.grain_diameter", "missing: required when kind = 'grains'")
+
+    t = _table(data, "run")
+    run = RunConfig(**{key: _value("run", t, key) for key in _SCHEMA["run"]})
+
+    return Config(
+        name=name,
+        lattice=lattice,
+        ions=ions,
+        crystal=crystal,
+        amorphous=amorphous,
+        interface=interface,
+        microstructure=micro,
+        run=run,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def _sweep_key_error(key: str, data: Mapping) -> str | None:
+    """Why ``key`` cannot be swept (None if it can)."""
+    if key in UNSWEEPABLE:
+        return UNSWEEPABLE[key]
+    if key in ALL_KEYS:
+        return None
+    parent, _, param = key.rpartition(".")
+    if parent in _DISTRIBUTION_KEYS:
+        table, name = parent.split(".")
+        written = data.get(table, {}).get(name) if isinstance(data.get(table), Mapping) else None
+        if isinstance(written, Mapping) and param in _DIST_PARAMETERS.get(written.get("dist"), ()):
+            return None
+        return (
+            f"unknown key: {parent} is not written as a {{dist = ...}} table with a "
+            f"parameter {param!r}"
+        )
+    sweepable = [k for k in ALL_KEYS if k not in UNSWEEPABLE]
+    hint = _suggest(key, sweepable)
+    if not hint:
+        same_leaf = [k for k in sweepable if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+        hint = f" (did you mean {same_leaf[0]!r}?)" if same_leaf else ""
+    return "unknown key, not a sweepable config key" + hint
+
+
+def _flatten_sweep(table: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Quoted dotted keys as given; unquoted ones (nested tables in TOML) flattened back."""
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and not (dotted in ALL_KEYS and "dist" in value):
+            yield from _flatten_sweep(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _parse_sweep_value(key: str, value: object, data: Mapping) -> object:
+    """A swept value validated and typed like the scalar it replaces."""
+    if key in ALL_KEYS:
+        return _key_spec(key).parse(value)
+    parent, _, param = key.rpartition(".")  # a distribution parameter
+    table, name = parent.split(".")
+    spec = dict(data[table][name])
+    spec[param] = value
+    _key_spec(parent).parse(spec)  # the whole distribution must stay valid
+    if param in ("values", "weights"):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
+def _parse_sweep(data: Mapping) -> tuple[tuple[str, tuple], ...]:
+    table = data.get("sweep", {})
+    if not isinstance(table, Mapping):
+        raise _Problem("sweep", f"must be a table [sweep], not {_describe(table)}")
+    sweep: list[tuple[str, tuple]] = []
+    for key, values in _flatten_sweep(table):
+        where = f"sweep.{key}"
+        reason = _sweep_key_error(key, data)
+        if reason:
+            raise _Problem(where, reason)
+        for other, _ in sweep:
+            if key.startswith(other + ".") or other.startswith(key + "."):
+                raise _Problem(where, f"overlaps the swept key {other!r}; sweep only one")
+        if not isinstance(values, list):
+            raise _Problem(where, f"must be a list of values, not {_describe(values)}")
+        if not values:
+            raise _Problem(where, "is an empty list; give at least one value")
+        typed = []
+        for i, value in enumerate(values):
+            try:
+                parsed = _parse_sweep_value(key, value, data)
+            except ValueError as exc:
+                raise _Problem(where, f"entry {i + 1} ({_show(value)}): {exc}") from None
+            if parsed in typed:
+                raise _Problem(where, f"entry {i + 1} ({_show(value)}) is listed twice")
+            typed.append(parsed)
+        sweep.append((key, tuple(typed)))
+    return tuple(sweep)
+
+
+def _set_dotted(data: dict, key: str, value: object) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _has_dotted(data: Mapping, key: str) -> bool:
+    node: object = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _points(config: Config) -> Iterator[tuple[dict[str, object], Config]]:
+    """(point, sweep-free config) for every sweep point, in task order (no replicas)."""
+    base = resolved_dict(config)
+    base.pop("sweep")
+    keys = [key for key, _ in config.sweep]
+    for combo in itertools.product(*(values for _, values in config.sweep)):
+        point = dict(zip(keys, combo, strict=True))
+        data = copy.deepcopy(base)
+        for key, value in point.items():
+            _set_dotted(data, key, plain(value))
+        try:
+            built = _build(data, config.name)
+        except _Problem as problem:
+            raise _point_problem(problem, point) from None
+        yield point, replace(built, source=config.source, raw=config.raw)
+
+
+def _point_problem(problem: _Problem, point: dict[str, object]) -> _Problem:
+    """Name the sweep key behind a problem found at one sweep point."""
+    key = problem.key
+    for swept in point:
+        if key == swept or (key and swept.startswith(key + ".")) or swept in problem.message:
+            key = f"sweep.{swept}"
+            break
+    where = ", ".join(f"{k} = {_show(plain(v))}" for k, v in point.items())
+    return _Problem(key, f"{problem.message} (at the sweep point {where})")
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool = True) -> Config:
+    """Validate a parsed TOML document (a plain nested dict) into a :class:`Config`.
+
+    Every sweep point is validated too. With ``check_memory`` (the default) a config whose
+    largest task would need more than 80 % of the physical memory is refused on
+    ``lattice.cells``. Raises :class:`ConfigError`.
+    """
+    source = str(source)
+    default_name = Path(source).stem if not source.startswith("<") else "run"
+    try:
+        if not isinstance(data, Mapping):
+            raise _Problem(None, f"a config must be a table of keys, not {_describe(data)}")
+        raw = copy.deepcopy(dict(data))
+        _check_unknown_top_level(raw)
+        sweep = _parse_sweep(raw)
+        # the file's own values; a swept key the file leaves out takes its first value
+        base = copy.deepcopy(raw)
+        base.pop("sweep", None)
+        missing = [(key, values[0]) for key, values in sweep if not _has_dotted(base, key)]
+        for key, value in missing:
+            _set_dotted(base, key, plain(value))
+        try:
+            built = _build(base, default_name)
+        except _Problem as problem:
+            for key, _ in missing:  # a problem with a value taken from [sweep]
+                if problem.key == key or key in problem.message:
+                    problem = _Problem(f"sweep.{key}", problem.message)
+                    break
+            raise problem from None
+        config = replace(built, sweep=sweep, source=source, raw=raw)
+        need = 0
+        for _, point_config in _points(config):  # validates every point
+            need = max(need, _task_memory(point_config))
+        if check_memory:
+            _check_memory(config, need)
+    except _Problem as problem:
+        raise ConfigError(source, problem.key, problem.message) from None
+    return config
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML config file. Raises :class:`ConfigError`."""
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, None, f"TOML syntax error: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, f"not a UTF-8 text file: {exc}") from None
+    except FileNotFoundError:
+        raise ConfigError(source, None, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, source)
+
+
+def expand_tasks(config: Config) -> list[Task]:
+    """Every task: the sweep's Cartesian product in file order, replicas innermost."""
+    points = list(_points(config))
+    n_tasks = len(points) * config.run.replicas
+    seeds = np.random.SeedSequence(config.run.seed).spawn(n_tasks)
+    tasks = []
+    for p, (point, point_config) in enumerate(points):
+        for replica in range(config.run.replicas):
+            index = p * config.run.replicas + replica
+            tasks.append(Task(index, replica, point, point_config, seeds[index]))
+    return tasks
+
+
+def plain(value: object) -> Any:
+    """A typed config value as plain JSON/TOML data (tuples → lists, distributions → dicts)."""
+    if isinstance(value, Distribution):
+        params = _DIST_PARAMETERS[value.kind]
+        return {"dist": value.kind} | {p: plain(getattr(value, p)) for p in params}
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    return value
+
+
+def resolved_dict(config: Config) -> dict:
+    """The fully resolved config as a plain, JSON-serializable nested dict.
+
+    Defaults are filled in; distributions are ``{"dist": kind, <params>}``; keys whose value
+    is None (the unused one of concentration/count, an absent interface saddle or microstructure
+    length) are left out. ``parse_config(resolved_dict(c)) == c``.
+    """
+
+    def table(obj) -> dict:
+        return {
+            key: plain(getattr(obj, key))
+            for key in obj.__dataclass_fields__
+            if getattr(obj, key) is not None
+        }
+
+    return {
+        "name": config.name,
+        "lattice": table(config.lattice),
+        "ions": table(config.ions),
+        "crystal": table(config.crystal),
+        "amorphous": table(config.amorphous),
+        "interface": table(config.interface),
+        "microstructure": table(config.microstructure),
+        "run": table(config.run),
+        "sweep": {key: [plain(v) for v in values] for key, values in config.sweep},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+
+def _task_memory(config: Config) -> int:
+    sites = site_count(config.lattice)
+    z = COORDINATION[config.lattice.kind]
+    ions = ion_count(config)
+    return sites * (z * (8 + 4 + 8) + 64) + ions * (config.run.frames * (3 * 8 + 4) + 64)
+
+
+def estimate_memory(config: Config) -> int:
+    """Bytes one task needs at most, over all sweep points (formula in the module docs)."""
+    return max(_task_memory(point_config) for _, point_config in _points(config))
+
+
+def available_memory() -> int | None:
+    """Physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(config: Config, need: int) -> None:
+    total = available_memory()
+    if total is None or total <= 0 or need <= MEMORY_FRACTION * total:
+        return
+    swept = any(key == "lattice.cells" for key, _ in config.sweep)
+    raise _Problem(
+        "sweep.lattice.cells" if swept else "lattice.cells",
+        f"too large: a task would need about {_bytes(need)} but only "
+        f"{_bytes(MEMORY_FRACTION * total)} is usable (80 % of {_bytes(total)} physical memory)",
+    )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")

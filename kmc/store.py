@@ -1,0 +1,495 @@
+"""Task files: one H5MD 1.1 file per task, written atomically, read back, checked for completeness.
+
+A task file is a valid H5MD 1.1 file that ``MDAnalysis.Universe(path)`` opens directly (the
+reader is chosen by the ``.h5md`` extension). Layout (``F`` frames, ``N`` ions, lattice
+dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded)::
+
+    /h5md                              +version [1, 1], +kmc_complete 1 (written last)
+        author                         +name
+        creator                        +name "kmc", +version
+    /particles/trajectory
+        position
+            step     int64 (F,)        frame index 0..F-1
+            time     float64 (F,)      +unit "s"
+            value    float64 (F, N, 3) +unit "nm"; unwrapped; padded components are 0
+        box                            +dimension 3, +boundary ["periodic"]*d + ["none"]*(3-d)
+                                       +kmc_lattice_dimension d
+            edges
+                step, time             hard links to position/step and position/time
+                value    float64 (F, 3) +unit "nm"; padded axes hold a placeholder (see below)
+        lattice_site
+            step, time                 hard links to position/step and position/time
+            value    int32 (F, N)      lattice site index of each ion in each frame
+        species  enum{Li: 3, Na: 11} (N,)  +name "Li" | "Na"
+    /parameters                        +config_json (the whole resolved config, exact)
+                                       +task, +seed_entropy (decimal string), +spawn_key
+                                       +species; the config mirrored as nested groups/attributes
+    /observables                       one float64 (or int64) attribute per per-task observable
+
+Notes on choices forced by MDAnalysis (checked against MDAnalysis 2.11):
+
+* H5MD allows time-independent observables as scalar datasets (``/observables/X: Float[]``),
+  but MDAnalysis's H5MDReader reads every child of ``/observables`` as a time-dependent
+  element on every frame and fails on a scalar dataset ("Can't iterate over a scalar
+  dataset"; MDAnalysis issue #4598). The per-task observables are therefore attributes of
+  the ``/observables`` group, which H5MD permits and MDAnalysis ignores.
+* MDAnalysis only accepts ``box/dimension == 3`` and ignores ``boundary``. For ``d < 3`` the
+  padded axes are marked ``"none"`` as H5MD prescribes; their ``edges`` entries are mere
+  placeholders (H5MD) set to the largest real edge, so that MDAnalysis sees a positive,
+  well-formed box (a zero edge breaks distance calculations under periodic boundaries).
+  All padded position components are 0, so the placeholder never affects any distance.
+* The time unit ``"s"`` is understood by MDAnalysis (``ts.time`` comes out in ps), and
+  ``"nm"`` positions are converted to Å.
+
+Position and lattice-site datasets are chunked along frames (several frames per chunk, up
+to ~256 KiB; a single frame is split along ions above ~4 MiB), gzip-compressed (level 4,
+with the shuffle filter) and checksummed (Fletcher-32).
+
+A file is written to ``.<name>.tmp.<pid>`` in the destination directory, the completion
+marker ``/h5md.attrs["kmc_complete"] = 1`` is written last, the file is closed and fsynced
+and then renamed onto its final name with :func:`os.replace`. A failed write removes the
+temporary file and leaves any previous file at ``path`` untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "IncompleteTaskFileError",
+    "TaskData",
+    "is_complete",
+    "read_task",
+    "task_filename",
+    "write_task",
+]
+
+H5MD_VERSION = (1, 1)
+COMPLETE_ATTR = "kmc_complete"
+DISTRIBUTION = "kmc-amorph"
+
+#: Species that a task file can hold, with the HDF5 enumeration value (atomic number).
+SPECIES = {"Li": 3, "Na": 11}
+
+_ANGSTROM_PER_NM = 10.0
+_GZIP_LEVEL = 4
+_CHUNK_TARGET_BYTES = 256 * 1024  # frames per chunk: as many as fit (>= 1)
+_CHUNK_MAX_BYTES = 4 * 1024 * 1024  # above this a single frame is split along ions
+_RESERVED_PARAMETER_ATTRS = frozenset(
+    {"config_json", "task", "seed_entropy", "spawn_key", "species"}
+)
+_TRAJ = "particles/trajectory"
+
+
+@dataclass(frozen=True, eq=False)
+class TaskData:
+    """Everything stored for one task (one parameter point x one replica).
+
+    ``eq=False``: instances hold numpy arrays, so compare fields explicitly.
+    """
+
+    times: np.ndarray  # (F,) s, frame times of the production run, times[0] == 0
+    positions: np.ndarray  # (F, N, d) float64 unwrapped ion positions, Å, d in {1, 2, 3}
+    sites: np.ndarray  # (F, N) int32 lattice site index of each ion in each frame
+    box: np.ndarray  # (d,) float64 periodic orthorhombic box edges, Å
+    species: str  # "Li" or "Na"
+    parameters: dict  # fully resolved config: nested str -> (str|int|float|bool|list|dict)
+    task: int  # task index
+    seed_entropy: int  # SeedSequence entropy (may exceed 64 bits)
+    spawn_key: tuple[int, ...]
+    observables: dict[str, float]  # per-task results (D_tracer, D_jump, hops, ...)
+
+
+class IncompleteTaskFileError(ValueError):
+    """A task file that is missing its completion marker, truncated, corrupt or malformed."""
+
+
+def task_filename(task: int) -> str:
+    """File name of task ``task`` inside a run's ``tasks/`` directory: ``task-000017.h5md``."""
+    task = int(task)
+    if task < 0:
+        raise ValueError(f"task index must be >= 0, got {task}")
+    return f"task-{task:06d}.h5md"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_task(
+    path: str | os.PathLike[str], data: TaskData, *, compression: str | None = "gzip"
+) -> None:
+    """Write ``data`` to the H5MD file ``path`` atomically (temporary file + rename).
+
+    ``compression`` is ``"gzip"`` (level 4 with shuffle, the default), ``"lzf"`` or ``None``.
+    Raises ``ValueError`` for inconsistent data; on any failure the temporary file is
+    removed and an existing file at ``path`` is left as it was.
+    """
+    if compression not in ("gzip", "lzf", None):
+        raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
+    checked = _validate(data)
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.tmp.{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+            _write_file(f, checked, compression)
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _validate(data: TaskData) -> dict[str, Any]:
+    """Check shapes and types; return normalized arrays and values for writing."""
+    times = np.asarray(data.times, dtype=np.float64)
+    positions = np.asarray(data.positions, dtype=np.float64)
+    sites = np.asarray(data.sites)
+    box = np.asarray(data.box, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0:
+        raise ValueError(f"times must be a non-empty 1-d array, got shape {times.shape}")
+    n_frames = times.size
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+        raise ValueError("times must be finite and non-decreasing")
+    if positions.ndim != 3 or positions.shape[0] != n_frames or positions.shape[2] not in (1, 2, 3):
+        raise ValueError(
+            f"positions must have shape (F={n_frames}, N, d) with d in 1..3, got {positions.shape}"
+        )
+    n_ions, dim = positions.shape[1], positions.shape[2]
+    if n_ions == 0:
+        raise ValueError("positions hold no ions (N == 0)")
+    if sites.shape != (n_frames, n_ions):
+        raise ValueError(f"sites must have shape {(n_frames, n_ions)}, got {sites.shape}")
+    if not np.issubdtype(sites.dtype, np.integer):
+        raise ValueError(f"sites must be integers, got dtype {sites.dtype}")
+    info = np.iinfo(np.int32)
+    if sites.size and (sites.min() < info.min or sites.max() > info.max):
+        raise ValueError("sites do not fit in int32")
+    if box.shape != (dim,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
+        raise ValueError(f"box must hold {dim} positive edge lengths, got {data.box!r}")
+    if data.species not in SPECIES:
+        raise ValueError(f"species must be one of {sorted(SPECIES)}, got {data.species!r}")
+    if not isinstance(data.parameters, Mapping):
+        raise ValueError("parameters must be a dict")
+    try:
+        config_json = json.dumps(data.parameters, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameters are not JSON-serializable: {exc}") from exc
+    seed_entropy = int(data.seed_entropy)
+    if seed_entropy < 0:
+        raise ValueError("seed_entropy must be >= 0")
+    spawn_key = tuple(int(k) for k in data.spawn_key)
+    if any(k < 0 or k >= 2**63 for k in spawn_key):
+        raise ValueError(f"spawn_key entries must be in [0, 2**63), got {spawn_key}")
+    observables: dict[str, int | float] = {}
+    for key, value in data.observables.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"observable names must be non-empty strings, got {key!r}")
+        if isinstance(value, bool | np.bool_):
+            observables[key] = int(value)
+        elif isinstance(value, int | np.integer) and -(2**63) <= int(value) < 2**63:
+            observables[key] = int(value)
+        elif isinstance(value, float | int | np.floating | np.integer):
+            observables[key] = float(value)
+        else:
+            raise ValueError(f"observable {key!r} must be a number, got {value!r}")
+    return {
+        "times": times,
+        "positions": positions,
+        "sites": sites.astype(np.int32, copy=False),
+        "box": box,
+        "species": data.species,
+        "parameters": data.parameters,
+        "config_json": config_json,
+        "task": int(data.task),
+        "seed_entropy": seed_entropy,
+        "spawn_key": spawn_key,
+        "observables": observables,
+    }
+
+
+def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> None:
+    n_frames, n_ions, dim = d["positions"].shape
+
+    h5md = f.create_group("h5md")
+    h5md.attrs["version"] = np.array(H5MD_VERSION, dtype=np.int32)
+    _set_fixed_string(h5md.create_group("author").attrs, "name", _author())
+    creator = h5md.create_group("creator")
+    _set_fixed_string(creator.attrs, "name", "kmc")
+    _set_fixed_string(creator.attrs, "version", _kmc_version())
+
+    traj = f.create_group(_TRAJ)
+    position = traj.create_group("position")
+    step = position.create_dataset("step", data=np.arange(n_frames, dtype=np.int64))
+    time = position.create_dataset("time", data=d["times"])
+    time.attrs["unit"] = "s"  # MDAnalysis needs a str-valued (variable-length) unit
+    padded = np.zeros((n_frames, n_ions, 3), dtype=np.float64)
+    padded[:, :, :dim] = d["positions"] / _ANGSTROM_PER_NM
+    value = position.create_dataset("value", data=padded, **_storage(padded.shape, 8, compression))
+    del padded
+    value.attrs["unit"] = "nm"
+
+    box = traj.create_group("box")
+    box.attrs["dimension"] = np.int32(3)
+    _set_fixed_string_array(box.attrs, "boundary", ["periodic"] * dim + ["none"] * (3 - dim))
+    box.attrs["kmc_lattice_dimension"] = np.int32(dim)
+    edges_nm = np.full(3, d["box"].max() / _ANGSTROM_PER_NM)
+    edges_nm[:dim] = d["box"] / _ANGSTROM_PER_NM
+    edges = box.create_group("edges")
+    edges["step"] = step
+    edges["time"] = time
+    edge_value = edges.create_dataset("value", data=np.tile(edges_nm, (n_frames, 1)))
+    edge_value.attrs["unit"] = "nm"
+
+    site = traj.create_group("lattice_site")
+    site["step"] = step
+    site["time"] = time
+    site.create_dataset("value", data=d["sites"], **_storage(d["sites"].shape, 4, compression))
+
+    species_dtype = h5py.enum_dtype(SPECIES, basetype=np.int8)
+    species = traj.create_dataset(
+        "species",
+        data=np.full(n_ions, SPECIES[d["species"]], dtype=np.int8),
+        dtype=species_dtype,
+    )
+    species.attrs["name"] = d["species"]
+
+    params = f.create_group("parameters", track_order=True)
+    params.attrs["config_json"] = d["config_json"]
+    params.attrs["task"] = np.int64(d["task"])
+    params.attrs["seed_entropy"] = str(d["seed_entropy"])
+    params.attrs["spawn_key"] = np.array(d["spawn_key"], dtype=np.int64)
+    params.attrs["species"] = d["species"]
+    _mirror_parameters(params, d["parameters"], reserved=_RESERVED_PARAMETER_ATTRS)
+
+    observables = f.create_group("observables", track_order=True)
+    for key, val in d["observables"].items():
+        observables.attrs[key] = np.int64(val) if isinstance(val, int) else np.float64(val)
+
+    f.flush()
+    h5md.attrs[COMPLETE_ATTR] = np.int32(1)  # the completion marker: always last
+
+
+def _storage(shape: tuple[int, ...], itemsize: int, compression: str | None) -> dict[str, Any]:
+    """Chunking/filters for a (F, N, ...) per-frame dataset."""
+    frame_items = int(np.prod(shape[1:]))
+    frame_bytes = frame_items * itemsize
+    if frame_bytes <= _CHUNK_MAX_BYTES:
+        frames = max(1, min(shape[0], _CHUNK_TARGET_BYTES // max(frame_bytes, 1)))
+        chunks = (frames, *shape[1:])
+    else:
+        per_ion = frame_bytes // shape[1]
+        chunks = (1, max(1, _CHUNK_MAX_BYTES // per_ion), *shape[2:])
+    opts: dict[str, Any] = {"chunks": chunks, "fletcher32": True}
+    if compression == "gzip":
+        opts.update(compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=True)
+    elif compression == "lzf":
+        opts.update(compression="lzf", shuffle=True)
+    return opts
+
+
+def _mirror_parameters(group: h5py.Group, mapping: Mapping, reserved=frozenset()) -> None:
+    """Store a nested dict as H5MD parameters: dicts -> groups, leaves -> attributes.
+
+    This mirror is for browsing (h5ls, HDFView); ``config_json`` is the exact record.
+    """
+    for key, value in mapping.items():
+        key = str(key)
+        if key in reserved:
+            continue
+        if isinstance(value, Mapping) and key not in (".", "") and "/" not in key:
+            _mirror_parameters(group.create_group(key, track_order=True), value)
+        else:
+            group.attrs[key] = _attribute_value(value)
+
+
+def _attribute_value(value: Any) -> Any:
+    """An HDF5-storable form of a config leaf; anything irregular becomes a JSON string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return np.bool_(value)
+    if isinstance(value, int):
+        return np.int64(value) if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, list | tuple) and value:
+        if all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=h5py.string_dtype())
+        if all(isinstance(v, bool) for v in value):
+            return np.array(value, dtype=np.bool_)
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            if all(-(2**63) <= v < 2**63 for v in value):
+                return np.array(value, dtype=np.int64)
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return np.array(value, dtype=np.float64)
+    return json.dumps(value, allow_nan=True)
+
+
+def _set_fixed_string(attrs: h5py.AttributeManager, name: str, text: str) -> None:
+    """A scalar fixed-length UTF-8 string attribute (as H5MD prescribes for metadata)."""
+    raw = text.encode("utf-8")
+    n = max(len(raw), 1)
+    attrs.create(name, np.array(raw, dtype=f"S{n}"), dtype=h5py.string_dtype("utf-8", n))
+
+
+def _set_fixed_string_array(attrs: h5py.AttributeManager, name: str, texts: list[str]) -> None:
+    raw = [t.encode("utf-8") for t in texts]
+    n = max(1, *(len(r) for r in raw))
+    attrs.create(name, np.array(raw, dtype=f"S{n}"), dtype=h5py.string_dtype("utf-8", n))
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers, some batch systems)
+        return "unknown"
+
+
+def _kmc_version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (best effort: not every platform can fsync a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is a complete task file; False (never raises) if it is missing,
+    truncated, corrupt, not a task file, or lacks the completion marker."""
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            return _incomplete_reason(f) is None
+    except Exception:
+        return False
+
+
+def read_task(path: str | os.PathLike[str], *, positions: bool = True) -> TaskData:
+    """Read a task file written by :func:`write_task`.
+
+    With ``positions=False`` the big per-frame arrays are not read: ``positions`` is
+    returned with shape ``(0, N, d)`` and ``sites`` with shape ``(0, N)`` (``times`` and
+    everything else is read). Raises ``FileNotFoundError`` for a missing file and
+    :class:`IncompleteTaskFileError` (a ``ValueError``) naming the path for an incomplete,
+    truncated or corrupt one.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"{name}: no such task file")
+    try:
+        with h5py.File(name, "r") as f:
+            reason = _incomplete_reason(f)
+            if reason is None:
+                return _read_file(f, positions)
+    except Exception as exc:
+        raise IncompleteTaskFileError(
+            f"{name}: not a complete kmc task file (unreadable or corrupt: {exc})"
+        ) from exc
+    raise IncompleteTaskFileError(f"{name}: not a complete kmc task file ({reason})")
+
+
+def _incomplete_reason(f: h5py.File) -> str | None:
+    """None for a complete task file, otherwise why it is not."""
+    if "h5md" not in f or f["h5md"].attrs.get(COMPLETE_ATTR, 0) != 1:
+        return "no completion marker"
+    for item in ("position/value", "position/time", "box/edges/value", "lattice_site/value"):
+        if f"{_TRAJ}/{item}" not in f:
+            return f"missing /{_TRAJ}/{item}"
+    for group in ("parameters", "observables", f"{_TRAJ}/species"):
+        if group not in f:
+            return f"missing /{group}"
+    for attr in ("config_json", "task", "seed_entropy", "spawn_key"):
+        if attr not in f["parameters"].attrs:
+            return f"missing /parameters attribute {attr}"
+    value = f[f"{_TRAJ}/position/value"]
+    sites = f[f"{_TRAJ}/lattice_site/value"]
+    n_frames = value.shape[0]
+    if (
+        n_frames == 0
+        or f[f"{_TRAJ}/position/time"].shape != (n_frames,)
+        or sites.shape != value.shape[:2]
+    ):
+        return "inconsistent dataset shapes"
+    # read the last frame: fails on a file cut short or a corrupt final chunk (checksums)
+    value[n_frames - 1]
+    sites[n_frames - 1]
+    return None
+
+
+def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
+    traj = f[_TRAJ]
+    box_group = traj["box"]
+    if "kmc_lattice_dimension" in box_group.attrs:
+        dim = int(box_group.attrs["kmc_lattice_dimension"])
+    else:
+        dim = sum(_as_str(b) == "periodic" for b in box_group.attrs["boundary"])
+    value = traj["position/value"]
+    n_ions = value.shape[1]
+    times = np.asarray(traj["position/time"][()], dtype=np.float64)
+    box = np.asarray(box_group["edges/value"][0, :dim], dtype=np.float64) * _ANGSTROM_PER_NM
+    if with_positions:
+        positions = np.asarray(value[:, :, :dim], dtype=np.float64) * _ANGSTROM_PER_NM
+        sites = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)
+    else:
+        positions = np.empty((0, n_ions, dim), dtype=np.float64)
+        sites = np.empty((0, n_ions), dtype=np.int32)
+    params = f["parameters"].attrs
+    if "name" in traj["species"].attrs:
+        species = _as_str(traj["species"].attrs["name"])
+    else:
+        species = _as_str(params["species"])
+    observables: dict[str, float] = {}
+    for key, val in f["observables"].attrs.items():
+        observables[key] = (
+            int(val) if np.issubdtype(np.asarray(val).dtype, np.integer) else float(val)
+        )
+    return TaskData(
+        times=times,
+        positions=positions,
+        sites=sites,
+        box=box,
+        species=species,
+        parameters=json.loads(_as_str(params["config_json"])),
+        task=int(params["task"]),
+        seed_entropy=int(_as_str(params["seed_entropy"])),
+        spawn_key=tuple(int(k) for k in np.atleast_1d(params["spawn_key"])),
+        observables=observables,
+    )
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode("utf-8")
+    return str(value)

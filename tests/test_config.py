@@ -1,0 +1,469 @@
+"""Tests of kmc.config: TOML → validated frozen dataclasses, sweeps → tasks."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+import kmc.config as config_module
+from kmc.config import (
+    Config,
+    ConfigError,
+    Task,
+    estimate_memory,
+    expand_tasks,
+    ion_count,
+    load_config,
+    parse_config,
+    resolved_dict,
+)
+from kmc.distributions import Distribution
+
+SPEC_EXAMPLE = """\
+name = "nafepo4-amorphization"       # run directory is runs/<name>/ unless --output is given
+
+[lattice]
+kind = "cubic"                       # chain | square | triangular | honeycomb | cubic | bcc | fcc
+cells = [24, 24, 24]                 # periodic supercell, conventional cells per axis
+hop_distance = 3.4                   # Å, nearest-neighbour hop length
+blocked_fraction = 0.0               # optional: fraction of sites that are blocked
+
+[ions]
+species = "Na"                       # Li or Na (charge +1)
+concentration = 0.1                  # fraction of free sites occupied, 0 < c < 1 ... or
+# count = 1                          # an exact number of ions instead
+exclusion = true                     # false: independent walkers on one landscape
+
+[crystal]
+attempt_frequency = 1e13             # Hz (one value for the whole landscape)
+site_energy = 0.0                    # eV, distribution
+saddle_energy = 1.6                  # eV, distribution, or one per lattice axis
+
+[amorphous]
+site_energy = { dist = "normal", mean = 0.0, sigma = 0.05 }
+saddle_energy = { dist = "normal", mean = 0.70, sigma = 0.11 }
+
+[interface]                          # crystal–amorphous bonds; defaults to the amorphous saddle
+saddle_energy = 0.55
+
+[microstructure]
+kind = "random"                      # random | correlated | grains
+amorphous_fraction = 0.5             # 0 ≤ φ ≤ 1
+correlation_length = 10.0            # Å, for correlated
+grain_diameter = 20.0                # Å, for grains
+
+[run]
+method = "kmc"                       # kmc | network
+temperature = 300.0                  # K
+hops_per_ion = 2000                  # production run, successful hops per ion
+equilibration_hops_per_ion = 200     # discarded before recording starts (0 allowed)
+frames = 100                         # trajectory frames recorded per task
+replicas = 4                         # independent landscapes + ion placements per point
+seed = 20261123                      # the whole run is reproducible from this one number
+
+[sweep]                              # dotted keys → lists; the Cartesian product, in file order
+"microstructure.amorphous_fraction" = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+"run.temperature" = [300.0, 350.0, 400.0]
+"""
+
+MINIMAL = """\
+[lattice]
+kind = "square"
+cells = [8, 8]
+hop_distance = 2.0
+
+[ions]
+count = 1
+
+[crystal]
+saddle_energy = 0.3
+
+[amorphous]
+saddle_energy = 0.5
+"""
+
+
+def write(tmp_path, text: str, name: str = "study.toml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Valid configs
+
+
+def test_spec_example_parses_with_types(tmp_path):
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    assert isinstance(config, Config)
+    assert config.name == "nafepo4-amorphization"
+    assert config.lattice.kind == "cubic"
+    assert config.lattice.cells == (24, 24, 24)
+    assert isinstance(config.lattice.hop_distance, float) and config.lattice.hop_distance == 3.4
+    assert config.ions.species == "Na"
+    assert config.ions.concentration == 0.1 and config.ions.count is None
+    assert config.ions.exclusion is True
+    assert config.crystal.attempt_frequency == 1e13
+    assert config.crystal.saddle_energy == Distribution.constant(1.6)
+    assert config.amorphous.saddle_energy == Distribution("normal", mean=0.70, sigma=0.11)
+    assert config.interface.saddle_energy == Distribution.constant(0.55)
+    assert config.microstructure.kind == "random"
+    assert config.microstructure.correlation_length == 10.0
+    assert config.run.seed == 20261123
+    assert isinstance(config.run.temperature, float)
+    assert isinstance(config.run.hops_per_ion, int)
+    assert config.sweep == (
+        ("microstructure.amorphous_fraction", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)),
+        ("run.temperature", (300.0, 350.0, 400.0)),
+    )
+    assert config.source.endswith("study.toml")
+    assert config.raw["lattice"]["cells"] == [24, 24, 24]
+    assert ion_count(config) == round(0.1 * 24**3)
+    with pytest.raises(AttributeError):
+        config.name = "other"  # frozen
+    hash(config)
+
+
+def test_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL, "my-run.toml"))
+    assert config.name == "my-run"  # the file stem
+    assert config.lattice.blocked_fraction == 0.0
+    assert config.ions.species == "Li" and config.ions.exclusion is True
+    assert config.ions.concentration is None and config.ions.count == 1
+    assert config.crystal.attempt_frequency == 1e13
+    assert config.crystal.site_energy == Distribution.constant(0.0)
+    assert config.amorphous.site_energy == Distribution.constant(0.0)
+    assert config.interface.saddle_energy is None
+    assert config.microstructure.kind == "random"
+    assert config.microstructure.amorphous_fraction == 0.0
+    assert config.microstructure.correlation_length is None
+    assert config.run == config_module.RunConfig(
+        method="kmc",
+        temperature=300.0,
+        hops_per_ion=2000,
+        equilibration_hops_per_ion=200,
+        frames=100,
+        replicas=4,
+        seed=0,
+    )
+    assert config.sweep == ()
+    tasks = expand_tasks(config)
+    assert [t.replica for t in tasks] == [0, 1, 2, 3]
+    assert all(t.point == {} for t in tasks)
+
+
+def test_ints_accepted_as_floats_and_per_axis_saddle():
+    data = {
+        "lattice": {"kind": "cubic", "cells": [4, 4, 4], "hop_distance": 3},
+        "ions": {"concentration": 0.5},
+        "crystal": {"saddle_energy": [2.5, {"dist": "uniform", "low": 0.2, "high": 0.4}, 2]},
+        "amorphous": {"saddle_energy": 1},
+        "run": {"temperature": 400, "hops_per_ion": 1e3},
+    }
+    config = parse_config(data)
+    assert config.name == "run"
+    assert config.lattice.hop_distance == 3.0 and isinstance(config.lattice.hop_distance, float)
+    assert config.run.temperature == 400.0 and isinstance(config.run.temperature, float)
+    assert config.run.hops_per_ion == 1000 and isinstance(config.run.hops_per_ion, int)
+    saddle = config.crystal.saddle_energy
+    assert isinstance(saddle, tuple) and len(saddle) == 3
+    assert saddle[1] == Distribution("uniform", low=0.2, high=0.4)
+
+
+# ------------------------------------------------------------------------------------------
+# Tasks
+
+
+def test_task_order_count_and_seeds(tmp_path):
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    tasks = expand_tasks(config)
+    assert len(tasks) == 6 * 3 * 4
+    assert all(isinstance(t, Task) for t in tasks)
+    assert [t.index for t in tasks] == list(range(72))
+    assert [t.replica for t in tasks[:8]] == [0, 1, 2, 3, 0, 1, 2, 3]
+    # the first sweep key varies slowest, replicas innermost
+    expected = [
+        {"microstructure.amorphous_fraction": phi, "run.temperature": temp}
+        for phi in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+        for temp in (300.0, 350.0, 400.0)
+        for _ in range(4)
+    ]
+    assert [t.point for t in tasks] == expected
+    assert list(tasks[0].point) == ["microstructure.amorphous_fraction", "run.temperature"]
+    task = tasks[4 * 5 + 2]  # point 5: phi = 0.2, T = 400
+    assert task.config.microstructure.amorphous_fraction == 0.2
+    assert task.config.run.temperature == 400.0
+    assert task.config.sweep == ()
+    assert task.config.lattice == config.lattice
+    spawned = np.random.SeedSequence(20261123).spawn(72)
+    for t in tasks:
+        assert t.seed.entropy == spawned[t.index].entropy
+        assert t.seed.spawn_key == spawned[t.index].spawn_key
+        assert np.array_equal(t.seed.generate_state(4), spawned[t.index].generate_state(4))
+
+
+def test_sweep_lattice_cells_kind_and_distribution_parameter():
+    data = parse_config(
+        {
+            "lattice": {"kind": "square", "hop_distance": 1.0},
+            "ions": {"concentration": 0.25},
+            "crystal": {"saddle_energy": 0.3},
+            "amorphous": {"saddle_energy": {"dist": "normal", "mean": 0.7, "sigma": 0.1}},
+            "run": {"replicas": 1},
+            "sweep": {
+                "lattice.cells": [[4, 4], [8, 8]],
+                "amorphous": {"saddle_energy": {"sigma": [0.0, 0.05]}},  # unquoted dotted key
+            },
+        }
+    )
+    assert data.lattice.cells == (4, 4)  # left out of [lattice]: the first swept value
+    assert data.sweep[0] == ("lattice.cells", ((4, 4), (8, 8)))
+    assert data.sweep[1] == ("amorphous.saddle_energy.sigma", (0.0, 0.05))
+    tasks = expand_tasks(data)
+    assert [t.config.lattice.cells for t in tasks] == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    assert [t.config.amorphous.saddle_energy.sigma for t in tasks] == [0.0, 0.05, 0.0, 0.05]
+    assert tasks[3].plain_point == {"lattice.cells": [8, 8], "amorphous.saddle_energy.sigma": 0.05}
+    # memory is the maximum over the points
+    small = parse_config(resolved_dict(tasks[0].config))
+    assert estimate_memory(data) > estimate_memory(small) > 0
+
+
+def test_memory_estimate_formula():
+    config = parse_config(
+        {
+            "lattice": {"kind": "fcc", "cells": [3, 3, 3], "hop_distance": 1.0},
+            "ions": {"count": 10},
+            "crystal": {"saddle_energy": 0.3},
+            "amorphous": {"saddle_energy": 0.5},
+            "run": {"frames": 50},
+        }
+    )
+    sites = 27 * 4
+    assert estimate_memory(config) == sites * (12 * 20 + 64) + 10 * (50 * 28 + 64)
+
+
+# ------------------------------------------------------------------------------------------
+# resolved_dict
+
+
+@pytest.mark.parametrize("text", [SPEC_EXAMPLE, MINIMAL], ids=["spec-example", "minimal"])
+def test_resolved_dict_round_trips(tmp_path, text):
+    config = load_config(write(tmp_path, text))
+    resolved = resolved_dict(config)
+    again = parse_config(json.loads(json.dumps(resolved)), "elsewhere.toml")
+    assert again == config
+    assert resolved_dict(again) == resolved
+    assert resolved["run"]["seed"] == config.run.seed
+    assert resolved["amorphous"]["site_energy"]["dist"] in ("constant", "normal")
+    for task in expand_tasks(config)[:3]:
+        task_dict = json.loads(json.dumps(resolved_dict(task.config)))
+        assert task_dict["sweep"] == {}
+        assert parse_config(task_dict) == task.config
+
+
+# ------------------------------------------------------------------------------------------
+# Bad configs: each names its dotted key on one line
+
+BAD = [
+    # id, text, key (None: the file as a whole), fragment of the message
+    ("toml-syntax", edit(MINIMAL, "kind = ", "kind "), None, "line 2"),
+    ("unknown-key", edit(MINIMAL, "[ions]\n", "[ions]\ncolour = 1\n"), "ions.colour", "unknown"),
+    (
+        "misspelt-key",
+        edit(MINIMAL, "hop_distance", "hop_distnace"),
+        "lattice.hop_distnace",
+        "did you mean 'hop_distance'?",
+    ),
+    (
+        "key-in-wrong-table",
+        edit(MINIMAL, "[ions]\n", "[ions]\ntemperature = 300\n"),
+        "ions.temperature",
+        "did you mean 'run.temperature'?",
+    ),
+    ("unknown-table", MINIMAL + "[runn]\nseed = 1\n", "runn", "did you mean 'run'?"),
+    ("wrong-type", MINIMAL + '[run]\ntemperature = "300"\n', "run.temperature", "number"),
+    ("bool-not-number", edit(MINIMAL, "2.0", "true"), "lattice.hop_distance", "boolean"),
+    ("cells-not-ints", edit(MINIMAL, "[8, 8]", "[8.0, 8]"), "lattice.cells", "integer"),
+    ("cells-too-small", edit(MINIMAL, "[8, 8]", "[1, 8]"), "lattice.cells", "≥ 2"),
+    ("cells-wrong-length", edit(MINIMAL, "[8, 8]", "[8, 8, 8]"), "lattice.cells", "2 entries"),
+    ("bad-lattice-kind", edit(MINIMAL, '"square"', '"sqaure"'), "lattice.kind", "'square'"),
+    ("negative-temperature", MINIMAL + "[run]\ntemperature = -5.0\n", "run.temperature", "> 0"),
+    ("zero-hop-distance", edit(MINIMAL, "2.0", "0.0"), "lattice.hop_distance", "> 0"),
+    (
+        "blocked-fraction-one",
+        edit(MINIMAL, "hop_distance = 2.0", "hop_distance = 2.0\nblocked_fraction = 1.0"),
+        "lattice.blocked_fraction",
+        "< 1",
+    ),
+    (
+        "concentration-one",
+        edit(MINIMAL, "count = 1", "concentration = 1.0"),
+        "ions.concentration",
+        "0 < x < 1",
+    ),
+    (
+        "concentration-and-count",
+        edit(MINIMAL, "count = 1", "count = 1\nconcentration = 0.2"),
+        "ions.count",
+        "not both",
+    ),
+    ("no-ions", edit(MINIMAL, "count = 1", ""), "ions.concentration", "missing"),
+    ("count-too-large", edit(MINIMAL, "count = 1", "count = 65"), "ions.count", "64 free"),
+    ("species", edit(MINIMAL, "[ions]\n", '[ions]\nspecies = "K"\n'), "ions.species", "Li | Na"),
+    (
+        "amorphous-fraction",
+        MINIMAL + "[microstructure]\namorphous_fraction = 1.2\n",
+        "microstructure.amorphous_fraction",
+        "0 ≤ x ≤ 1",
+    ),
+    (
+        "correlated-without-length",
+        MINIMAL + '[microstructure]\nkind = "correlated"\n',
+        "microstructure.correlation_length",
+        "correlated",
+    ),
+    (
+        "grains-without-diameter",
+        MINIMAL + '[microstructure]\nkind = "grains"\n',
+        "microstructure.grain_diameter",
+        "grains",
+    ),
+    ("frames-too-few", MINIMAL + "[run]\nframes = 4\n", "run.frames", "≥ 8"),
+    ("seed-negative", MINIMAL + "[run]\nseed = -1\n", "run.seed", "≥ 0"),
+    ("seed-float", MINIMAL + "[run]\nseed = 1.0\n", "run.seed", "integer"),
+    ("method", MINIMAL + '[run]\nmethod = "mc"\n', "run.method", "kmc | network"),
+    ("replicas-zero", MINIMAL + "[run]\nreplicas = 0\n", "run.replicas", "≥ 1"),
+    ("missing-table", MINIMAL.split("[crystal]")[0], "crystal", "missing required table"),
+    ("missing-key", edit(MINIMAL, "hop_distance = 2.0\n", ""), "lattice.hop_distance", "missing"),
+    (
+        "per-axis-saddle-length",
+        edit(MINIMAL, "saddle_energy = 0.3", "saddle_energy = [0.3, 0.4, 0.5]"),
+        "crystal.saddle_energy",
+        "2 entries",
+    ),
+    (
+        "bad-distribution",
+        edit(MINIMAL, "saddle_energy = 0.5", 'saddle_energy = {dist = "normal", mean = 0.5}'),
+        "amorphous.saddle_energy",
+        "'sigma'",
+    ),
+    (
+        "negative-sigma",
+        edit(MINIMAL, "saddle_energy = 0.5", 'saddle_energy = {dist="normal",mean=0.5,sigma=-1}'),
+        "amorphous.saddle_energy",
+        "sigma must be >= 0",
+    ),
+    (
+        "dist-not-a-string",
+        edit(MINIMAL, "saddle_energy = 0.5", "saddle_energy = {dist = [1], mean = 0.5}"),
+        "amorphous.saddle_energy",
+        "dist must be a string",
+    ),
+    (
+        "sweep-conflicts-with-file",
+        MINIMAL + '[sweep]\n"ions.concentration" = [0.1, 0.2]\n',
+        "sweep.ions.concentration",
+        "not both",
+    ),
+    ("nan", MINIMAL + "[run]\ntemperature = nan\n", "run.temperature", "finite"),
+    (
+        "empty-sweep",
+        MINIMAL + '[sweep]\n"run.temperature" = []\n',
+        "sweep.run.temperature",
+        "empty",
+    ),
+    (
+        "sweep-unknown-key",
+        MINIMAL + '[sweep]\n"run.temprature" = [300]\n',
+        "sweep.run.temprature",
+        "did you mean 'run.temperature'?",
+    ),
+    (
+        "sweep-out-of-range",
+        MINIMAL + '[sweep]\n"microstructure.amorphous_fraction" = [0.5, 1.2]\n',
+        "sweep.microstructure.amorphous_fraction",
+        "entry 2 (1.2)",
+    ),
+    ("sweep-not-a-list", MINIMAL + '[sweep]\n"run.frames" = 10\n', "sweep.run.frames", "list"),
+    ("sweep-seed", MINIMAL + '[sweep]\n"run.seed" = [1, 2]\n', "sweep.run.seed", "cannot"),
+    ("sweep-replicas", MINIMAL + '[sweep]\n"run.replicas" = [1]\n', "sweep.run.replicas", "cannot"),
+    ("sweep-name", MINIMAL + '[sweep]\nname = ["a", "b"]\n', "sweep.name", "cannot"),
+    (
+        "sweep-duplicate",
+        MINIMAL + '[sweep]\n"run.frames" = [10, 10]\n',
+        "sweep.run.frames",
+        "twice",
+    ),
+    (
+        "sweep-point-invalid",
+        MINIMAL + '[sweep]\n"lattice.kind" = ["square", "cubic"]\n',
+        "lattice.cells",
+        'lattice.kind = "cubic"',
+    ),
+    (
+        "sweep-point-count",
+        MINIMAL + '[sweep]\n"ions.count" = [1, 100]\n',
+        "sweep.ions.count",
+        "sweep point",
+    ),
+    (
+        "sweep-dist-parameter-of-number",
+        MINIMAL + '[sweep]\n"amorphous.saddle_energy.sigma" = [0.1]\n',
+        "sweep.amorphous.saddle_energy.sigma",
+        "not written as a {dist",
+    ),
+    (
+        "too-large-for-memory",
+        edit(edit(MINIMAL, '"square"', '"cubic"'), "[8, 8]", "[100000, 100000, 100000]"),
+        "lattice.cells",
+        "too large",
+    ),
+    ("bad-name", 'name = "a/b"\n' + MINIMAL, "name", "directory name"),
+    ("table-not-table", "lattice = 3\n" + MINIMAL[MINIMAL.index("[ions]") :], "lattice", "table"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key(tmp_path, text, key, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    error = info.value
+    message = str(error)
+    assert "\n" not in message
+    assert error.file == str(path)
+    assert message.startswith(f"{path}: ")
+    assert error.key == key
+    if key is not None:
+        assert message.startswith(f"{path}: {key}: ")
+    assert fragment in message
+
+
+def test_missing_file_and_directory(tmp_path):
+    for path in (tmp_path / "nope.toml", tmp_path):
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(str(path) + ": ")
+        assert "\n" not in str(info.value)
+
+
+def test_parse_config_errors_use_source_and_pickle():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"lattice": {}}, "inline.toml")
+    assert str(info.value).startswith("inline.toml: ")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == str(info.value) and again.key == info.value.key
+
+
+def test_docstring_documents_every_key():
+    doc = config_module.__doc__
+    for key in config_module.ALL_KEYS:
+        assert f"``{key}``" in doc, key
