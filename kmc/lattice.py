@@ -100,9 +100,8 @@ class Lattice:
 
     @property
     def volume(self) -> float:
-        """Volume in Å³; a 1D or 2D lattice is given a thickness of one hop distance per
-        missing dimension, so number densities and conductivities stay three-dimensional."""
-        return float(np.prod(self.box) * self.hop_distance ** (3 - self.dim))
+        """Volume in Å³ (see :func:`volume`)."""
+        return volume(self.box, self.hop_distance)
 
     def cell_coordinates(self, sites: np.ndarray) -> np.ndarray:
         """Integer conventional-cell coordinates (..., d) of the given site indices."""
@@ -170,6 +169,13 @@ class Lattice:
     @property
     def n_bonds(self) -> int:
         return len(self.bond_ends)
+
+
+def volume(box: np.ndarray, hop_distance: float) -> float:
+    """Volume in Å³ of a periodic box; a 1D or 2D lattice is given a thickness of one hop
+    distance per missing dimension, so number densities and conductivities stay 3D."""
+    box = np.atleast_1d(box)
+    return float(np.prod(box) * hop_distance ** (3 - len(box)))
 
 
 def site_count(kind: str, cells: tuple[int, ...] | list[int]) -> int:

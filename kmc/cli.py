@@ -1,0 +1,130 @@
+"""The ``kmc`` command: run, analyze, plot and export (see ``kmc --help``).
+
+Bad input (a config, an argument, a run directory) ends with one line on stderr and exit
+status 2, before anything on disk is changed; an internal failure exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kmc import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kmc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kmc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run every task of a config not yet complete")
+    run.add_argument("config", help="TOML config file")
+    run.add_argument("--output", "-o", help="run directory (default: runs/<name>)")
+
+    analyze = commands.add_parser("analyze", help="recompute observables, write results.h5")
+    analyze.add_argument("run_dir", metavar="RUN", help="run directory")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+
+    plot = commands.add_parser("plot", help="plot D*, D_σ versus amorphous fraction (PNG)")
+    plot.add_argument("run_dir", metavar="RUN", help="run directory")
+    plot.add_argument("-o", "--output", help="PNG file (default: RUN/plot.png)")
+
+    export = commands.add_parser("export", help="write one task's trajectory for OVITO/ASE")
+    export.add_argument("run_dir", metavar="RUN", help="run directory")
+    export.add_argument("--task", type=int, required=True, help="task index")
+    export.add_argument("--format", choices=["extxyz"], default="extxyz")
+    export.add_argument("-o", "--output", help="output file (default: RUN/task-K.extxyz)")
+    return parser
+
+
+def _run(args) -> None:
+    from kmc import runner
+
+    run_dir = runner.run(args.config, args.output)
+    if run_dir is not None:  # rank 0 summarizes
+        results = _analyze(run_dir)
+        print(results.table())
+        figure = _plot(results, run_dir / "plot.png")
+        print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
+        print(f"more:    kmc analyze {run_dir} --json | kmc export {run_dir} --task 0")
+
+
+def _analyze(run_dir: Path):
+    from kmc import results
+
+    outcome = results.analyze_run(run_dir, progress=True)
+    results.write_results(outcome, Path(run_dir) / "results.h5")
+    if outcome.missing:
+        print(
+            f"kmc: {len(outcome.missing)} task(s) not complete yet; rerun `kmc run` to finish",
+            file=sys.stderr,
+        )
+    return outcome
+
+
+def _plot(outcome, path: Path) -> Path:
+    from kmc import plot
+
+    return plot.plot_run(outcome, path)
+
+
+def _export(args) -> None:
+    from kmc import export, store
+
+    task_file = Path(args.run_dir) / "tasks" / store.task_filename(args.task)
+    if not store.is_complete(task_file):
+        raise _UsageError(f"{task_file}: no complete task {args.task} in this run")
+    out = Path(args.output or Path(args.run_dir) / f"task-{args.task}.extxyz")
+    frames = export.export_extxyz(task_file, out)
+    print(f"{out}: {frames} frames")
+
+
+def _check_run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "config.toml").is_file():
+        raise _UsageError(f"{run_dir}: not a kmc run directory (no config.toml)")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kmc`` command; returns the exit status."""
+    from kmc.config import ConfigError
+    from kmc.runner import RunError, launcher_rank
+
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "run":
+            _run(args)
+        elif args.command == "analyze":
+            outcome = _analyze(_check_run_dir(args.run_dir))
+            print(outcome.to_json() if args.json else outcome.table())
+        elif args.command == "plot":
+            run_dir = _check_run_dir(args.run_dir)
+            print(_plot(_analyze(run_dir), Path(args.output or run_dir / "plot.png")))
+        elif args.command == "export":
+            _check_run_dir(args.run_dir)
+            _export(args)
+    except (ConfigError, RunError, _UsageError) as err:
+        if not launcher_rank():  # under MPI only rank 0 speaks
+            print(f"kmc: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("kmc: interrupted; rerun the same command to finish", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

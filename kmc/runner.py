@@ -1,0 +1,265 @@
+"""Run the tasks of a config in a run directory, serially or shared among MPI ranks.
+
+Without an MPI launcher the run is serial and mpi4py is never imported. Under ``mpiexec``
+every rank takes the next unfinished task from a shared counter (an MPI one-sided
+fetch-and-add on rank 0), so cheap and expensive tasks balance themselves, and rank 0 works
+too. Task k's result depends only on its own seed, never on which rank ran it. Each task file
+is written atomically, so a crash loses only the tasks that were running; rerunning finishes
+the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from kmc import store
+from kmc.config import Config, ConfigError, Task, expand_tasks, load_config, resolved_dict
+from kmc.experiment import run_task
+
+# Environment variables that MPI launchers set: MPICH/Hydra and Slurm's PMI, Open MPI, PMIx.
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+class RunError(Exception):
+    """A run that cannot start as asked (exit status 2); nothing has been changed on disk."""
+
+
+class _Serial:
+    rank, size = 0, 1
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def next_index(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+    def bcast(self, value):
+        return value
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Mpi:
+    """COMM_WORLD with a task counter on rank 0 that every rank fetch-and-adds."""
+
+    def __init__(self) -> None:
+        import numpy as np
+        from mpi4py import MPI
+
+        self._mpi, self._np = MPI, np
+        self.comm = MPI.COMM_WORLD
+        self.rank, self.size = self.comm.rank, self.comm.size
+        self._window = MPI.Win.Allocate(8 if self.rank == 0 else 0, 8, comm=self.comm)
+        if self.rank == 0:
+            np.frombuffer(self._window.tomemory(), dtype=np.int64)[:] = 0
+        self.comm.Barrier()
+
+    def next_index(self) -> int:
+        one = self._np.ones(1, dtype=self._np.int64)
+        got = self._np.zeros(1, dtype=self._np.int64)
+        self._window.Lock(0, self._mpi.LOCK_SHARED)
+        self._window.Fetch_and_op(one, got, 0, 0, self._mpi.SUM)
+        self._window.Unlock(0)
+        return int(got[0])
+
+    def bcast(self, value):
+        return self.comm.bcast(value, root=0)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, status: int) -> None:
+        self.comm.Abort(status)
+
+    def close(self) -> None:
+        self._window.Free()
+
+
+def launcher_rank() -> int | None:
+    """This process's rank if an MPI launcher started it, else None (known without MPI)."""
+    for variable in _RANK_VARIABLES:
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return None
+
+
+def _communicator() -> _Serial | _Mpi:
+    if launcher_rank() is None:
+        return _Serial()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError as err:
+        raise RunError(
+            "started by an MPI launcher but mpi4py is not installed: pip install -e '.[mpi]'"
+        ) from err
+    return _Mpi()
+
+
+def run_directory(config: Config, output: str | os.PathLike | None = None) -> Path:
+    """``output`` if given, else ``runs/<name>``."""
+    return Path(output) if output is not None else Path("runs") / config.name
+
+
+def _comparable(config: Config) -> dict:
+    described = resolved_dict(config)
+    described.pop("name", None)  # the name only picks the default directory
+    return described
+
+
+def check_run_directory(config: Config, run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds this run; raise RunError if it holds anything else."""
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a directory")
+    given = run_dir / "config.toml"
+    if not given.exists():
+        if any(run_dir.iterdir()):
+            raise RunError(f"{run_dir}: exists, is not empty and holds no kmc run (no config.toml)")
+        return False
+    try:
+        existing = load_config(given)
+    except ConfigError as err:
+        raise RunError(f"{run_dir}: holds a run whose config.toml cannot be read ({err})") from err
+    if _comparable(existing) != _comparable(config):
+        old, new = _comparable(existing), _comparable(config)
+        differ = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        raise RunError(
+            f"{run_dir}: holds a different run (its config differs in [{differ}]); "
+            "give another --output or remove that directory"
+        )
+    return True
+
+
+def _prepare(config: Config, run_dir: Path) -> None:
+    exists = check_run_directory(config, run_dir)
+    (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+    if not exists:
+        temporary = run_dir / ".config.toml.tmp"
+        shutil.copyfile(config.source, temporary)
+        os.replace(temporary, run_dir / "config.toml")
+    for stale in (run_dir / "tasks").glob(".task-*.tmp.*"):
+        stale.unlink(missing_ok=True)  # left by a crashed run; the task is redone
+
+
+def _task_path(run_dir: Path, task: Task) -> Path:
+    return run_dir / "tasks" / store.task_filename(task.index)
+
+
+def run(
+    config_path: str | os.PathLike, output: str | os.PathLike | None = None, *, log=sys.stderr
+) -> Path | None:
+    """Run every task not yet complete; return the run directory on rank 0, else None.
+
+    Raises ConfigError or RunError (on every rank) before anything is written if the config
+    or the run directory is not acceptable.
+    """
+    comm = _communicator()
+    try:
+        config = load_config(config_path)
+        run_dir = run_directory(config, output)
+        tasks = expand_tasks(config)
+        problem = None
+        if comm.rank == 0:
+            try:
+                _prepare(config, run_dir)
+            except RunError as err:
+                problem = err
+        problem = comm.bcast(problem)
+        if problem is not None:
+            raise problem
+        pending = None
+        if comm.rank == 0:
+            pending = [t.index for t in tasks if not store.is_complete(_task_path(run_dir, t))]
+        pending = comm.bcast(pending)
+        if comm.rank == 0:
+            print(
+                f"kmc: {config.name}: {len(tasks)} tasks, {len(tasks) - len(pending)} already "
+                f"done, {len(pending)} to run on {comm.size} rank(s) → {run_dir}",
+                file=log,
+            )
+        monitor = _Progress(run_dir, tasks, pending, log) if comm.rank == 0 else None
+        try:
+            while (k := comm.next_index()) < len(pending):
+                task = tasks[pending[k]]
+                try:
+                    store.write_task(_task_path(run_dir, task), run_task(task))
+                except Exception:
+                    if comm.size > 1:
+                        print(f"kmc: rank {comm.rank}: task {task.index} failed:", file=sys.stderr)
+                        traceback.print_exc()
+                    if comm.size > 1:
+                        comm.abort(1)  # the other ranks would wait for this one forever
+                    raise
+        finally:
+            if monitor is not None:
+                monitor.stop()
+        comm.barrier()
+        return run_dir if comm.rank == 0 else None
+    finally:
+        comm.close()
+
+
+class _Progress:
+    """Rank 0's view of the run: counts finished task files (written atomically by any rank)
+    from a background thread, so it needs no MPI calls and keeps ticking while rank 0
+    computes. A tqdm bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, run_dir: Path, tasks: list[Task], pending: list[int], log) -> None:
+        self._paths = [_task_path(run_dir, tasks[k]) for k in pending]
+        self._log, self._done, self._hops = log, set(), 0
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        self._bar = None
+        if log.isatty() and pending:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(pending), unit="task", file=log, dynamic_ncols=True)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        last_line = 0.0
+        while True:
+            stopping = self._stop.wait(0.5)
+            new = [p for p in self._paths if p not in self._done and p.exists()]
+            for path in new:
+                self._done.add(path)
+                try:
+                    self._hops += int(store.read_task(path, positions=False).observables["hops"])
+                except (OSError, ValueError, KeyError):
+                    pass
+            rate = self._hops / max(time.monotonic() - self._start, 1e-9)
+            if self._bar is not None:
+                self._bar.update(len(new))
+                self._bar.set_postfix_str(f"{rate:.3g} hops/s", refresh=True)
+            elif new and (stopping or time.monotonic() - last_line > 10):
+                last_line = time.monotonic()
+                done, total = len(self._done), len(self._paths)
+                elapsed = time.monotonic() - self._start
+                eta = elapsed / done * (total - done) if done else float("nan")
+                print(
+                    f"kmc: {done}/{total} tasks done, {rate:.3g} hops/s, "
+                    f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
+                    file=self._log,
+                    flush=True,
+                )
+            if stopping:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._bar is not None:
+            self._bar.close()
