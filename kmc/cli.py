@@ -58,13 +58,16 @@ def _run(args) -> None:
         print(results.table())
         figure = _plot(results, run_dir / "plot.png")
         print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
-        print(f"more:    kmc analyze {run_dir} --json | kmc export {run_dir} --task 0")
+        print(f"next:    kmc analyze {run_dir} --json    (kmc export {run_dir} --task 0)")
 
 
 def _analyze(run_dir: Path):
     from kmc import results
 
-    outcome = results.analyze_run(run_dir, progress=True)
+    try:
+        outcome = results.analyze_run(run_dir, progress=True)
+    except ValueError as err:  # not a run directory, or a task file that is not its own
+        raise _UsageError(str(err)) from err
     results.write_results(outcome, Path(run_dir) / "results.h5")
     if outcome.missing:
         print(

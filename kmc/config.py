@@ -871,8 +871,11 @@ def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool 
     return config
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a TOML config file. Raises :class:`ConfigError`."""
+def load_config(path: str | os.PathLike, *, check_memory: bool = True) -> Config:
+    """Read and validate a TOML config file. Raises :class:`ConfigError`.
+
+    ``check_memory=False`` skips the memory check, for reading back a run's config on a
+    machine smaller than the one that ran it."""
     source = str(path)
     try:
         with open(path, "rb") as handle:
@@ -885,7 +888,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(source, None, "no such file") from None
     except OSError as exc:
         raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_config(data, source)
+    return parse_config(data, source, check_memory=check_memory)
 
 
 def expand_tasks(config: Config) -> list[Task]:

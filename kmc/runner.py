@@ -129,7 +129,7 @@ def check_run_directory(config: Config, run_dir: Path) -> bool:
             raise RunError(f"{run_dir}: exists, is not empty and holds no kmc run (no config.toml)")
         return False
     try:
-        existing = load_config(given)
+        existing = load_config(given, check_memory=False)
     except ConfigError as err:
         raise RunError(f"{run_dir}: holds a run whose config.toml cannot be read ({err})") from err
     if _comparable(existing) != _comparable(config):

@@ -1,0 +1,79 @@
+"""``kmc export``: a task's trajectory as extended XYZ for OVITO and ASE.
+
+Each frame is written as::
+
+    N
+    Lattice="Lx 0 0 0 Ly 0 0 0 Lz" Properties=species:S:1:pos:R:3:site:I:1 Time=<s> pbc="T T T"
+    Na x y z site
+    ...
+
+Positions are the unwrapped ion positions in Å (so they may lie outside the box; OVITO and
+ASE keep them as given), with zero components for the axes a 1D or 2D lattice lacks; numbers
+have 12 significant digits. The box is the periodic orthorhombic cell in Å; a missing axis
+gets the placeholder edge the task file uses (the largest real edge) and ``F`` in ``pbc``.
+``site`` is the lattice site index of the ion, ``Time`` the frame time in seconds. The text
+is written directly (ASE is not needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kmc.store import read_task
+
+__all__ = ["export_extxyz"]
+
+
+def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write the trajectory of ``task_file`` to the extended-XYZ file ``out``.
+
+    Returns the number of frames written (0 for a task without a trajectory, such as one
+    computed with ``run.method = "network"``; the file is then empty). The output is written
+    to a temporary name and renamed into place. Raises ``FileNotFoundError`` or
+    :class:`kmc.store.IncompleteTaskFileError` (a ``ValueError``) for a missing or incomplete
+    task file.
+    """
+    data = read_task(task_file)
+    positions = np.asarray(data.positions, dtype=np.float64)
+    n_frames, n_ions, dim = positions.shape
+    box = np.asarray(data.box, dtype=np.float64)
+    edges = np.full(3, float(box.max()))
+    edges[:dim] = box
+    lattice = " ".join(_number(edges[i]) if i == j else "0.0" for i in range(3) for j in range(3))
+    pbc = " ".join("T" if axis < dim else "F" for axis in range(3))
+    head = f'Lattice="{lattice}" Properties=species:S:1:pos:R:3:site:I:1 Time='
+    tail = f' pbc="{pbc}"\n'
+    row = f"{data.species} {{}} {{}} {{}} {{}}\n"
+    zeros = ["0.0"] * (3 - dim)
+
+    target = Path(out)
+    tmp = target.resolve().parent / f".{target.name}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            for frame in range(n_frames):
+                handle.write(f"{n_ions}\n{head}{_number(data.times[frame])}{tail}")
+                coords = positions[frame].tolist()
+                sites = data.sites[frame].tolist()
+                handle.write(
+                    "".join(
+                        row.format(*[_number(c) for c in xyz], *zeros, site)
+                        for xyz, site in zip(coords, sites, strict=True)
+                    )
+                )
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return n_frames
+
+
+def _number(x: float) -> str:
+    """12 significant digits: far below the precision of any trajectory, and the Å <-> nm
+    conversion of the task file does not show up as 13.599999999999998."""
+    text = f"{float(x):.12g}"
+    return text if any(c in text for c in ".eEn") else text + ".0"
