@@ -3,12 +3,75 @@
 They take typed, C-contiguous arrays that the caller has validated and owns, run without the
 GIL, and write the ions' final state and the recorded frames back into those arrays.
 Positions are kept exact as (site, unwrapped conventional-cell coordinates).
+
+Memory layout: everything a hop from site s needs sits in one record of ``site_records``
+(see :func:`pack_sites`), so a hop costs one cache miss, not three; and the kernels fetch the
+next record ahead of time (independent walkers in an interleaved batch, the lattice gas one
+attempt ahead), so the misses overlap instead of queueing. Both are hints to the memory
+system only: the random numbers and the events are exactly those of the plain algorithm.
 """
 
 from libc.math cimport INFINITY, frexp, ldexp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 import numpy as np
+
+
+cdef extern from *:
+    """
+    #define KMC_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+    """
+    void KMC_PREFETCH(const void* p) noexcept nogil
+
+
+def record_width(int z):
+    """Doubles per site record: the total rate, z rates, z int32 neighbours (padded)."""
+    return 1 + z + (z + 1) // 2
+
+
+def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours):
+    """Site records [total, rate_0..rate_{z-1}, neighbours as int32] as one float64 array."""
+    cdef Py_ssize_t n = rates.shape[0], z = rates.shape[1], s, k
+    records = np.zeros((n, record_width(z)), dtype=np.float64)
+    cdef double[:, ::1] out = records
+    cdef double total
+    cdef int32_t* nb
+    with nogil:
+        for s in range(n):
+            total = 0.0
+            for k in range(z):
+                out[s, 1 + k] = rates[s, k]
+                total += rates[s, k]
+            out[s, 0] = total
+            nb = <int32_t*>&out[s, 1 + z]
+            for k in range(z):
+                nb[k] = neighbours[s, k]
+    return records
+
+
+cdef struct Sites:
+    const double* records
+    Py_ssize_t width      # doubles per record
+    Py_ssize_t z
+    Py_ssize_t dim
+    int n_basis
+    const int32_t* hop_cells
+
+
+cdef inline const double* _record(const Sites* sites, int32_t s) noexcept nogil:
+    return sites.records + <Py_ssize_t>s * sites.width
+
+
+cdef inline int32_t _target(const Sites* sites, const double* record, int k) noexcept nogil:
+    return (<const int32_t*>(record + 1 + sites.z))[k]
+
+
+cdef inline void _shift_cell(const Sites* sites, int32_t s, int k, int32_t* cell) noexcept nogil:
+    """Add the conventional-cell offset of hop k from site s to an unwrapped cell."""
+    cdef const int32_t* offset = sites.hop_cells + ((s % sites.n_basis) * sites.z + k) * sites.dim
+    cdef Py_ssize_t a
+    for a in range(sites.dim):
+        cell[a] += offset[a]
 
 
 cdef inline Rng _load_rng(uint64_t[::1] state) noexcept:
@@ -21,81 +84,122 @@ cdef inline void _store_rng(Rng* r, uint64_t[::1] state) noexcept:
     state[0], state[1], state[2], state[3] = r.s0, r.s1, r.s2, r.s3
 
 
-cdef inline int32_t _hop(int32_t s, int k, const int32_t* neighbours, const int32_t* hop_cells,
-                         Py_ssize_t z, Py_ssize_t dim, int n_basis, int32_t* cell) noexcept nogil:
-    """Move from site s along direction k: shift the unwrapped cell, return the target."""
-    cdef const int32_t* offset = hop_cells + ((s % n_basis) * z + k) * dim
-    cdef Py_ssize_t a
-    for a in range(dim):
-        cell[a] += offset[a]
-    return neighbours[<Py_ssize_t>s * z + k]
-
-
 cdef inline double _waiting_time(Rng* rng, double total) noexcept nogil:
     if total > 0.0:
         return rng_exponential(rng) / total
     return INFINITY
 
 
-def run_walkers(const double[:, ::1] rates, const double[::1] total,
-                const int32_t[:, ::1] neighbours, const int32_t[:, :, ::1] hop_cells,
+cdef Sites _sites(const double[:, ::1] records, Py_ssize_t z, const int32_t[:, :, ::1] hop_cells):
+    cdef Sites sites
+    sites.records = &records[0, 0]
+    sites.width = records.shape[1]
+    sites.z = z
+    sites.dim = hop_cells.shape[2]
+    sites.n_basis = hop_cells.shape[0]
+    sites.hop_cells = &hop_cells[0, 0, 0]
+    return sites
+
+
+cdef enum:
+    BATCH = 16  # independent walkers advanced together, interleaved
+
+
+def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
                 int32_t[::1] site, int32_t[:, ::1] cell, int64_t equilibration_hops,
                 const double[::1] frame_times, int32_t[:, ::1] out_sites,
                 int32_t[:, :, ::1] out_cells, uint64_t[::1] rng_state):
     """Independent walkers on one landscape (no exclusion).
 
-    Walkers do not interact, so each one runs its own exact Gillespie chain on its own clock
-    to the last frame time before the next walker starts: no event queue is needed, and a
-    walker's neighbourhood stays in cache. Each walker first makes ``equilibration_hops``
-    hops; its production clock then starts at 0 (exact, since waiting times are memoryless).
-    Returns the number of production hops.
+    Walkers do not interact, so each runs its own exact Gillespie chain on its own clock:
+    no event queue is needed. A batch of walkers is advanced round robin, one hop each per
+    turn, and each walker's next site record is prefetched while the others hop. Each walker
+    first makes ``equilibration_hops`` hops; its production clock then starts at 0 (exact:
+    waiting times are memoryless). Returns the number of production hops.
     """
-    cdef Py_ssize_t n = site.shape[0], z = rates.shape[1], dim = cell.shape[1]
-    cdef Py_ssize_t n_frames = frame_times.shape[0]
-    cdef int n_basis = hop_cells.shape[0]
+    cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
+    cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
+    cdef Py_ssize_t z = sites.z, dim = sites.dim
     cdef Rng rng = _load_rng(rng_state)
-    cdef const double* rate_rows = &rates[0, 0]
-    cdef const int32_t* nb = &neighbours[0, 0]
-    cdef const int32_t* hc = &hop_cells[0, 0, 0]
     cdef int64_t hops = 0, h
-    cdef Py_ssize_t w, f, a
+    cdef Py_ssize_t first, w, b, a, size, active
     cdef int32_t s
     cdef int k
-    cdef double t_next
-    cdef int32_t* cw
+    cdef const double* rec
+    cdef int32_t batch_site[BATCH]
+    cdef double batch_next[BATCH]
+    cdef Py_ssize_t batch_frame[BATCH]
+    cdef bint batch_hopped[BATCH]
     with nogil:
-        for w in range(n):
+        for w in range(n):  # equilibration: independent of the clock
             s = site[w]
-            cw = &cell[w, 0]
             for h in range(equilibration_hops):
-                if total[s] <= 0.0:
+                rec = _record(&sites, s)
+                if rec[0] <= 0.0:
                     break
-                k = choose_direction(rate_rows + s * z, z, rng_uniform(&rng) * total[s])
-                s = _hop(s, k, nb, hc, z, dim, n_basis, cw)
-            t_next = _waiting_time(&rng, total[s])
-            for f in range(n_frames):
-                while t_next <= frame_times[f]:
-                    k = choose_direction(rate_rows + s * z, z, rng_uniform(&rng) * total[s])
-                    s = _hop(s, k, nb, hc, z, dim, n_basis, cw)
-                    hops += 1
-                    t_next += _waiting_time(&rng, total[s])
-                out_sites[f, w] = s
-                for a in range(dim):
-                    out_cells[f, w, a] = cw[a]
+                k = choose_direction(rec + 1, z, rng_uniform(&rng) * rec[0])
+                _shift_cell(&sites, s, k, &cell[w, 0])
+                s = _target(&sites, rec, k)
             site[w] = s
+        first = 0
+        while first < n:
+            size = n - first if n - first < BATCH else BATCH
+            for b in range(size):
+                batch_site[b] = site[first + b]
+                batch_next[b] = _waiting_time(&rng, _record(&sites, batch_site[b])[0])
+                batch_frame[b] = 0
+                batch_hopped[b] = False
+            active = size
+            while active > 0:
+                for b in range(size):
+                    if batch_frame[b] == n_frames:
+                        continue
+                    w = first + b
+                    s = batch_site[b]
+                    # record every frame this walker passes before its next hop
+                    while batch_frame[b] < n_frames and batch_next[b] > frame_times[batch_frame[b]]:
+                        out_sites[batch_frame[b], w] = s
+                        for a in range(dim):
+                            out_cells[batch_frame[b], w, a] = cell[w, a]
+                        batch_frame[b] += 1
+                    if batch_frame[b] == n_frames:
+                        active -= 1
+                        site[w] = s
+                        continue
+                    rec = _record(&sites, s)
+                    k = choose_direction(rec + 1, z, rng_uniform(&rng) * rec[0])
+                    _shift_cell(&sites, s, k, &cell[w, 0])
+                    s = _target(&sites, rec, k)
+                    KMC_PREFETCH(_record(&sites, s))
+                    batch_site[b] = s
+                    hops += 1
+                    batch_hopped[b] = True
+                # the waiting times need the new records, fetched while the batch hopped
+                for b in range(size):
+                    if batch_hopped[b]:
+                        batch_hopped[b] = False
+                        batch_next[b] += _waiting_time(&rng, _record(&sites, batch_site[b])[0])
+            first += size
     _store_rng(&rng, rng_state)
     return hops
 
 
 # Event selection for the lattice gas: composition–rejection over ions, with uniformization.
-# Ion a is in group g when its site's total escape rate lies in [2^(e-1), 2^e), e = g-1+e_min;
-# group 0 holds ions that cannot move. A candidate is drawn with probability proportional to
-# its group's bound 2^e and accepted with probability total/2^e (>= 1/2); rejections and hops
-# onto occupied sites are null events that still advance the clock by Exp(1)/R, R the sum of
-# bounds. That is uniformization of the exact process, so the clock is exact. Ions are kept
-# in one array sorted by group, so moving an ion between groups costs one swap per group.
+# An ion is in group g when its site's total escape rate lies in [2^(e-1), 2^e),
+# e = g - 1 + e_min; group 0 holds ions that cannot move. A candidate is drawn with
+# probability proportional to its group's bound 2^e and accepted with probability
+# total / 2^e (>= 1/2); rejections and hops onto occupied sites are null events that still
+# advance the clock by Exp(1)/R, R the sum of bounds: uniformization of the exact process, so
+# the clock is exact. Ions are kept in one array sorted by group, so moving an ion between
+# groups costs one swap per group crossed; each entry carries the ion's site so that a
+# candidate costs one memory access before its site record.
+cdef struct Member:
+    int32_t ion
+    int32_t site
+
+
 cdef struct Groups:
-    int32_t* members      # ions, ordered by group
+    Member* members       # ions with their sites, ordered by group
     int32_t* slot         # position of each ion in members
     int64_t* start        # members[start[g]:start[g+1]] are the ions of group g
     double* bound         # 2^e of each group, 0 for group 0
@@ -120,40 +224,34 @@ cdef double _sum_bounds(const Groups* gr) noexcept nogil:
     return r
 
 
+cdef inline void _swap_into(Groups* gr, int32_t ion, int64_t edge) noexcept nogil:
+    cdef Member other = gr.members[edge], moving = gr.members[gr.slot[ion]]
+    gr.members[gr.slot[ion]] = other
+    gr.slot[other.ion] = gr.slot[ion]
+    gr.members[edge] = moving
+    gr.slot[ion] = <int32_t>edge
+
+
 cdef void _groups_move(Groups* gr, int32_t ion, int g, int h) noexcept nogil:
     """Move an ion from group g to group h by walking it across the group boundaries."""
-    cdef int64_t edge
-    cdef int32_t other
     gr.rate_bound += gr.bound[h] - gr.bound[g]
-    while g < h:
-        edge = gr.start[g + 1] - 1  # swap to the end of group g, then move the boundary
-        other = gr.members[edge]
-        gr.members[gr.slot[ion]] = other
-        gr.slot[other] = gr.slot[ion]
-        gr.members[edge] = ion
-        gr.slot[ion] = edge
+    while g < h:  # to the end of group g, then move the boundary below it
+        _swap_into(gr, ion, gr.start[g + 1] - 1)
         gr.start[g + 1] -= 1
         g += 1
-    while g > h:
-        edge = gr.start[g]  # swap to the front of group g, then move the boundary
-        other = gr.members[edge]
-        gr.members[gr.slot[ion]] = other
-        gr.slot[other] = gr.slot[ion]
-        gr.members[edge] = ion
-        gr.slot[ion] = edge
+    while g > h:  # to the front of group g, then move the boundary above it
+        _swap_into(gr, ion, gr.start[g])
         gr.start[g] += 1
         g -= 1
 
 
-cdef inline int32_t _groups_select(const Groups* gr, Rng* rng, const double* total,
-                                   const int32_t* site, double* x) noexcept nogil:
-    """A candidate ion, or -1 for a rejection. On success ``x`` is uniform in [0, its total
-    rate), ready to pick the hop direction: one uniform serves group, member, acceptance and
-    direction."""
-    cdef double r = rng_uniform(rng) * gr.rate_bound, weight, y
+cdef inline int64_t _groups_slot(const Groups* gr, double u, double* x) noexcept nogil:
+    """The members slot a uniform u in [0, 1) points at, or -1 if rounding pushed it past
+    the last group; ``x`` is then uniform in [0, that group's bound): one uniform serves
+    group, member, acceptance and direction."""
+    cdef double r = u * gr.rate_bound, weight, y
     cdef int g
     cdef int64_t count, index
-    cdef int32_t ion
     for g in range(gr.n_groups - 1, 0, -1):
         count = gr.start[g + 1] - gr.start[g]
         weight = count * gr.bound[g]
@@ -162,17 +260,13 @@ cdef inline int32_t _groups_select(const Groups* gr, Rng* rng, const double* tot
             index = <int64_t>y
             if index >= count:
                 index = count - 1
-            ion = gr.members[gr.start[g] + index]
             x[0] = (y - index) * gr.bound[g]
-            if x[0] < total[site[ion]]:
-                return ion
-            return -1
+            return gr.start[g] + index
         r -= weight
-    return -1  # rounding pushed r past the last group: a null event
+    return -1
 
 
-def run_lattice_gas(const double[:, ::1] rates, const double[::1] total,
-                    const int32_t[:, ::1] neighbours, const int32_t[:, :, ::1] hop_cells,
+def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
                     int32_t[::1] site, int32_t[:, ::1] cell, uint8_t[::1] occupied,
                     int64_t max_hops, const double[::1] frame_times, int32_t[:, ::1] out_sites,
                     int32_t[:, :, ::1] out_cells, uint64_t[::1] rng_state):
@@ -180,48 +274,47 @@ def run_lattice_gas(const double[:, ::1] rates, const double[::1] total,
 
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    Returns (hops, attempts, elapsed simulated time).
+    The uniform of the next attempt is drawn one attempt early so that its candidate's site
+    record can be prefetched. Returns (hops, attempts, elapsed simulated time).
     """
-    cdef Py_ssize_t n = site.shape[0], z = rates.shape[1], dim = cell.shape[1]
-    cdef Py_ssize_t n_frames = frame_times.shape[0]
-    cdef int n_basis = hop_cells.shape[0]
+    cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
+    cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
+    cdef Py_ssize_t z = sites.z, dim = sites.dim
     cdef Rng rng = _load_rng(rng_state)
-    cdef const double* rate_rows = &rates[0, 0]
-    cdef const double* tot = &total[0]
-    cdef const int32_t* nb = &neighbours[0, 0]
-    cdef const int32_t* hc = &hop_cells[0, 0, 0]
-    cdef int32_t* ion_site = &site[0]
 
     # Group bounds span every site's total rate, so an ion never leaves the table.
-    positive = np.asarray(total)[np.asarray(total) > 0]
+    totals = np.asarray(records)[:, 0]
+    positive = totals[totals > 0]
     e_lo = int(np.frexp(positive.min())[1]) if positive.size else 0
     e_hi = int(np.frexp(positive.max())[1]) if positive.size else 0
     cdef Groups gr
     gr.e_min = e_lo
     gr.n_groups = e_hi - e_lo + 2
-    members = np.empty(n, dtype=np.int32)
+    members = np.empty(2 * n, dtype=np.int32)  # Member pairs
     slots = np.empty(n, dtype=np.int32)
     starts = np.zeros(gr.n_groups + 1, dtype=np.int64)
     bounds = np.array([0.0] + [ldexp(1.0, e) for e in range(e_lo, e_hi + 1)])
     cdef int32_t[::1] members_v = members, slots_v = slots
     cdef int64_t[::1] starts_v = starts
     cdef double[::1] bounds_v = bounds
-    gr.members, gr.slot = &members_v[0], &slots_v[0]
-    gr.start, gr.bound = &starts_v[0], &bounds_v[0]
+    gr.members = <Member*>&members_v[0]
+    gr.slot, gr.start, gr.bound = &slots_v[0], &starts_v[0], &bounds_v[0]
 
     cdef Py_ssize_t a, f = 0, b
     cdef int g, h, k
     cdef int32_t ion, s, j
-    cdef int64_t hops = 0, attempts = 0
-    cdef double t = 0.0, t_new, x
+    cdef int64_t hops = 0, attempts = 0, slot
+    cdef double t = 0.0, t_new, x, u, u_next
+    cdef const double* rec
     with nogil:
         for a in range(n):  # counting sort of the ions into their groups
-            gr.start[_group_of(&gr, tot[ion_site[a]]) + 1] += 1
+            gr.start[_group_of(&gr, _record(&sites, site[a])[0]) + 1] += 1
         for g in range(gr.n_groups):
             gr.start[g + 1] += gr.start[g]
         for a in range(n):
-            g = _group_of(&gr, tot[ion_site[a]])
-            gr.members[gr.start[g]] = <int32_t>a
+            g = _group_of(&gr, _record(&sites, site[a])[0])
+            gr.members[gr.start[g]].ion = <int32_t>a
+            gr.members[gr.start[g]].site = site[a]
             gr.slot[a] = <int32_t>gr.start[g]
             gr.start[g] += 1
         for g in range(gr.n_groups, 0, -1):
@@ -229,6 +322,7 @@ def run_lattice_gas(const double[:, ::1] rates, const double[::1] total,
         gr.start[0] = 0
         gr.rate_bound = _sum_bounds(&gr)
 
+        u_next = rng_uniform(&rng)
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
             if gr.rate_bound <= 0.0:  # no ion can move: the state is frozen
                 t_new = INFINITY
@@ -236,7 +330,7 @@ def run_lattice_gas(const double[:, ::1] rates, const double[::1] total,
                 t_new = t + rng_exponential(&rng) / gr.rate_bound
             while f < n_frames and frame_times[f] < t_new:
                 for a in range(n):
-                    out_sites[f, a] = ion_site[a]
+                    out_sites[f, a] = site[a]
                     for b in range(dim):
                         out_cells[f, a, b] = cell[a, b]
                 f += 1
@@ -244,19 +338,30 @@ def run_lattice_gas(const double[:, ::1] rates, const double[::1] total,
                 break
             t = t_new
             attempts += 1
-            ion = _groups_select(&gr, &rng, tot, ion_site, &x)
-            if ion < 0:
+            u = u_next
+            u_next = rng_uniform(&rng)
+            slot = _groups_slot(&gr, u_next, &x)
+            if slot >= 0:
+                KMC_PREFETCH(_record(&sites, gr.members[slot].site))
+            slot = _groups_slot(&gr, u, &x)
+            if slot < 0:
                 continue
-            s = ion_site[ion]
-            k = choose_direction(rate_rows + s * z, z, x)
-            j = nb[<Py_ssize_t>s * z + k]
+            s = gr.members[slot].site
+            rec = _record(&sites, s)
+            if x >= rec[0]:
+                continue  # rejected: a null event
+            k = choose_direction(rec + 1, z, x)
+            j = _target(&sites, rec, k)
             if occupied[j]:
-                continue
+                continue  # blocked by another ion: a null event
+            ion = gr.members[slot].ion
             occupied[s] = 0
             occupied[j] = 1
-            ion_site[ion] = _hop(s, k, nb, hc, z, dim, n_basis, &cell[ion, 0])
-            g = _group_of(&gr, tot[s])
-            h = _group_of(&gr, tot[j])
+            site[ion] = j
+            gr.members[slot].site = j
+            _shift_cell(&sites, s, k, &cell[ion, 0])
+            g = _group_of(&gr, rec[0])
+            h = _group_of(&gr, _record(&sites, j)[0])
             if g != h:
                 _groups_move(&gr, ion, g, h)
             hops += 1

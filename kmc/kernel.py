@@ -122,12 +122,13 @@ def simulate(
         raise ValueError(f"frames must be at least 2, not {frames}")
     lattice = landscape.lattice
     rates = landscape.rates(temperature)
-    total = rates.sum(axis=1)
     free = landscape.free_sites
     filled = n_ions / len(free) if exclusion else 0.0
     hop_rate = mean_hop_rate(landscape, rates, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
+    records = _kernel.pack_sites(rates, lattice.neighbours)
+    del rates  # the records hold them; keep the peak memory down on big lattices
 
     if initial_sites is not None:
         site = _check_initial_sites(initial_sites, landscape, n_ions, exclusion)
@@ -146,7 +147,7 @@ def simulate(
     if exclusion:
         occupied = np.zeros(lattice.n_sites, dtype=np.uint8)
         occupied[site] = 1
-        args = (rates, total, lattice.neighbours, lattice.hop_cells, site, cell, occupied)
+        args = (records, lattice.hop_cells, site, cell, occupied)
         no_frames = np.empty(0)
         # Equilibrate in two halves; the second measures the equilibrium hop rate, which
         # the dilute estimate misses when a filled disordered lattice puts ions on
@@ -164,8 +165,8 @@ def simulate(
     else:
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         hops = _kernel.run_walkers(
-            rates, total, lattice.neighbours, lattice.hop_cells, site, cell,
-            round(equilibration_hops_per_ion), frame_times, out_sites, out_cells, state,
+            records, lattice.hop_cells, site, cell, round(equilibration_hops_per_ion),
+            frame_times, out_sites, out_cells, state,
         )  # fmt: skip
     seconds = time.perf_counter() - start
 
