@@ -11,7 +11,7 @@ attempt ahead), so the misses overlap instead of queueing. Both are hints to the
 system only: the random numbers and the events are exactly those of the plain algorithm.
 """
 
-from libc.math cimport INFINITY, frexp, ldexp
+from libc.math cimport INFINITY, frexp, log
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 import numpy as np
@@ -185,14 +185,20 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
 
 
 # Event selection for the lattice gas: composition–rejection over ions, with uniformization.
-# An ion is in group g when its site's total escape rate lies in [2^(e-1), 2^e),
-# e = g - 1 + e_min; group 0 holds ions that cannot move. A candidate is drawn with
-# probability proportional to its group's bound 2^e and accepted with probability
-# total / 2^e (>= 1/2); rejections and hops onto occupied sites are null events that still
-# advance the clock by Exp(1)/R, R the sum of bounds: uniformization of the exact process, so
-# the clock is exact. Ions are kept in one array sorted by group, so moving an ion between
-# groups costs one swap per group crossed; each entry carries the ion's site so that a
-# candidate costs one memory access before its site record.
+# Ions are grouped by their site's total escape rate in quarter octaves: group g >= 1 holds
+# totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds ions that cannot move. A candidate
+# is drawn with probability proportional to its group's bound and accepted with probability
+# total / bound (>= 0.84); rejections and hops onto occupied sites are null events. That is
+# uniformization of the exact process with the rate R = sum of the ions' bounds, so the
+# clock is exact: the time to the next hop is a sum of K Exp(1)/R over its K attempts, and
+# -log(u_1 ... u_K) is exactly such a sum, so one logarithm per hop suffices.
+# Ions are kept in one array sorted by group, so moving an ion between groups costs one swap
+# per group crossed; each entry carries the ion's site, so a candidate costs one memory access
+# before its site record.
+cdef enum:
+    STEPS_PER_OCTAVE = 4
+
+
 cdef struct Member:
     int32_t ion
     int32_t site
@@ -202,18 +208,22 @@ cdef struct Groups:
     Member* members       # ions with their sites, ordered by group
     int32_t* slot         # position of each ion in members
     int64_t* start        # members[start[g]:start[g+1]] are the ions of group g
-    double* bound         # 2^e of each group, 0 for group 0
+    double* bound         # upper bound of the totals in group g, 0 for group 0
     int n_groups
     int e_min
     double rate_bound     # R = sum over ions of their group's bound
 
 
 cdef inline int _group_of(const Groups* gr, double total) noexcept nogil:
-    cdef int e
+    cdef int e, step
+    cdef double mantissa
     if total <= 0.0:
         return 0
-    frexp(total, &e)
-    return e - gr.e_min + 1
+    mantissa = frexp(total, &e)  # total = mantissa 2^e, mantissa in [1/2, 1)
+    step = 0
+    while step < STEPS_PER_OCTAVE - 1 and total > gr.bound[(e - gr.e_min) * STEPS_PER_OCTAVE + step + 1]:
+        step += 1
+    return (e - gr.e_min) * STEPS_PER_OCTAVE + step + 1
 
 
 cdef double _sum_bounds(const Groups* gr) noexcept nogil:
@@ -274,7 +284,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
 
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    The uniform of the next attempt is drawn one attempt early so that its candidate's site
+    Uniforms are drawn two attempts early so that the candidate's entry and then its site
     record can be prefetched. Returns (hops, attempts, elapsed simulated time).
     """
     cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
@@ -287,13 +297,16 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     positive = totals[totals > 0]
     e_lo = int(np.frexp(positive.min())[1]) if positive.size else 0
     e_hi = int(np.frexp(positive.max())[1]) if positive.size else 0
+    # bound of group g >= 1: 2^(e-1) 2^((step+1)/4) with e = e_lo + (g-1)//4, step = (g-1)%4
+    octave, step = np.divmod(np.arange((e_hi - e_lo + 1) * STEPS_PER_OCTAVE), STEPS_PER_OCTAVE)
+    bounds = np.concatenate(
+        [[0.0], np.ldexp(2.0 ** ((step + 1) / STEPS_PER_OCTAVE), e_lo - 1 + octave)])
     cdef Groups gr
     gr.e_min = e_lo
-    gr.n_groups = e_hi - e_lo + 2
+    gr.n_groups = len(bounds)
     members = np.empty(2 * n, dtype=np.int32)  # Member pairs
     slots = np.empty(n, dtype=np.int32)
     starts = np.zeros(gr.n_groups + 1, dtype=np.int64)
-    bounds = np.array([0.0] + [ldexp(1.0, e) for e in range(e_lo, e_hi + 1)])
     cdef int32_t[::1] members_v = members, slots_v = slots
     cdef int64_t[::1] starts_v = starts
     cdef double[::1] bounds_v = bounds
@@ -304,7 +317,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef int g, h, k
     cdef int32_t ion, s, j
     cdef int64_t hops = 0, attempts = 0, slot
-    cdef double t = 0.0, t_new, x, u, u_next
+    cdef double t = 0.0, t_new, x, u, u1, u2, waited = 0.0, product = 1.0
     cdef const double* rec
     with nogil:
         for a in range(n):  # counting sort of the ions into their groups
@@ -322,25 +335,24 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
         gr.start[0] = 0
         gr.rate_bound = _sum_bounds(&gr)
 
-        u_next = rng_uniform(&rng)
+        u1 = rng_uniform(&rng)
+        u2 = rng_uniform(&rng)
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
             if gr.rate_bound <= 0.0:  # no ion can move: the state is frozen
-                t_new = INFINITY
-            else:
-                t_new = t + rng_exponential(&rng) / gr.rate_bound
-            while f < n_frames and frame_times[f] < t_new:
-                for a in range(n):
-                    out_sites[f, a] = site[a]
-                    for b in range(dim):
-                        out_cells[f, a, b] = cell[a, b]
-                f += 1
-            if t_new == INFINITY or (n_frames > 0 and f == n_frames):
+                while f < n_frames:
+                    _record_frame(&gr, f, out_sites, out_cells, cell, n, dim)
+                    f += 1
                 break
-            t = t_new
             attempts += 1
-            u = u_next
-            u_next = rng_uniform(&rng)
-            slot = _groups_slot(&gr, u_next, &x)
+            product *= 1.0 - rng_uniform(&rng)  # in (0, 1]: this attempt's Exp(1) factor
+            if product < 1e-280:  # keep the running product of uniforms from underflowing
+                waited -= log(product) / gr.rate_bound
+                product = 1.0
+            u, u1, u2 = u1, u2, rng_uniform(&rng)
+            slot = _groups_slot(&gr, u2, &x)  # two attempts ahead: its entry
+            if slot >= 0:
+                KMC_PREFETCH(&gr.members[slot])
+            slot = _groups_slot(&gr, u1, &x)  # one attempt ahead: its site record
             if slot >= 0:
                 KMC_PREFETCH(_record(&sites, gr.members[slot].site))
             slot = _groups_slot(&gr, u, &x)
@@ -354,10 +366,18 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             j = _target(&sites, rec, k)
             if occupied[j]:
                 continue  # blocked by another ion: a null event
+            # a hop: the state so far held from t until now
+            t_new = t + waited - log(product) / gr.rate_bound
+            waited, product = 0.0, 1.0
+            while f < n_frames and frame_times[f] < t_new:
+                _record_frame(&gr, f, out_sites, out_cells, cell, n, dim)
+                f += 1
+            if n_frames > 0 and f == n_frames:
+                break
+            t = t_new
             ion = gr.members[slot].ion
             occupied[s] = 0
             occupied[j] = 1
-            site[ion] = j
             gr.members[slot].site = j
             _shift_cell(&sites, s, k, &cell[ion, 0])
             g = _group_of(&gr, rec[0])
@@ -367,5 +387,17 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             hops += 1
             if hops & 0xFFFF == 0:  # wash out rounding drift of the running sum
                 gr.rate_bound = _sum_bounds(&gr)
+        for a in range(n):
+            site[a] = gr.members[gr.slot[a]].site
     _store_rng(&rng, rng_state)
     return hops, attempts, t
+
+
+cdef void _record_frame(const Groups* gr, Py_ssize_t f, int32_t[:, ::1] out_sites,
+                        int32_t[:, :, ::1] out_cells, int32_t[:, ::1] cell, Py_ssize_t n,
+                        Py_ssize_t dim) noexcept nogil:
+    cdef Py_ssize_t a, b
+    for a in range(n):
+        out_sites[f, a] = gr.members[gr.slot[a]].site
+        for b in range(dim):
+            out_cells[f, a, b] = cell[a, b]
