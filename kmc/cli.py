@@ -24,6 +24,21 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: {message}")
 
 
+def _task_index(text: str) -> int:
+    index = int(text)
+    if index < 0:
+        raise ValueError(text)
+    return index
+
+
+def _output_file(path: str | Path, option: str) -> Path:
+    """An output file whose directory exists, checked before any work is done."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise _UsageError(f"{option} {path}: directory {path.parent} does not exist")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kmc", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"kmc {__version__}")
@@ -43,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write one task's trajectory for OVITO/ASE")
     export.add_argument("run_dir", metavar="RUN", help="run directory")
-    export.add_argument("--task", type=int, required=True, help="task index")
+    export.add_argument("--task", type=_task_index, required=True, help="task index (≥ 0)")
     export.add_argument("--format", choices=["extxyz"], default="extxyz")
     export.add_argument("-o", "--output", help="output file (default: RUN/task-K.extxyz)")
     return parser
@@ -89,7 +104,7 @@ def _export(args) -> None:
     task_file = Path(args.run_dir) / "tasks" / store.task_filename(args.task)
     if not store.is_complete(task_file):
         raise _UsageError(f"{task_file}: no complete task {args.task} in this run")
-    out = Path(args.output or Path(args.run_dir) / f"task-{args.task}.extxyz")
+    out = _output_file(args.output or Path(args.run_dir) / f"task-{args.task}.extxyz", "-o")
     frames = export.export_extxyz(task_file, out)
     print(f"{out}: {frames} frames")
 
@@ -115,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             print(outcome.to_json() if args.json else outcome.table())
         elif args.command == "plot":
             run_dir = _check_run_dir(args.run_dir)
-            print(_plot(_analyze(run_dir), Path(args.output or run_dir / "plot.png")))
+            figure = _output_file(args.output or run_dir / "plot.png", "-o")
+            print(_plot(_analyze(run_dir), figure))
         elif args.command == "export":
             _check_run_dir(args.run_dir)
             _export(args)

@@ -1,4 +1,5 @@
-"""One task of a sweep, end to end: config → landscape → kernel → estimators → task data.
+"""One task of a sweep, end to end: config → landscape → kernel → estimators → task data
+(or, for ``run.method = "network"``, config → landscape → exact network solve → task data).
 
 Everything random in a task comes from one generator seeded by the task's own
 ``SeedSequence``, drawn in a fixed order (blocked sites, microstructure, energies, ions,
@@ -7,9 +8,12 @@ kernel), so a task's result depends on nothing but its config and seed.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
-from kmc import analysis, kernel, landscape, lattice
+from kmc import analysis, kernel, landscape, lattice, network
 from kmc.config import Config, Task, resolved_dict
 from kmc.store import TaskData
 
@@ -41,11 +45,17 @@ def build_landscape(config: Config, rng: np.random.Generator) -> landscape.Lands
 
 
 def run_task(task: Task) -> TaskData:
-    """Simulate one task and compute its observables; nothing is written to disk here."""
+    """Simulate one task and compute its observables; nothing is written to disk here.
+
+    With ``run.method = "network"`` the landscape is built exactly as for kMC (same random
+    numbers) and :func:`network_task` solves for its dilute-limit D instead.
+    """
     config = task.config
     rng = np.random.default_rng(task.seed)
     land = build_landscape(config, rng)
     run = config.run
+    if run.method == "network":
+        return network_task(task, land)
     traj = kernel.simulate(
         land,
         run.temperature,
@@ -75,6 +85,59 @@ def run_task(task: Task) -> TaskData:
         positions=traj.positions,
         sites=traj.sites,
         box=traj.box,
+        species=config.ions.species,
+        parameters={
+            "config": resolved_dict(config),
+            "point": task.plain_point,
+            "replica": task.replica,
+        },
+        task=task.index,
+        seed_entropy=task.seed.entropy,
+        spawn_key=tuple(task.seed.spawn_key),
+        observables=observables,
+    )
+
+
+def network_task(task: Task, land: landscape.Landscape) -> TaskData:
+    """The exact dilute-limit result of one landscape (:mod:`kmc.network`): no trajectory.
+
+    D = tr(D)/d of a single ion is both the tracer and the jump coefficient (Haven ratio 1).
+    The conductivity is the Nernst–Einstein value of N independent ions, n = N / V, with N
+    the task's ion count (``ions.count``, or round(c · free sites)): the dilute limit, exact
+    only while ions rarely meet (no site exclusion, no correlations). The task data hold
+    zero frames (positions shaped (0, N, d)), 0 hops and 0 s simulated; ``kernel_seconds``
+    is the solver's wall time; there is no fit window (nan).
+    """
+    config = task.config
+    run = config.run
+    n_ions = kernel.ion_count(
+        land,
+        concentration=config.ions.concentration,
+        count=config.ions.count,
+        exclusion=config.ions.exclusion,
+    )
+    start = time.perf_counter()
+    d_a2_s = network.diffusion_coefficient(land, run.temperature)
+    seconds = time.perf_counter() - start
+    d_cm2_s = d_a2_s * 1e-16  # Å²/s → cm²/s
+    lat = land.lattice
+    observables = {
+        "D_tracer": d_cm2_s,
+        "D_jump": d_cm2_s,
+        "haven_ratio": 1.0,
+        "conductivity": analysis.nernst_einstein(d_cm2_s, n_ions / lat.volume, run.temperature),
+        "diffusive": 1,
+        "fit_start": math.nan,
+        "fit_stop": math.nan,
+        "hops": 0,
+        "simulated_time": 0.0,
+        "kernel_seconds": seconds,
+    }
+    return TaskData(
+        times=np.empty(0),
+        positions=np.empty((0, n_ions, lat.dim)),
+        sites=np.empty((0, n_ions), dtype=np.int32),
+        box=lat.box,
         species=config.ions.species,
         parameters={
             "config": resolved_dict(config),

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from kmc import store
 from kmc.config import Config, ConfigError, Task, expand_tasks, load_config, resolved_dict
-from kmc.experiment import run_task
 
 # Environment variables that MPI launchers set: MPICH/Hydra and Slurm's PMI, Open MPI, PMIx.
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
@@ -165,6 +164,8 @@ def run(
     Raises ConfigError or RunError (on every rank) before anything is written if the config
     or the run directory is not acceptable.
     """
+    from kmc import experiment  # the simulation stack, only when there is work to do
+
     comm = _communicator()
     try:
         config = load_config(config_path)
@@ -194,7 +195,7 @@ def run(
             while (k := comm.next_index()) < len(pending):
                 task = tasks[pending[k]]
                 try:
-                    store.write_task(_task_path(run_dir, task), run_task(task))
+                    store.write_task(_task_path(run_dir, task), experiment.run_task(task))
                 except Exception:
                     if comm.size > 1:
                         print(f"kmc: rank {comm.rank}: task {task.index} failed:", file=sys.stderr)
@@ -202,10 +203,10 @@ def run(
                     if comm.size > 1:
                         comm.abort(1)  # the other ranks would wait for this one forever
                     raise
+            comm.barrier()  # every rank's tasks are on disk
         finally:
             if monitor is not None:
                 monitor.stop()
-        comm.barrier()
         return run_dir if comm.rank == 0 else None
     finally:
         comm.close()

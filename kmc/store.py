@@ -26,6 +26,12 @@ dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded):
                                        +species; the config mirrored as nested groups/attributes
     /observables                       one float64 (or int64) attribute per per-task observable
 
+A task without a trajectory (``run.method = "network"`` solves for D directly) has F = 0:
+empty position/time/step/lattice_site datasets (unchunked, unfiltered) and, since there is
+no frame to hang a time-dependent box on, H5MD's time-independent form of the box,
+``box/edges  float64 (3,) +unit "nm"``. Its results are the stored ``/observables``.
+MDAnalysis need not open such a file.
+
 Notes on choices forced by MDAnalysis (checked against MDAnalysis 2.11):
 
 * H5MD allows time-independent observables as scalar datasets (``/observables/X: Float[]``),
@@ -158,8 +164,8 @@ def _validate(data: TaskData) -> dict[str, Any]:
     positions = np.asarray(data.positions, dtype=np.float64)
     sites = np.asarray(data.sites)
     box = np.asarray(data.box, dtype=np.float64)
-    if times.ndim != 1 or times.size == 0:
-        raise ValueError(f"times must be a non-empty 1-d array, got shape {times.shape}")
+    if times.ndim != 1:
+        raise ValueError(f"times must be a 1-d array, got shape {times.shape}")
     n_frames = times.size
     if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
         raise ValueError("times must be finite and non-decreasing")
@@ -247,10 +253,13 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     box.attrs["kmc_lattice_dimension"] = np.int32(dim)
     edges_nm = np.full(3, d["box"].max() / _ANGSTROM_PER_NM)
     edges_nm[:dim] = d["box"] / _ANGSTROM_PER_NM
-    edges = box.create_group("edges")
-    edges["step"] = step
-    edges["time"] = time
-    edge_value = edges.create_dataset("value", data=np.tile(edges_nm, (n_frames, 1)))
+    if n_frames:
+        edges = box.create_group("edges")
+        edges["step"] = step
+        edges["time"] = time
+        edge_value = edges.create_dataset("value", data=np.tile(edges_nm, (n_frames, 1)))
+    else:  # no frames (run.method = "network"): H5MD's time-independent box
+        edge_value = box.create_dataset("edges", data=edges_nm)
     edge_value.attrs["unit"] = "nm"
 
     site = traj.create_group("lattice_site")
@@ -283,7 +292,9 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
 
 
 def _storage(shape: tuple[int, ...], itemsize: int, compression: str | None) -> dict[str, Any]:
-    """Chunking/filters for a (F, N, ...) per-frame dataset."""
+    """Chunking/filters for a (F, N, ...) per-frame dataset (none for F = 0)."""
+    if shape[0] == 0:  # an empty dataset cannot be chunked; there is nothing to filter
+        return {}
     frame_items = int(np.prod(shape[1:]))
     frame_bytes = frame_items * itemsize
     if frame_bytes <= _CHUNK_MAX_BYTES:
@@ -424,9 +435,12 @@ def _incomplete_reason(f: h5py.File) -> str | None:
     """None for a complete task file, otherwise why it is not."""
     if "h5md" not in f or f["h5md"].attrs.get(COMPLETE_ATTR, 0) != 1:
         return "no completion marker"
-    for item in ("position/value", "position/time", "box/edges/value", "lattice_site/value"):
+    for item in ("position/value", "position/time", "box/edges", "lattice_site/value"):
         if f"{_TRAJ}/{item}" not in f:
             return f"missing /{_TRAJ}/{item}"
+    edges = f[f"{_TRAJ}/box/edges"]
+    if not isinstance(edges, h5py.Dataset) and "value" not in edges:
+        return f"missing /{_TRAJ}/box/edges/value"
     for group in ("parameters", "observables", f"{_TRAJ}/species"):
         if group not in f:
             return f"missing /{group}"
@@ -437,11 +451,14 @@ def _incomplete_reason(f: h5py.File) -> str | None:
     sites = f[f"{_TRAJ}/lattice_site/value"]
     n_frames = value.shape[0]
     if (
-        n_frames == 0
-        or f[f"{_TRAJ}/position/time"].shape != (n_frames,)
+        f[f"{_TRAJ}/position/time"].shape != (n_frames,)
         or sites.shape != value.shape[:2]
+        or isinstance(edges, h5py.Dataset) != (n_frames == 0)
     ):
         return "inconsistent dataset shapes"
+    if n_frames == 0:  # a file without trajectory (run.method = "network")
+        edges[()]
+        return None
     # read the last frame: fails on a file cut short or a corrupt final chunk (checksums)
     value[n_frames - 1]
     sites[n_frames - 1]
@@ -458,7 +475,9 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
     value = traj["position/value"]
     n_ions = value.shape[1]
     times = np.asarray(traj["position/time"][()], dtype=np.float64)
-    box = np.asarray(box_group["edges/value"][0, :dim], dtype=np.float64) * _ANGSTROM_PER_NM
+    edges = box_group["edges"]
+    edges = edges[()] if isinstance(edges, h5py.Dataset) else edges["value"][0]
+    box = np.asarray(edges[:dim], dtype=np.float64) * _ANGSTROM_PER_NM
     if with_positions:
         positions = np.asarray(value[:, :, :dim], dtype=np.float64) * _ANGSTROM_PER_NM
         sites = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)

@@ -248,3 +248,32 @@ def test_float_observables_are_exact(tmp_path):
     data = TaskData(**{**data.__dict__, "observables": obs})
     write_task(tmp_path / "t.h5md", data)
     assert read_task(tmp_path / "t.h5md").observables == obs
+
+
+@pytest.mark.parametrize("dim", [3, 2, 1])
+def test_zero_frame_round_trip(tmp_path, dim):
+    """A task without trajectory (run.method = "network"): F = 0 frames, observables only."""
+    full = make_task(dim, n_ions=4)
+    data = TaskData(
+        **{
+            **full.__dict__,
+            "times": np.empty(0),
+            "positions": np.empty((0, 4, dim)),
+            "sites": np.empty((0, 4), dtype=np.int32),
+            "observables": {"D_tracer": 2.5e-7, "D_jump": 2.5e-7, "hops": 0, "fit_start": math.nan},
+        }
+    )
+    path = tmp_path / task_filename(data.task)
+    write_task(path, data)
+    assert is_complete(path)
+    for positions in (True, False):
+        back = read_task(path, positions=positions)
+        assert back.times.shape == (0,)
+        assert back.positions.shape == (0, 4, dim) and back.sites.shape == (0, 4)
+        np.testing.assert_allclose(back.box, data.box, rtol=1e-12)
+        assert math.isnan(back.observables.pop("fit_start"))
+        assert back.observables == {"D_tracer": 2.5e-7, "D_jump": 2.5e-7, "hops": 0}
+        assert (back.parameters, back.task, back.species) == (PARAMETERS, 17, "Na")
+    with h5py.File(path, "r+") as f:  # the completion marker still decides
+        del f["h5md"].attrs["kmc_complete"]
+    assert not is_complete(path)

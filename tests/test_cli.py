@@ -1,0 +1,713 @@
+"""End-to-end tests of the ``kmc`` command: the user contract of SPEC.md and README.md.
+
+Every test runs the real command in a subprocess (``python -m kmc.cli`` with the interpreter
+running the tests, or ``mpiexec -n 2 python -m kmc.cli``) on small configs written into a
+temporary directory, and checks what a user sees: exit status, stdout/stderr, and the files
+of the run directory.
+
+Runs are shared between tests by module-scope fixtures. The longer independent runs (the
+temperature sweep, the MDAnalysis walkers, the uninterrupted reference of the kill test and
+the quick start) are started at once in one background thread, so that they use a second
+core while the quick checks run; a test that needs one waits for it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmc.analysis import fit_window
+from kmc.store import is_complete, read_task, task_filename
+
+KMC = [sys.executable, "-m", "kmc.cli"]
+TIMEOUT = 300  # s, for any one command (they take seconds; the quick start ~30 s)
+
+# A small sweep (3 points x 2 replicas = 6 tasks) that runs in ~1 s.
+SMALL = """\
+name = "small"
+
+[lattice]
+kind = "cubic"
+cells = [6, 6, 6]
+hop_distance = 3.0
+
+[ions]
+species = "Na"
+concentration = 0.1
+
+[crystal]
+saddle_energy = 0.9
+
+[amorphous]
+saddle_energy = { dist = "normal", mean = 0.5, sigma = 0.03 }
+
+[run]
+temperature = 600.0
+hops_per_ion = 200
+equilibration_hops_per_ion = 20
+frames = 20
+replicas = 2
+seed = 7
+
+[sweep]
+"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]
+"""
+N_SMALL_TASKS = 6
+PHI = [0.0, 0.5, 1.0]
+SWEEP_PHI = '"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]'
+AMORPHOUS_TABLE = '[amorphous]\nsaddle_energy = { dist = "normal", mean = 0.5, sigma = 0.03 }\n'
+
+# The same with a temperature sweep (3 x 2 points x 2 replicas = 12 tasks): Arrhenius fits.
+TEMPS = SMALL.replace('name = "small"', 'name = "temps"') + '"run.temperature" = [500.0, 600.0]\n'
+
+# Independent walkers on one fully amorphous landscape: many ions, one task, for MDAnalysis.
+WALKERS = """\
+name = "walkers"
+
+[lattice]
+kind = "cubic"
+cells = [8, 8, 8]
+hop_distance = 3.0
+
+[ions]
+species = "Na"
+count = 400
+exclusion = false
+
+[crystal]
+saddle_energy = 0.9
+
+[amorphous]
+saddle_energy = { dist = "normal", mean = 0.5, sigma = 0.03 }
+
+[microstructure]
+amorphous_fraction = 1.0
+
+[run]
+temperature = 600.0
+hops_per_ion = 400
+equilibration_hops_per_ion = 20
+frames = 100
+replicas = 1
+seed = 11
+"""
+WALKER_COUNT, WALKER_GROUPS, WALKER_FRAMES, WALKER_HOP = 400, 8, 100, 3.0
+
+# Long enough (24 tasks, ~3 s) to be killed partway.
+LONG = (
+    SMALL.replace('name = "small"', 'name = "long"')
+    .replace("cells = [6, 6, 6]", "cells = [8, 8, 8]")
+    .replace("concentration = 0.1", "concentration = 0.2")
+    .replace("hops_per_ion = 200", "hops_per_ion = 1000")
+    .replace("replicas = 2", "replicas = 8")
+)
+N_LONG_TASKS = 24
+
+TASK_KEYS = {
+    "task",
+    "replica",
+    "microstructure.amorphous_fraction",
+    "hops",
+    "simulated_time",
+    "kernel_seconds",
+    "D_tracer",
+    "D_jump",
+    "haven_ratio",
+    "conductivity",
+}
+OBSERVABLES = ("D_tracer", "D_jump", "haven_ratio", "conductivity")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _environment() -> dict[str, str]:
+    """os.environ without the variables by which an MPI launcher marks its ranks, so that a
+    plain ``kmc`` subprocess is serial even if pytest itself was started under mpiexec."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PMI_", "PMIX_", "OMPI_COMM_WORLD_"))
+    }
+
+
+def kmc(*args, cwd: Path | None = None, mpi: int = 0) -> subprocess.CompletedProcess:
+    """Run ``kmc ARGS`` (under ``mpiexec -n MPI`` if ``mpi``) and return the finished process."""
+    command = [*KMC, *map(str, args)]
+    if mpi:
+        command = [shutil.which("mpiexec"), "-n", str(mpi), *command]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert that a command succeeded, showing its output if not."""
+    assert process.returncode == 0, (
+        f"{process.args} exited {process.returncode}\n"
+        f"stdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+    )
+    return process
+
+
+def analyze_json(run_dir: Path) -> dict:
+    """``kmc analyze RUN --json`` parsed; stdout must be exactly one JSON object."""
+    out = ok(kmc("analyze", run_dir, "--json")).stdout
+    decoded = json.loads(out)  # raises on anything but exactly one JSON document
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def without_wall_time(value):
+    """The analyze output with every ``kernel_seconds`` (wall time, not reproducible) dropped."""
+    if isinstance(value, dict):
+        return {k: without_wall_time(v) for k, v in value.items() if k != "kernel_seconds"}
+    if isinstance(value, list):
+        return [without_wall_time(v) for v in value]
+    return value
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def edit(text: str, *edits: tuple[str, str]) -> str:
+    for old, new in edits:
+        assert old in text, f"test bug: {old!r} not in the config"
+        text = text.replace(old, new)
+    return text
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root``: (sha256, size, mtime_ns) for a file, ("dir",) for a dir."""
+    state: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir():
+            state[rel] = ("dir",)
+        else:
+            info = path.stat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            state[rel] = (digest, info.st_size, info.st_mtime_ns)
+    return state
+
+
+def temporary_files(root: Path) -> list[str]:
+    """Leftovers of atomic writes (``.task-*.tmp.*``, ``*.tmp``, ``.x.tmp.PID``) under root."""
+    pattern = re.compile(r"\.tmp$|\.tmp\.")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if pattern.search(p.name))
+
+
+def complete_tasks(run_dir: Path, n_tasks: int) -> list[int]:
+    return [k for k in range(n_tasks) if is_complete(run_dir / "tasks" / task_filename(k))]
+
+
+def mpi_or_skip() -> None:
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec is not on PATH (pip install -e '.[mpi]' brings the mpich wheel)")
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed (pip install -e '.[mpi]')")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+def _run_config(work: Path, name: str, text: str) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = work / name
+    return run_dir, kmc("run", write(work / "configs" / f"{name}.toml", text), "--output", run_dir)
+
+
+def _run_quickstart(work: Path, repo_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main job, in a fresh directory holding a copy of configs/."""
+    home = work / "quickstart-home"
+    shutil.copytree(repo_root / "configs", home / "configs")
+    return home, kmc("run", "configs/quickstart.toml", cwd=home)
+
+
+class Background:
+    """Long runs in one worker thread (a second core); ``result(name)`` waits for one."""
+
+    def __init__(self, jobs: dict[str, Callable[[], tuple]], wanted: list[str]) -> None:
+        self._jobs = jobs
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._futures = {name: self._pool.submit(jobs[name]) for name in wanted}
+
+    def result(self, name: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if name not in self._futures:  # a test not foreseen below asked for it
+            self._futures[name] = self._pool.submit(self._jobs[name])
+        run_dir, process = self._futures[name].result()
+        ok(process)
+        return run_dir, process
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# which tests consume each background job, in the order the jobs are started
+_CONSUMERS = {
+    "temps": {"test_analyze_of_temperature_sweep_gives_arrhenius", "test_plot_command_writes_png"},
+    "walkers": {"test_mdanalysis_reads_task_file_and_agrees_on_tracer_d"},
+    "long": {"test_killed_run_resumes_to_the_same_result"},
+    "quickstart": {"test_quickstart_as_the_readme_says"},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(request, work, repo_root):
+    """Start the long runs that the selected tests of this module need, right away."""
+    jobs = {
+        "temps": lambda: _run_config(work, "temps", TEMPS),
+        "walkers": lambda: _run_config(work, "walkers", WALKERS),
+        "long": lambda: _run_config(work, "long-reference", LONG),
+        "quickstart": lambda: _run_quickstart(work, repo_root),
+    }
+    selected = {
+        getattr(item, "originalname", item.name)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
+    wanted = [name for name, consumers in _CONSUMERS.items() if consumers & selected]
+    runner = Background(jobs, wanted)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module")
+def small_config(work) -> Path:
+    return write(work / "configs" / "small.toml", SMALL)
+
+
+@pytest.fixture(scope="module")
+def serial_run(work, small_config) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = work / "serial"
+    return run_dir, ok(kmc("run", small_config, "--output", run_dir))
+
+
+@pytest.fixture(scope="module")
+def serial_json(serial_run) -> dict:
+    return analyze_json(serial_run[0])
+
+
+@pytest.fixture
+def existing_run(serial_run, tmp_path) -> tuple[Path, dict, Path]:
+    """A completed run directory of this test's own (a copy), its snapshot, and an empty
+    scratch directory."""
+    run_dir = tmp_path / "existing"
+    shutil.copytree(serial_run[0], run_dir)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return run_dir, snapshot(run_dir), scratch
+
+
+# --------------------------------------------------------------------------- kmc run
+
+
+def test_run_writes_run_directory_and_says_where(serial_run):
+    run_dir, process = serial_run
+    assert (run_dir / "config.toml").read_text(encoding="utf-8") == SMALL  # as given
+    assert sorted(p.name for p in (run_dir / "tasks").iterdir()) == [
+        task_filename(k) for k in range(N_SMALL_TASKS)
+    ]
+    assert complete_tasks(run_dir, N_SMALL_TASKS) == list(range(N_SMALL_TASKS))
+    assert (run_dir / "results.h5").is_file()
+    assert (run_dir / "plot.png").read_bytes()[:8] == PNG_SIGNATURE
+    results = re.escape(str(run_dir / "results.h5"))
+    plot = re.escape(str(run_dir / "plot.png"))
+    assert re.search(rf"^results:\s+{results}$", process.stdout, re.M), process.stdout
+    assert re.search(rf"^plot:\s+{plot}$", process.stdout, re.M), process.stdout
+    assert "Traceback" not in process.stderr
+    assert temporary_files(run_dir) == []
+
+
+def test_mpi_run_is_identical_to_serial_run(work, small_config, serial_json):
+    mpi_or_skip()
+    run_dir = work / "mpi"
+    process = ok(kmc("run", small_config, "--output", run_dir, mpi=2))
+    assert "on 2 rank(s)" in process.stderr, f"mpiexec did not give kmc 2 ranks:\n{process.stderr}"
+    assert process.stdout.count("results:") == 1, "only rank 0 should summarize"
+    assert complete_tasks(run_dir, N_SMALL_TASKS) == list(range(N_SMALL_TASKS))
+    mpi_json = analyze_json(run_dir)
+    assert len(mpi_json["tasks"]) == N_SMALL_TASKS
+    assert without_wall_time(mpi_json) == without_wall_time(serial_json)
+
+
+def test_rerun_of_a_completed_run_does_nothing(serial_run, small_config, serial_json):
+    run_dir = serial_run[0]
+    tasks_before = snapshot(run_dir / "tasks")
+    config_before = snapshot(run_dir)["config.toml"]
+    process = ok(kmc("run", small_config, "--output", run_dir))
+    assert snapshot(run_dir / "tasks") == tasks_before  # no task recomputed or rewritten
+    assert snapshot(run_dir)["config.toml"] == config_before
+    assert f"{N_SMALL_TASKS} already done, 0 to run" in process.stderr, process.stderr
+    assert "Traceback" not in process.stderr
+    assert analyze_json(run_dir) == serial_json
+
+
+# --------------------------------------------------------------------------- kmc analyze
+
+
+def test_analyze_json_records(serial_run, serial_json):
+    run_dir = serial_run[0]
+    assert set(serial_json) == {"summary", "tasks", "arrhenius"}
+    assert serial_json["arrhenius"] == []  # no temperature sweep
+
+    tasks = serial_json["tasks"]
+    assert [t["task"] for t in tasks] == list(range(N_SMALL_TASKS))
+    assert [t["replica"] for t in tasks] == [0, 1] * 3  # replicas innermost
+    assert [t["microstructure.amorphous_fraction"] for t in tasks] == [p for p in PHI for _ in "ab"]
+    for record in tasks:
+        assert set(record) == TASK_KEYS
+        assert isinstance(record["hops"], int) and record["hops"] > 0
+        assert record["simulated_time"] > 0 and record["D_tracer"] > 0
+        stored = read_task(run_dir / "tasks" / task_filename(record["task"]))
+        assert record["simulated_time"] == pytest.approx(stored.times[-1], rel=1e-12)
+        assert record["hops"] == stored.observables["hops"]
+        # analyze recomputes from the stored trajectory what the run computed in memory
+        for key in ("D_tracer", "D_jump", "conductivity"):
+            assert record[key] == pytest.approx(stored.observables[key], rel=1e-9), key
+
+    summary = serial_json["summary"]
+    assert [s["microstructure.amorphous_fraction"] for s in summary] == PHI
+    expected = {"microstructure.amorphous_fraction", "replicas"}
+    expected |= {f"{key}{suffix}" for key in OBSERVABLES for suffix in ("", "_err")}
+    for point, record in zip(PHI, summary, strict=True):
+        assert set(record) == expected
+        assert record["replicas"] == 2
+        values = [t["D_tracer"] for t in tasks if t["microstructure.amorphous_fraction"] == point]
+        assert record["D_tracer"] == pytest.approx(np.mean(values), rel=1e-12)
+        assert record["D_tracer_err"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(2))
+    # amorphization speeds diffusion up by orders of magnitude (0.9 eV vs 0.5 eV saddles)
+    assert summary[2]["D_tracer"] > 100 * summary[0]["D_tracer"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+# id -> edits (old, new) of SMALL, and what the one error line must name besides the file
+BAD_CONFIGS = {
+    "toml-syntax": ([('kind = "cubic"', 'kind = "cubic')], ["line"]),
+    "unknown-key": ([("seed = 7", "seed = 7\nwalltime = 10")], ["run.walltime"]),
+    "misspelt-key": ([("temperature = 600.0", "temperatur = 600.0")], ["run.temperatur"]),
+    "wrong-type": ([("temperature = 600.0", 'temperature = "hot"')], ["run.temperature"]),
+    "negative-temperature": ([("600.0", "-300.0")], ["run.temperature"]),
+    "concentration-1": ([("concentration = 0.1", "concentration = 1.0")], ["ions.concentration"]),
+    "fraction-above-1": (
+        [
+            (SWEEP_PHI, '"run.temperature" = [600.0]'),
+            ("[run]", "[microstructure]\namorphous_fraction = 1.5\n\n[run]"),
+        ],
+        ["microstructure.amorphous_fraction"],
+    ),
+    "swept-fraction-above-1": ([("1.0]", "1.2]")], ["microstructure.amorphous_fraction"]),
+    "empty-sweep": ([("[0.0, 0.5, 1.0]", "[]")], ["sweep.microstructure.amorphous_fraction"]),
+    "sweep-unknown-key": ([(SWEEP_PHI, '"run.temprature" = [1.0]')], ["sweep.run.temprature"]),
+    "missing-table": ([(AMORPHOUS_TABLE, "")], ["amorphous"]),
+    "bad-distribution": ([("sigma = 0.03", "sigma = -0.03")], ["amorphous.saddle_energy"]),
+    "too-large-for-memory": (
+        [("cells = [6, 6, 6]", "cells = [100000, 100000, 100000]")],
+        ["lattice.cells"],
+    ),
+    # a valid config, but the output directory holds a different run: name the directory
+    "different-run-in-output": ([("seed = 7", "seed = 8")], ["{run}"]),
+}
+
+# id -> argv ({run}: the existing run, {tmp}: an empty scratch directory), what it must name
+BAD_ARGUMENTS = {
+    "unknown-subcommand": (["frobnicate", "{run}"], ["frobnicate"]),
+    "missing-config-file": (["run", "{tmp}/nowhere.toml", "--output", "{run}"], ["nowhere.toml"]),
+    "analyze-non-run-directory": (["analyze", "{tmp}", "--json"], ["{tmp}"]),
+    "export-missing-task": (["export", "{run}", "--task", "999", "-o", "{tmp}/x.xyz"], ["999"]),
+    "export-task-not-a-number": (["export", "{run}", "--task", "one"], ["--task"]),
+    "export-negative-task": (["export", "{run}", "--task", "-1", "-o", "{tmp}/x.xyz"], ["-1"]),
+    "export-into-missing-directory": (
+        ["export", "{run}", "--task", "0", "-o", "{tmp}/no/such/dir/x.extxyz"],
+        ["{tmp}/no/such/dir"],
+    ),
+    "plot-into-missing-directory": (
+        ["plot", "{run}", "-o", "{tmp}/no/such/dir/x.png"],
+        ["{tmp}/no/such/dir"],
+    ),
+}
+
+
+def check_refused(process: subprocess.CompletedProcess, names: list[str]) -> None:
+    """Exit status 2, exactly one line on stderr naming everything in ``names``, no traceback."""
+    shown = f"stdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+    assert process.returncode == 2, f"exit status {process.returncode}\n{shown}"
+    assert "Traceback" not in process.stderr + process.stdout, shown
+    lines = process.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr\n{shown}"
+    for name in names:
+        assert name in lines[0], f"{name!r} not named in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_is_refused_and_touches_nothing(case, existing_run):
+    run_dir, before, scratch = existing_run
+    edits, names = BAD_CONFIGS[case]
+    config = write(scratch / f"{case}.toml", edit(SMALL, *edits))
+    names = [n.format(run=run_dir) for n in names]
+    if case != "different-run-in-output":  # otherwise the run directory is what is wrong
+        names.append(config.name)
+    check_refused(kmc("run", config, "--output", run_dir), names)
+    assert snapshot(run_dir) == before, "the existing run directory was changed"
+    assert list(scratch.iterdir()) == [config], "something was written next to the config"
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_argument_is_refused_and_touches_nothing(case, existing_run):
+    run_dir, before, scratch = existing_run
+    argv, names = BAD_ARGUMENTS[case]
+    fill = {"run": run_dir, "tmp": scratch}
+    check_refused(kmc(*(a.format(**fill) for a in argv)), [n.format(**fill) for n in names])
+    assert snapshot(run_dir) == before, "the existing run directory was changed"
+    assert list(scratch.iterdir()) == [], "an output file was (partly) written"
+
+
+def test_bad_config_under_mpi_is_one_line(existing_run):
+    mpi_or_skip()
+    run_dir, before, scratch = existing_run
+    config = write(scratch / "cold.toml", edit(SMALL, ("600.0", "-300.0")))
+    process = kmc("run", config, "--output", run_dir, mpi=2)
+    check_refused(process, ["cold.toml", "run.temperature"])
+    assert snapshot(run_dir) == before
+
+
+def test_network_method_is_not_silently_run_as_kmc(tmp_path):
+    """README: ``run.method``: kmc (network: not yet available). A config asking for the
+    network solver must be refused naming run.method, or really solved without a trajectory
+    (SPEC: "no trajectory"); it must not be run as kMC under another name."""
+    text = edit(
+        SMALL,
+        ("[run]\n", '[run]\nmethod = "network"\n'),
+        ("replicas = 2", "replicas = 1"),
+        (SWEEP_PHI, '"run.temperature" = [600.0]'),
+    )
+    config = write(tmp_path / "network.toml", text)
+    run_dir = tmp_path / "network-run"
+    process = kmc("run", config, "--output", run_dir)
+    if process.returncode == 2:
+        check_refused(process, ["network.toml", "run.method"])
+        assert not run_dir.exists()
+    else:
+        ok(process)
+        stored = read_task(run_dir / "tasks" / task_filename(0))
+        assert stored.parameters["config"]["run"]["method"] == "network"
+        assert stored.positions.shape[0] == 0, "run.method = 'network' ran a kMC trajectory"
+
+
+# --------------------------------------------------------------------------- kmc export
+
+
+def test_export_extxyz_reads_back_with_ase(serial_run, tmp_path):
+    ase_io = pytest.importorskip("ase.io")
+    run_dir, task = serial_run[0], 3
+    out = tmp_path / "out.extxyz"
+    process = ok(kmc("export", run_dir, "--task", task, "--format", "extxyz", "-o", out))
+    stored = read_task(run_dir / "tasks" / task_filename(task))
+    n_frames, n_ions, _ = stored.positions.shape
+    assert f"{n_frames} frames" in process.stdout
+    frames = ase_io.read(out, index=":")
+    assert len(frames) == n_frames == 20
+    for k, atoms in enumerate(frames):
+        assert len(atoms) == n_ions
+        assert set(atoms.get_chemical_symbols()) == {"Na"}
+        np.testing.assert_allclose(atoms.positions, stored.positions[k], rtol=1e-10, atol=1e-9)
+        np.testing.assert_array_equal(atoms.arrays["site"], stored.sites[k])
+        np.testing.assert_allclose(atoms.cell.array, np.diag(stored.box))
+        assert list(atoms.pbc) == [True] * 3
+        assert atoms.info["Time"] == pytest.approx(stored.times[k], rel=1e-11, abs=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.extxyz"]  # no temporary left
+
+
+# --------------------------------------------------------------------------- temperature sweep
+
+
+def test_analyze_of_temperature_sweep_gives_arrhenius(background):
+    run_dir, _ = background.result("temps")
+    result = analyze_json(run_dir)
+    points = [
+        (s["microstructure.amorphous_fraction"], s["run.temperature"]) for s in result["summary"]
+    ]
+    assert points == [(p, t) for p in PHI for t in (500.0, 600.0)]  # file order, first slowest
+    assert all(set(t) == TASK_KEYS | {"run.temperature"} for t in result["tasks"])
+    arrhenius = result["arrhenius"]
+    assert [a["microstructure.amorphous_fraction"] for a in arrhenius] == PHI
+    for record in arrhenius:
+        assert {"Ea_tracer", "Ea_tracer_err", "Ea_jump", "Ea_jump_err"} <= set(record)
+        assert "run.temperature" not in record
+        for key in ("Ea_tracer", "Ea_tracer_err", "Ea_jump", "Ea_jump_err"):
+            assert isinstance(record[key], float) and math.isfinite(record[key]), (key, record)
+    # crystal: 0.9 eV barriers everywhere; amorphous: 0.5 eV saddles (loose: 2 replicas)
+    assert 0.7 < arrhenius[0]["Ea_tracer"] < 1.1
+    assert 0.3 < arrhenius[2]["Ea_tracer"] < 0.7
+
+
+def test_plot_command_writes_png(background, tmp_path):
+    run_dir, _ = background.result("temps")
+    out = tmp_path / "arrhenius.png"
+    process = ok(kmc("plot", run_dir, "-o", out))
+    assert str(out) in process.stdout
+    data = out.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+# --------------------------------------------------------------------------- MDAnalysis
+
+
+def test_mdanalysis_reads_task_file_and_agrees_on_tracer_d(background):
+    """MDAnalysis opens a task file and its EinsteinMSD gives kmc's D_tracer within 4
+    standard errors; the error comes from splitting the independent walkers into groups."""
+    mda = pytest.importorskip("MDAnalysis")
+    msd_module = pytest.importorskip("MDAnalysis.analysis.msd")
+    run_dir, _ = background.result("walkers")
+    task_file = run_dir / "tasks" / task_filename(0)
+    stored = read_task(task_file)
+    d_kmc = analyze_json(run_dir)["tasks"][0]["D_tracer"]  # cm²/s
+
+    with warnings.catch_warnings():  # no masses/types to guess, no dt in H5MD: expected
+        warnings.simplefilter("ignore", UserWarning)
+        universe = mda.Universe(str(task_file))
+        assert universe.trajectory.n_frames == WALKER_FRAMES
+        assert universe.atoms.n_atoms == WALKER_COUNT
+        times = []
+        for ts in universe.trajectory:  # positions in Å, time in ps
+            np.testing.assert_allclose(ts.positions, stored.positions[ts.frame], atol=2e-3)
+            times.append(ts.time)
+        times = np.array(times)
+        np.testing.assert_allclose(times, stored.times * 1e12, rtol=1e-9)  # s -> ps
+
+        def einstein(select: str):
+            run = msd_module.EinsteinMSD(universe, select=select, msd_type="xyz", fft=False)
+            return run.run().results
+
+        everything = einstein("all")
+        size = WALKER_COUNT // WALKER_GROUPS
+        # MDAnalysis's per-particle MSDs, grouped by index ranges; check one group by select
+        one_group = einstein(f"index {size}:{2 * size - 1}").timeseries
+    per_particle = everything.msds_by_particle  # (frames, atoms), Å², lag 0 first
+    np.testing.assert_allclose(per_particle[:, size : 2 * size].mean(axis=1), one_group)
+
+    lags = times[1:] - times[0]
+    whole = everything.timeseries[1:]
+    window, diffusive = fit_window(lags, whole, WALKER_HOP)  # kmc's own rule, on MDA's MSD
+    assert diffusive, "the walkers never reached 10 a²: make the run longer"
+
+    def d_cm2_per_s(msd: np.ndarray) -> float:
+        slope = np.polyfit(lags[window], msd[window], 1)[0]  # Å²/ps
+        return slope / 6 * 1e-4  # xyz: MSD = 6 D t; Å²/ps = 1e-16 cm² / 1e-12 s
+
+    groups = [
+        d_cm2_per_s(per_particle[1:, g * size : (g + 1) * size].mean(axis=1))
+        for g in range(WALKER_GROUPS)
+    ]
+    d_mda = d_cm2_per_s(whole)
+    assert d_mda == pytest.approx(np.mean(groups), rel=1e-9)  # equal groups: D is linear
+    se = np.std(groups, ddof=1) / math.sqrt(WALKER_GROUPS)
+    assert 0 < se < 0.2 * d_mda, "too noisy for a meaningful comparison"
+    assert abs(d_mda - d_kmc) < 4 * se, (d_mda, d_kmc, se)
+
+
+# --------------------------------------------------------------------------- crash and resume
+
+
+def test_killed_run_resumes_to_the_same_result(work, background):
+    config = write(work / "configs" / "long.toml", LONG)
+    run_dir = work / "long-killed"
+    with (work / "long-killed.log").open("w") as log:
+        process = subprocess.Popen(
+            [*KMC, "run", str(config), "--output", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_environment(),
+        )
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while len(list((run_dir / "tasks").glob("task-*.h5md"))) < 3:
+                assert process.poll() is None, "kmc run ended before it could be killed"
+                assert time.monotonic() < deadline, "no task files appeared"
+                time.sleep(0.02)
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    done = complete_tasks(run_dir, N_LONG_TASKS)
+    assert 3 <= len(done) < N_LONG_TASKS, f"the kill came too late to test anything: {done}"
+
+    # A task file that is there but incomplete (a disk-full or non-atomic copy) is not done:
+    # it must be redone, never read as data.
+    missing = max(set(range(N_LONG_TASKS)) - set(done))
+    first = (run_dir / "tasks" / task_filename(done[0])).read_bytes()
+    (run_dir / "tasks" / task_filename(missing)).write_bytes(first[: len(first) // 2])
+    # The temporary file of a writer killed mid-write, in case the SIGKILL missed that moment.
+    stale = run_dir / "tasks" / f".{task_filename(missing - 1)}.tmp.99999999"
+    stale.write_bytes(first[: len(first) // 3])
+
+    resumed = ok(kmc("run", config, "--output", run_dir))
+    assert f"{len(done)} already done" in resumed.stderr, resumed.stderr
+    assert complete_tasks(run_dir, N_LONG_TASKS) == list(range(N_LONG_TASKS))
+    assert temporary_files(run_dir) == []
+    reference, _ = background.result("long")  # the same config, never interrupted
+    assert without_wall_time(analyze_json(run_dir)) == without_wall_time(analyze_json(reference))
+
+
+# --------------------------------------------------------------------------- quick start
+
+
+def test_quickstart_as_the_readme_says(background):
+    """``kmc run configs/quickstart.toml`` in a fresh directory (README, Quick start)."""
+    home, process = background.result("quickstart")
+    # the summary table and the two lines the README shows
+    assert re.search(r"(\d+) of \1 tasks complete", process.stdout), process.stdout
+    assert re.search(r"^results:\s+runs/quickstart/results\.h5$", process.stdout, re.M)
+    assert re.search(r"^plot:\s+runs/quickstart/plot\.png$", process.stdout, re.M)
+    run_dir = home / "runs" / "quickstart"
+    png = (run_dir / "plot.png").read_bytes()
+    assert png[:8] == PNG_SIGNATURE and len(png) > 1000
+    assert temporary_files(run_dir) == []
+
+    # the README's post-processing snippet
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(run_dir / "results.h5") as f:
+        phi = f["summary/microstructure.amorphous_fraction"][:]
+        d_tracer = f["summary/D_tracer"][:]
+    sweep = tomllib.loads((home / "configs" / "quickstart.toml").read_text())["sweep"]
+    points = list(itertools.product(*sweep.values()))  # file order, the first key slowest
+    column = list(sweep).index("microstructure.amorphous_fraction")
+    np.testing.assert_array_equal(phi, [point[column] for point in points])
+    assert np.all(np.isfinite(d_tracer))
+    # the amorphous phase conducts, the crystal (1.6 eV barriers) does not
+    assert np.all(d_tracer[phi == 1.0] > 1e3 * np.abs(d_tracer[phi == 0.0]))
