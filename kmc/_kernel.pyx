@@ -66,12 +66,14 @@ cdef inline int32_t _target(const Sites* sites, const double* record, int k) noe
     return (<const int32_t*>(record + 1 + sites.z))[k]
 
 
-cdef inline void _shift_cell(const Sites* sites, int32_t s, int k, int32_t* cell) noexcept nogil:
-    """Add the conventional-cell offset of hop k from site s to an unwrapped cell."""
+cdef inline void _shift_cell(const Sites* sites, int32_t s, int k, int32_t* cell,
+                             int sign=1) noexcept nogil:
+    """Add (sign = 1) or subtract the conventional-cell offset of hop k from site s to an
+    unwrapped cell."""
     cdef const int32_t* offset = sites.hop_cells + ((s % sites.n_basis) * sites.z + k) * sites.dim
     cdef Py_ssize_t a
     for a in range(sites.dim):
-        cell[a] += offset[a]
+        cell[a] += sign * offset[a]
 
 
 cdef inline Rng _load_rng(uint64_t[::1] state) noexcept:
@@ -192,9 +194,9 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
 # uniformization of the exact process with the rate R = sum of the ions' bounds, so the
 # clock is exact: the time to the next hop is a sum of K Exp(1)/R over its K attempts, and
 # -log(u_1 ... u_K) is exactly such a sum, so one logarithm per hop suffices.
-# Ions are kept in one array sorted by group, so moving an ion between groups costs one swap
-# per group crossed; each entry carries the ion's site, so a candidate costs one memory access
-# before its site record.
+# Carriers (ions, or vacancies) are kept in one array sorted by group, so moving one between
+# groups costs one swap per group crossed; each entry carries the carrier's site, so a
+# candidate costs one memory access before its site record.
 cdef enum:
     STEPS_PER_OCTAVE = 4
 
@@ -205,13 +207,13 @@ cdef struct Member:
 
 
 cdef struct Groups:
-    Member* members       # ions with their sites, ordered by group
-    int32_t* slot         # position of each ion in members
-    int64_t* start        # members[start[g]:start[g+1]] are the ions of group g
+    Member* members       # carriers with their sites, ordered by group
+    int32_t* slot         # position of each carrier in members
+    int64_t* start        # members[start[g]:start[g+1]] are the carriers of group g
     double* bound         # upper bound of the totals in group g, 0 for group 0
     int n_groups
     int e_min
-    double rate_bound     # R = sum over ions of their group's bound
+    double rate_bound     # R = sum over carriers of their group's bound
 
 
 cdef inline int _group_of(const Groups* gr, double total) noexcept nogil:
@@ -277,17 +279,23 @@ cdef inline int64_t _groups_slot(const Groups* gr, double u, double* x) noexcept
 
 
 def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
-                    int32_t[::1] site, int32_t[:, ::1] cell, uint8_t[::1] occupied,
-                    int64_t max_hops, const double[::1] frame_times, int32_t[:, ::1] out_sites,
-                    int32_t[:, :, ::1] out_cells, uint64_t[::1] rng_state):
+                    int32_t[:, ::1] ions, int32_t[::1] occupant, int32_t[::1] carriers,
+                    bint holes, int64_t max_hops, const double[::1] frame_times,
+                    int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
+                    uint64_t[::1] rng_state):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
+    ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupant[s]`` the ion on site s or
+    -1. Events are drawn over ``carriers``: the ions' sites, with ``records`` of outgoing
+    rates; or, when ``holes`` is set, the empty sites, with ``records`` of the rates INTO
+    each site (a vacancy at i "hops" to j when the ion at j hops to i). Driving the vacancies
+    of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
     Uniforms are drawn two attempts early so that the candidate's entry and then its site
     record can be prefetched. Returns (hops, attempts, elapsed simulated time).
     """
-    cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
+    cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
     cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
     cdef Py_ssize_t z = sites.z, dim = sites.dim
     cdef Rng rng = _load_rng(rng_state)
@@ -320,14 +328,14 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef double t = 0.0, t_new, x, u, u1, u2, waited = 0.0, product = 1.0
     cdef const double* rec
     with nogil:
-        for a in range(n):  # counting sort of the ions into their groups
-            gr.start[_group_of(&gr, _record(&sites, site[a])[0]) + 1] += 1
+        for a in range(n):  # counting sort of the carriers into their groups
+            gr.start[_group_of(&gr, _record(&sites, carriers[a])[0]) + 1] += 1
         for g in range(gr.n_groups):
             gr.start[g + 1] += gr.start[g]
         for a in range(n):
-            g = _group_of(&gr, _record(&sites, site[a])[0])
+            g = _group_of(&gr, _record(&sites, carriers[a])[0])
             gr.members[gr.start[g]].ion = <int32_t>a
-            gr.members[gr.start[g]].site = site[a]
+            gr.members[gr.start[g]].site = carriers[a]
             gr.slot[a] = <int32_t>gr.start[g]
             gr.start[g] += 1
         for g in range(gr.n_groups, 0, -1):
@@ -340,7 +348,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
             if gr.rate_bound <= 0.0:  # no ion can move: the state is frozen
                 while f < n_frames:
-                    _record_frame(&gr, f, out_sites, out_cells, cell, n, dim)
+                    _record_frame(f, ions, out_sites, out_cells)
                     f += 1
                 break
             attempts += 1
@@ -364,40 +372,45 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 continue  # rejected: a null event
             k = choose_direction(rec + 1, z, x)
             j = _target(&sites, rec, k)
-            if occupied[j]:
-                continue  # blocked by another ion: a null event
+            if (occupant[j] >= 0) != holes:
+                continue  # an ion onto an ion, or a vacancy onto a vacancy: a null event
             # a hop: the state so far held from t until now
             t_new = t + waited - log(product) / gr.rate_bound
             waited, product = 0.0, 1.0
             while f < n_frames and frame_times[f] < t_new:
-                _record_frame(&gr, f, out_sites, out_cells, cell, n, dim)
+                _record_frame(f, ions, out_sites, out_cells)
                 f += 1
             if n_frames > 0 and f == n_frames:
                 break
             t = t_new
-            ion = gr.members[slot].ion
-            occupied[s] = 0
-            occupied[j] = 1
-            gr.members[slot].site = j
-            _shift_cell(&sites, s, k, &cell[ion, 0])
+            if holes:  # the ion on j hops into the vacancy on s
+                ion = occupant[j]
+                occupant[s], occupant[j] = ion, -1
+                ions[ion, 0] = s
+                _shift_cell(&sites, s, k, &ions[ion, 1], -1)
+            else:
+                ion = occupant[s]
+                occupant[j], occupant[s] = ion, -1
+                ions[ion, 0] = j
+                _shift_cell(&sites, s, k, &ions[ion, 1])
+            gr.members[slot].site = j  # the carrier moved from s to j
             g = _group_of(&gr, rec[0])
             h = _group_of(&gr, _record(&sites, j)[0])
             if g != h:
-                _groups_move(&gr, ion, g, h)
+                _groups_move(&gr, gr.members[slot].ion, g, h)
             hops += 1
             if hops & 0xFFFF == 0:  # wash out rounding drift of the running sum
                 gr.rate_bound = _sum_bounds(&gr)
         for a in range(n):
-            site[a] = gr.members[gr.slot[a]].site
+            carriers[a] = gr.members[gr.slot[a]].site
     _store_rng(&rng, rng_state)
     return hops, attempts, t
 
 
-cdef void _record_frame(const Groups* gr, Py_ssize_t f, int32_t[:, ::1] out_sites,
-                        int32_t[:, :, ::1] out_cells, int32_t[:, ::1] cell, Py_ssize_t n,
-                        Py_ssize_t dim) noexcept nogil:
+cdef void _record_frame(Py_ssize_t f, const int32_t[:, ::1] ions, int32_t[:, ::1] out_sites,
+                        int32_t[:, :, ::1] out_cells) noexcept nogil:
     cdef Py_ssize_t a, b
-    for a in range(n):
-        out_sites[f, a] = gr.members[gr.slot[a]].site
-        for b in range(dim):
-            out_cells[f, a, b] = cell[a, b]
+    for a in range(ions.shape[0]):
+        out_sites[f, a] = ions[a, 0]
+        for b in range(out_cells.shape[2]):
+            out_cells[f, a, b] = ions[a, 1 + b]

@@ -127,6 +127,11 @@ def simulate(
     hop_rate = mean_hop_rate(landscape, rates, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
+    # Drive the vacancies of a more than half-full lattice (see _kernel.run_lattice_gas).
+    holes = exclusion and n_ions > len(free) / 2
+    if holes:
+        back = lattice.reverse_direction[np.arange(lattice.n_sites) % lattice.n_basis]
+        rates = rates[lattice.neighbours, back]  # rates into each site
     records = _kernel.pack_sites(rates, lattice.neighbours)
     del rates  # the records hold them; keep the peak memory down on big lattices
 
@@ -145,9 +150,11 @@ def simulate(
 
     start = time.perf_counter()
     if exclusion:
-        occupied = np.zeros(lattice.n_sites, dtype=np.uint8)
-        occupied[site] = 1
-        args = (records, lattice.hop_cells, site, cell, occupied)
+        ions = np.ascontiguousarray(np.column_stack([site, cell]), dtype=np.int32)
+        occupant = np.full(lattice.n_sites, -1, dtype=np.int32)
+        occupant[site] = np.arange(n_ions, dtype=np.int32)
+        carriers = np.flatnonzero((occupant < 0) & ~landscape.blocked) if holes else site
+        args = (records, lattice.hop_cells, ions, occupant, carriers.astype(np.int32), holes)
         no_frames = np.empty(0)
         # Equilibrate in two halves; the second measures the equilibrium hop rate, which
         # the dilute estimate misses when a filled disordered lattice puts ions on
