@@ -35,6 +35,9 @@ class _Serial:
     def __init__(self) -> None:
         self._next = 0
 
+    def start(self, n_tasks: int) -> None:
+        pass
+
     def next_index(self) -> int:
         self._next += 1
         return self._next - 1
@@ -50,27 +53,63 @@ class _Serial:
 
 
 class _Mpi:
-    """COMM_WORLD with a task counter on rank 0 that every rank fetch-and-adds."""
+    """COMM_WORLD with a task dispatcher: a thread on rank 0 hands the next task index to
+    whichever rank asks, and rank 0's own loop draws from the same counter directly.
+
+    A one-sided fetch-and-add counter would be simpler, but MPICH services it only while
+    rank 0 is inside an MPI call, so a rank 0 busy in the kernel stalled everyone else. The
+    dispatcher polls with Iprobe and sleeps in between, so it costs no core. Without
+    MPI_THREAD_MULTIPLE the tasks are dealt round robin instead (still rank-independent
+    results, only less balanced)."""
+
+    _ASK, _ANSWER = 11, 12
 
     def __init__(self) -> None:
-        import numpy as np
         from mpi4py import MPI
 
-        self._mpi, self._np = MPI, np
+        self._mpi = MPI
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.rank, self.comm.size
-        self._window = MPI.Win.Allocate(8 if self.rank == 0 else 0, 8, comm=self.comm)
-        if self.rank == 0:
-            np.frombuffer(self._window.tomemory(), dtype=np.int64)[:] = 0
-        self.comm.Barrier()
+        self._dynamic = self.size > 1 and MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        self._channel = self.comm.Dup()  # dispatcher messages apart from the collectives
+        self._lock = threading.Lock()
+        self._next = 0 if self._dynamic else self.rank
+        self._limit = None
+        self._server = None
+
+    def start(self, n_tasks: int) -> None:
+        """Begin handing out the indices 0 .. n_tasks - 1."""
+        self._limit = n_tasks
+        if self._dynamic and self.rank == 0:
+            self._server = threading.Thread(target=self._serve, daemon=True)
+            self._server.start()
+
+    def _take(self) -> int:
+        with self._lock:
+            self._next += 1
+            return self._next - 1
+
+    def _serve(self) -> None:
+        status = self._mpi.Status()
+        waiting = self.size - 1  # ranks that have not yet been told there is no more work
+        while waiting:
+            if self._channel.Iprobe(source=self._mpi.ANY_SOURCE, tag=self._ASK, status=status):
+                source = status.Get_source()
+                self._channel.recv(source=source, tag=self._ASK)
+                index = self._take()
+                self._channel.send(index, dest=source, tag=self._ANSWER)
+                waiting -= index >= self._limit
+            else:
+                time.sleep(0.002)
 
     def next_index(self) -> int:
-        one = self._np.ones(1, dtype=self._np.int64)
-        got = self._np.zeros(1, dtype=self._np.int64)
-        self._window.Lock(0, self._mpi.LOCK_SHARED)
-        self._window.Fetch_and_op(one, got, 0, 0, self._mpi.SUM)
-        self._window.Unlock(0)
-        return int(got[0])
+        if not self._dynamic:
+            self._next += self.size
+            return self._next - self.size
+        if self.rank == 0:
+            return self._take()
+        self._channel.send(None, dest=0, tag=self._ASK)
+        return self._channel.recv(source=0, tag=self._ANSWER)
 
     def bcast(self, value):
         return self.comm.bcast(value, root=0)
@@ -82,7 +121,9 @@ class _Mpi:
         self.comm.Abort(status)
 
     def close(self) -> None:
-        self._window.Free()
+        if self._server is not None:
+            self._server.join()
+        self._channel.Free()
 
 
 def launcher_rank() -> int | None:
@@ -190,6 +231,7 @@ def run(
                 f"done, {len(pending)} to run on {comm.size} rank(s) → {run_dir}",
                 file=log,
             )
+        comm.start(len(pending))
         monitor = _Progress(run_dir, tasks, pending, log) if comm.rank == 0 else None
         try:
             while (k := comm.next_index()) < len(pending):
