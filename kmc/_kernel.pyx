@@ -29,24 +29,23 @@ def record_width(int z):
     return 1 + z + (z + 1) // 2
 
 
-def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours):
-    """Site records [total, rate_0..rate_{z-1}, neighbours as int32] as one float64 array."""
+def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours,
+               double[:, ::1] records):
+    """Fill site records [total, rate_0..rate_{z-1}, neighbours as int32] (rows of
+    ``records``, of width record_width(z)) from rates and neighbours of the same sites."""
     cdef Py_ssize_t n = rates.shape[0], z = rates.shape[1], s, k
-    records = np.zeros((n, record_width(z)), dtype=np.float64)
-    cdef double[:, ::1] out = records
     cdef double total
     cdef int32_t* nb
     with nogil:
         for s in range(n):
             total = 0.0
             for k in range(z):
-                out[s, 1 + k] = rates[s, k]
+                records[s, 1 + k] = rates[s, k]
                 total += rates[s, k]
-            out[s, 0] = total
-            nb = <int32_t*>&out[s, 1 + z]
+            records[s, 0] = total
+            nb = <int32_t*>&records[s, 1 + z]
             for k in range(z):
                 nb[k] = neighbours[s, k]
-    return records
 
 
 cdef struct Sites:
@@ -278,17 +277,35 @@ cdef inline int64_t _groups_slot(const Groups* gr, double u, double* x) noexcept
     return -1
 
 
+cdef (int, int) _exponent_range(const double[:, ::1] records):
+    """Binary exponents of the smallest and largest positive total rate (0, 0 if none)."""
+    cdef double low = INFINITY, high = 0.0, total
+    cdef Py_ssize_t s
+    cdef int e_lo = 0, e_hi = 0
+    for s in range(records.shape[0]):
+        total = records[s, 0]
+        if total > 0.0:
+            low = total if total < low else low
+            high = total if total > high else high
+    if high > 0.0:
+        frexp(low, &e_lo)
+        frexp(high, &e_hi)
+    return e_lo, e_hi
+
+
 def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
-                    int32_t[:, ::1] ions, int32_t[::1] occupant, int32_t[::1] carriers,
-                    bint holes, int64_t max_hops, const double[::1] frame_times,
+                    int32_t[:, ::1] ions, uint8_t[::1] occupied, int32_t[::1] occupant,
+                    int32_t[::1] carriers, bint holes, int64_t max_hops,
+                    const double[::1] frame_times,
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
                     uint64_t[::1] rng_state):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
-    ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupant[s]`` the ion on site s or
-    -1. Events are drawn over ``carriers``: the ions' sites, with ``records`` of outgoing
-    rates; or, when ``holes`` is set, the empty sites, with ``records`` of the rates INTO
-    each site (a vacancy at i "hops" to j when the ion at j hops to i). Driving the vacancies
+    ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
+    Events are drawn over ``carriers``: the ions' sites in ion order, with ``records`` of
+    outgoing rates; or, when ``holes`` is set, the empty sites, with ``records`` of the rates
+    INTO each site (a vacancy at i "hops" to j when the ion at j hops to i) and
+    ``occupant[s]``, the ion on site s or -1, to find the ion that moves. Driving the vacancies
     of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
@@ -301,10 +318,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef Rng rng = _load_rng(rng_state)
 
     # Group bounds span every site's total rate, so an ion never leaves the table.
-    totals = np.asarray(records)[:, 0]
-    positive = totals[totals > 0]
-    e_lo = int(np.frexp(positive.min())[1]) if positive.size else 0
-    e_hi = int(np.frexp(positive.max())[1]) if positive.size else 0
+    e_lo, e_hi = _exponent_range(records)
     # bound of group g >= 1: 2^(e-1) 2^((step+1)/4) with e = e_lo + (g-1)//4, step = (g-1)%4
     octave, step = np.divmod(np.arange((e_hi - e_lo + 1) * STEPS_PER_OCTAVE), STEPS_PER_OCTAVE)
     bounds = np.concatenate(
@@ -372,7 +386,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 continue  # rejected: a null event
             k = choose_direction(rec + 1, z, x)
             j = _target(&sites, rec, k)
-            if (occupant[j] >= 0) != holes:
+            if occupied[j] != holes:
                 continue  # an ion onto an ion, or a vacancy onto a vacancy: a null event
             # a hop: the state so far held from t until now
             t_new = t + waited - log(product) / gr.rate_bound
@@ -383,14 +397,14 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if n_frames > 0 and f == n_frames:
                 break
             t = t_new
+            occupied[s], occupied[j] = holes, not holes
             if holes:  # the ion on j hops into the vacancy on s
                 ion = occupant[j]
                 occupant[s], occupant[j] = ion, -1
                 ions[ion, 0] = s
                 _shift_cell(&sites, s, k, &ions[ion, 1], -1)
             else:
-                ion = occupant[s]
-                occupant[j], occupant[s] = ion, -1
+                ion = gr.members[slot].ion
                 ions[ion, 0] = j
                 _shift_cell(&sites, s, k, &ions[ion, 1])
             gr.members[slot].site = j  # the carrier moved from s to j

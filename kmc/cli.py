@@ -1,4 +1,4 @@
-"""The ``kmc`` command: run, analyze, plot and export (see ``kmc --help``).
+"""The ``kmc`` command: run, analyze, plot, export and validate (see ``kmc --help``).
 
 Bad input (a config, an argument, a run directory) ends with one line on stderr and exit
 status 2, before anything on disk is changed; an internal failure exits with status 1.
@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--task", type=_task_index, required=True, help="task index (≥ 0)")
     export.add_argument("--format", choices=["extxyz"], default="extxyz")
     export.add_argument("-o", "--output", help="output file (default: RUN/task-K.extxyz)")
+
+    validate = commands.add_parser("validate", help="check the physics against MODEL.md")
+    validate.add_argument("--quick", action="store_true", help="fewer, shorter runs (~1 min)")
+    validate.add_argument("--json", action="store_true", help="print one JSON list of records")
     return parser
 
 
@@ -109,6 +113,17 @@ def _export(args) -> None:
     print(f"{out}: {frames} frames")
 
 
+def _validate(args) -> bool:
+    """Run the self-checks; print the table (rank 0 only under MPI). True if all pass."""
+    from kmc import validate
+    from kmc.runner import launcher_rank
+
+    records = validate.run_validation(args.quick)
+    if not launcher_rank():
+        print(validate.to_json(records) if args.json else validate.format_table(records))
+    return all(record["passed"] for record in records)
+
+
 def _check_run_dir(path: str) -> Path:
     run_dir = Path(path)
     if not (run_dir / "config.toml").is_file():
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             _check_run_dir(args.run_dir)
             _export(args)
+        elif args.command == "validate" and not _validate(args):
+            return 1
     except (ConfigError, RunError, _UsageError) as err:
         if not launcher_rank():  # under MPI only rank 0 speaks
             print(f"kmc: error: {err}", file=sys.stderr)

@@ -15,6 +15,8 @@ import numpy as np
 from kmc import _kernel
 from kmc.landscape import Landscape
 
+_RECORD_BLOCK = 1 << 16  # sites per block when building the kernel's site records
+
 
 @dataclass(frozen=True, eq=False)
 class Trajectory:
@@ -79,12 +81,32 @@ def ion_count(
     return max(1, round(concentration * n_free))
 
 
-def mean_hop_rate(landscape: Landscape, rates: np.ndarray, temperature: float, filled: float):
+def mean_hop_rate(
+    landscape: Landscape, escape: np.ndarray, temperature: float, filled: float
+) -> float:
     """Equilibrium hop rate per ion (Hz) of the dilute limit, Σ_i w_i Γ_i / Σ_i w_i with
-    Boltzmann weights w_i, times the free fraction (1 − filled) of target sites. Exact for
-    independent walkers and for the uniform lattice gas; sets the production run length."""
+    Boltzmann weights w_i and escape rates Γ_i, times the free fraction (1 − filled) of
+    target sites. Exact for independent walkers and for the uniform lattice gas; sets the
+    production run length."""
     weights = landscape.boltzmann_weights(temperature)
-    return float(weights @ rates.sum(axis=1) / weights.sum()) * (1.0 - filled)
+    return float(weights @ escape / weights.sum()) * (1.0 - filled)
+
+
+def _site_records(landscape: Landscape, temperature: float, incoming: bool):
+    """The kernel's site records (rates out of each site, or into it) and the escape rate
+    of every site, built a block of sites at a time so that no full rate table is ever
+    held beside the records."""
+    lattice = landscape.lattice
+    records = np.empty((lattice.n_sites, _kernel.record_width(lattice.coordination)))
+    escape = np.empty(lattice.n_sites)
+    for start in range(0, lattice.n_sites, _RECORD_BLOCK):
+        block = slice(start, start + _RECORD_BLOCK)
+        rates = landscape.rates(temperature, block)
+        escape[block] = rates.sum(axis=1)
+        if incoming:
+            rates = landscape.rates(temperature, block, incoming=True)
+        _kernel.pack_sites(rates, lattice.neighbours[block], records[block])
+    return records, escape
 
 
 def simulate(
@@ -121,19 +143,14 @@ def simulate(
     if frames < 2:
         raise ValueError(f"frames must be at least 2, not {frames}")
     lattice = landscape.lattice
-    rates = landscape.rates(temperature)
     free = landscape.free_sites
     filled = n_ions / len(free) if exclusion else 0.0
-    hop_rate = mean_hop_rate(landscape, rates, temperature, filled)
-    if not hop_rate > 0:
-        raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
     # Drive the vacancies of a more than half-full lattice (see _kernel.run_lattice_gas).
     holes = exclusion and n_ions > len(free) / 2
-    if holes:
-        back = lattice.reverse_direction[np.arange(lattice.n_sites) % lattice.n_basis]
-        rates = rates[lattice.neighbours, back]  # rates into each site
-    records = _kernel.pack_sites(rates, lattice.neighbours)
-    del rates  # the records hold them; keep the peak memory down on big lattices
+    records, escape = _site_records(landscape, temperature, incoming=holes)
+    hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
+    if not hop_rate > 0:
+        raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
 
     if initial_sites is not None:
         site = _check_initial_sites(initial_sites, landscape, n_ions, exclusion)
@@ -143,6 +160,7 @@ def simulate(
         weights = landscape.boltzmann_weights(temperature)[free]
         site = rng.choice(free, size=n_ions, p=weights / weights.sum())
     site = site.astype(np.int32)
+    del free, escape  # only the records and the ions' state stay for the kernel
     cell = lattice.cell_coordinates(site)
     state = rng.integers(1, 2**63, size=4, dtype=np.uint64)
     out_sites = np.empty((frames, n_ions), dtype=np.int32)
@@ -151,10 +169,15 @@ def simulate(
     start = time.perf_counter()
     if exclusion:
         ions = np.ascontiguousarray(np.column_stack([site, cell]), dtype=np.int32)
-        occupant = np.full(lattice.n_sites, -1, dtype=np.int32)
-        occupant[site] = np.arange(n_ions, dtype=np.int32)
-        carriers = np.flatnonzero((occupant < 0) & ~landscape.blocked) if holes else site
-        args = (records, lattice.hop_cells, ions, occupant, carriers.astype(np.int32), holes)
+        occupied = np.zeros(lattice.n_sites, dtype=np.uint8)
+        occupied[site] = 1
+        occupant = np.empty(0, dtype=np.int32)
+        carriers = site.copy()
+        if holes:
+            occupant = np.full(lattice.n_sites, -1, dtype=np.int32)
+            occupant[site] = np.arange(n_ions, dtype=np.int32)
+            carriers = np.flatnonzero(~occupied.astype(bool) & ~landscape.blocked).astype(np.int32)
+        args = (records, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
         no_frames = np.empty(0)
         # Equilibrate in two halves; the second measures the equilibrium hop rate, which
         # the dilute estimate misses when a filled disordered lattice puts ions on

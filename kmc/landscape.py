@@ -129,18 +129,27 @@ class Landscape:
     def free_sites(self) -> np.ndarray:
         return np.flatnonzero(~self.blocked)
 
-    def rates(self, temperature: float) -> np.ndarray:
-        """(n_sites, z) hop rates in Hz by the max() rule; zero into and out of blocked sites."""
+    def rates(
+        self, temperature: float, sites: slice = slice(None), *, incoming: bool = False
+    ) -> np.ndarray:
+        """Hop rates in Hz by the max() rule, one row per site of ``sites`` (all by default)
+        and one column per hop direction; zero into and out of blocked sites.
+
+        Row i holds the rates of the hops i → j out of it, or with ``incoming`` those of the
+        reverse hops j → i into it (what drives a vacancy on i)."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 K, not {temperature}")
         lat = self.lattice
-        energy = self.site_energy
-        barrier_top = np.maximum(self.saddle_energy[lat.bond_index], energy[lat.neighbours])
-        barrier_top = np.maximum(barrier_top, energy[:, None])
-        kT = BOLTZMANN_EV * temperature
-        rates = self.attempt_frequency * np.exp(-(barrier_top - energy[:, None]) / kT)
-        rates[self.blocked] = 0.0
-        rates[self.blocked[lat.neighbours]] = 0.0
+        neighbours = lat.neighbours[sites]
+        here = self.site_energy[sites][:, None]
+        there = self.site_energy[neighbours]
+        barrier_top = np.maximum(np.maximum(self.saddle_energy[lat.bond_index[sites]], there), here)
+        start = there if incoming else here
+        rates = self.attempt_frequency * np.exp(
+            -(barrier_top - start) / (BOLTZMANN_EV * temperature)
+        )
+        rates[self.blocked[sites]] = 0.0
+        rates[self.blocked[neighbours]] = 0.0
         return rates
 
     def boltzmann_weights(self, temperature: float) -> np.ndarray:
