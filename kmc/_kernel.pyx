@@ -293,6 +293,30 @@ cdef (int, int) _exponent_range(const double[:, ::1] records):
     return e_lo, e_hi
 
 
+cdef enum:
+    AHEAD = 8  # attempts whose uniforms are drawn ahead, to prefetch what they will touch
+
+
+cdef inline void _prefetch_ahead(const Groups* gr, const Sites* sites, const uint8_t[::1] occupied,
+                                 const int64_t* ahead_slot, const double* ahead_x,
+                                 Py_ssize_t a) noexcept nogil:
+    """Prefetch for later attempts: the site record of the one AHEAD/2 attempts ahead (its
+    group entry was fetched AHEAD/2 attempts ago) and the target's occupancy of the one two
+    attempts ahead (its record is in by now). Slots drawn ahead may be stale by the time
+    their attempt comes: they only steer the prefetches, never the events."""
+    cdef int64_t slot = ahead_slot[(a + AHEAD // 2) % AHEAD]
+    cdef const double* rec
+    cdef double x
+    if slot >= 0:
+        KMC_PREFETCH(_record(sites, gr.members[slot].site))
+    slot = ahead_slot[(a + 2) % AHEAD]
+    x = ahead_x[(a + 2) % AHEAD]
+    if slot >= 0:
+        rec = _record(sites, gr.members[slot].site)
+        if x < rec[0]:
+            KMC_PREFETCH(&occupied[_target(sites, rec, choose_direction(rec + 1, sites.z, x))])
+
+
 def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
                     int32_t[:, ::1] ions, uint8_t[::1] occupied, int32_t[::1] occupant,
                     int32_t[::1] carriers, bint holes, int64_t max_hops,
@@ -309,8 +333,9 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    Uniforms are drawn two attempts early so that the candidate's entry and then its site
-    record can be prefetched. Returns (hops, attempts, elapsed simulated time).
+    Uniforms are drawn AHEAD attempts early so that the candidate's group entry, its site
+    record and its target's occupancy can be prefetched in turn. Returns (hops, attempts,
+    elapsed simulated time).
     """
     cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
     cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
@@ -339,8 +364,11 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef int g, h, k
     cdef int32_t ion, s, j
     cdef int64_t hops = 0, attempts = 0, slot
-    cdef double t = 0.0, t_new, x, u, u1, u2, waited = 0.0, product = 1.0
+    cdef double t = 0.0, t_new, x, u, waited = 0.0, product = 1.0
     cdef const double* rec
+    cdef double ahead_u[AHEAD]
+    cdef double ahead_x[AHEAD]
+    cdef int64_t ahead_slot[AHEAD]
     with nogil:
         for a in range(n):  # counting sort of the carriers into their groups
             gr.start[_group_of(&gr, _record(&sites, carriers[a])[0]) + 1] += 1
@@ -357,8 +385,10 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
         gr.start[0] = 0
         gr.rate_bound = _sum_bounds(&gr)
 
-        u1 = rng_uniform(&rng)
-        u2 = rng_uniform(&rng)
+        for a in range(AHEAD):
+            ahead_u[a] = rng_uniform(&rng)
+            ahead_slot[a] = _groups_slot(&gr, ahead_u[a], &ahead_x[a])
+        a = 0  # ring position of this attempt; the ring holds the next AHEAD attempts
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
             if gr.rate_bound <= 0.0:  # no ion can move: the state is frozen
                 while f < n_frames:
@@ -370,14 +400,14 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if product < 1e-280:  # keep the running product of uniforms from underflowing
                 waited -= log(product) / gr.rate_bound
                 product = 1.0
-            u, u1, u2 = u1, u2, rng_uniform(&rng)
-            slot = _groups_slot(&gr, u2, &x)  # two attempts ahead: its entry
-            if slot >= 0:
-                KMC_PREFETCH(&gr.members[slot])
-            slot = _groups_slot(&gr, u1, &x)  # one attempt ahead: its site record
-            if slot >= 0:
-                KMC_PREFETCH(_record(&sites, gr.members[slot].site))
-            slot = _groups_slot(&gr, u, &x)
+            _prefetch_ahead(&gr, &sites, occupied, ahead_slot, ahead_x, a)
+            u = ahead_u[a]  # this attempt's uniform; refill its ring place for a later one
+            ahead_u[a] = rng_uniform(&rng)
+            ahead_slot[a] = _groups_slot(&gr, ahead_u[a], &ahead_x[a])
+            if ahead_slot[a] >= 0:
+                KMC_PREFETCH(&gr.members[ahead_slot[a]])
+            a = (a + 1) % AHEAD
+            slot = _groups_slot(&gr, u, &x)  # again: the groups may have changed since
             if slot < 0:
                 continue
             s = gr.members[slot].site
