@@ -1,7 +1,8 @@
 """The ``kmc`` command: run, analyze, plot, export and validate (see ``kmc --help``).
 
 Bad input (a config, an argument, a run directory) ends with one line on stderr and exit
-status 2, before anything on disk is changed; an internal failure exits with status 1.
+status 2, before anything on disk is changed; an internal failure exits with status 1, and
+so does ``kmc validate`` when a check fails.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ Allowed values:
   sites are blocked).
 - ``ions.species``: Li | Na (charge +1 e). Exactly one of ``ions.concentration``
   (``0 < c < 1``, a fraction of the free sites: round(c·N_free) ions, which must be ≥ 1) and
-  ``ions.count`` (``1 ≤ n ≤ N_free``) is given.
+  ``ions.count`` (``1 ≤ n ≤ N_free``; any n ≥ 1 for independent walkers) is given.
 - ``crystal.saddle_energy`` may be a list of one dist per lattice axis (its length must equal
   the lattice dimension); ``crystal.attempt_frequency`` > 0 is the one ν of the landscape.
 - ``microstructure.kind``: random | correlated | grains; ``0 ≤ amorphous_fraction ≤ 1``;
@@ -642,7 +642,8 @@ def _build(data: Mapping, default_name: str) -> Config:
         raise _Problem("ions.count", "give either ions.concentration or ions.count, not both")
     if ions.concentration is None and ions.count is None:
         raise _Problem("ions.concentration", "missing: give ions.concentration or ions.count")
-    if ions.count is not None and ions.count > free:
+    if ions.count is not None and ions.exclusion and ions.count > free:
+        # independent walkers (exclusion = false) may outnumber the sites
         raise _Problem("ions.count", f"{ions.count} ions do not fit on {free} free sites")
     if ions.concentration is not None and round(ions.concentration * free) < 1:
         raise _Problem(
