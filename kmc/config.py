@@ -101,8 +101,9 @@ import numpy as np
 
 from kmc.distributions import _PARAMETERS as _DIST_PARAMETERS
 from kmc.distributions import Distribution
-from kmc.lattice import BASIS_SITES, COORDINATION, DIMENSION
+from kmc.lattice import COORDINATION, DIMENSION
 from kmc.lattice import KINDS as LATTICE_KINDS
+from kmc.lattice import site_count as lattice_site_count
 
 __all__ = [
     "AmorphousConfig",
@@ -549,7 +550,7 @@ def _unknown_key_hint(table: str | None, key: str) -> str:
 
 def site_count(lattice: LatticeConfig) -> int:
     """Number of lattice sites (exact Python int, never overflows)."""
-    return math.prod(lattice.cells) * BASIS_SITES[lattice.kind]
+    return lattice_site_count(lattice.kind, lattice.cells)
 
 
 def free_site_count(lattice: LatticeConfig) -> int:

@@ -80,22 +80,7 @@ def run_task(task: Task) -> TaskData:
         kernel_seconds=traj.kernel_seconds,
         diffusive=int(observables["diffusive"]),
     )
-    return TaskData(
-        times=traj.times,
-        positions=traj.positions,
-        sites=traj.sites,
-        box=traj.box,
-        species=config.ions.species,
-        parameters={
-            "config": resolved_dict(config),
-            "point": task.plain_point,
-            "replica": task.replica,
-        },
-        task=task.index,
-        seed_entropy=task.seed.entropy,
-        spawn_key=tuple(task.seed.spawn_key),
-        observables=observables,
-    )
+    return _task_data(task, traj.times, traj.positions, traj.sites, traj.box, observables)
 
 
 def network_task(task: Task, land: landscape.Landscape) -> TaskData:
@@ -133,14 +118,22 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "simulated_time": 0.0,
         "kernel_seconds": seconds,
     }
+    no_frames = np.empty((0, n_ions), dtype=np.int32)
+    return _task_data(
+        task, np.empty(0), np.empty((0, n_ions, lat.dim)), no_frames, lat.box, observables
+    )
+
+
+def _task_data(task: Task, times, positions, sites, box, observables: dict) -> TaskData:
+    """What a task file stores: the frames, the task's provenance and its observables."""
     return TaskData(
-        times=np.empty(0),
-        positions=np.empty((0, n_ions, lat.dim)),
-        sites=np.empty((0, n_ions), dtype=np.int32),
-        box=lat.box,
-        species=config.ions.species,
+        times=times,
+        positions=positions,
+        sites=sites,
+        box=box,
+        species=task.config.ions.species,
         parameters={
-            "config": resolved_dict(config),
+            "config": resolved_dict(task.config),
             "point": task.plain_point,
             "replica": task.replica,
         },

@@ -9,6 +9,7 @@ same number ``z`` of nearest neighbours at exactly the hop distance ``a``.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -179,8 +180,8 @@ def volume(box: np.ndarray, hop_distance: float) -> float:
 
 
 def site_count(kind: str, cells: tuple[int, ...] | list[int]) -> int:
-    """Number of sites of a supercell, without building it."""
-    return int(np.prod(cells)) * BASIS_SITES[kind]
+    """Number of sites of a supercell, without building it (exact, never overflows)."""
+    return math.prod(int(n) for n in cells) * BASIS_SITES[kind]
 
 
 def build(kind: str, cells: tuple[int, ...] | list[int], hop_distance: float = 1.0) -> Lattice:
