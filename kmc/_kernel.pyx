@@ -210,6 +210,7 @@ cdef struct Groups:
     int32_t* slot         # position of each carrier in members
     int64_t* start        # members[start[g]:start[g+1]] are the carriers of group g
     double* bound         # upper bound of the totals in group g, 0 for group 0
+    int32_t* order        # groups 1.. by falling weight, so that a draw finds its group soon
     int n_groups
     int e_min
     double rate_bound     # R = sum over carriers of their group's bound
@@ -256,14 +257,30 @@ cdef void _groups_move(Groups* gr, int32_t ion, int g, int h) noexcept nogil:
         g -= 1
 
 
+cdef void _groups_sort(Groups* gr) noexcept nogil:
+    """Order the groups by falling weight (count · bound); any fixed order partitions
+    [0, R) exactly, this one makes the search short."""
+    cdef int i, j, g
+    cdef double weight
+    for i in range(1, gr.n_groups):
+        g = gr.order[i - 1]
+        weight = (gr.start[g + 1] - gr.start[g]) * gr.bound[g]
+        j = i - 1
+        while j > 0 and (gr.start[gr.order[j - 1] + 1] - gr.start[gr.order[j - 1]]) * gr.bound[gr.order[j - 1]] < weight:
+            gr.order[j] = gr.order[j - 1]
+            j -= 1
+        gr.order[j] = g
+
+
 cdef inline int64_t _groups_slot(const Groups* gr, double u, double* x) noexcept nogil:
     """The members slot a uniform u in [0, 1) points at, or -1 if rounding pushed it past
     the last group; ``x`` is then uniform in [0, that group's bound): one uniform serves
     group, member, acceptance and direction."""
     cdef double r = u * gr.rate_bound, weight, y
-    cdef int g
+    cdef int i, g
     cdef int64_t count, index
-    for g in range(gr.n_groups - 1, 0, -1):
+    for i in range(gr.n_groups - 1):
+        g = gr.order[i]
         count = gr.start[g + 1] - gr.start[g]
         weight = count * gr.bound[g]
         if r < weight:
@@ -294,27 +311,17 @@ cdef (int, int) _exponent_range(const double[:, ::1] records):
 
 
 cdef enum:
-    AHEAD = 8  # attempts whose uniforms are drawn ahead, to prefetch what they will touch
+    AHEAD = 2  # attempts whose uniforms are drawn ahead, to prefetch what they will touch
 
 
-cdef inline void _prefetch_ahead(const Groups* gr, const Sites* sites, const uint8_t[::1] occupied,
-                                 const int64_t* ahead_slot, const double* ahead_x,
+cdef inline void _prefetch_ahead(const Groups* gr, const Sites* sites, const int64_t* ahead_slot,
                                  Py_ssize_t a) noexcept nogil:
-    """Prefetch for later attempts: the site record of the one AHEAD/2 attempts ahead (its
-    group entry was fetched AHEAD/2 attempts ago) and the target's occupancy of the one two
-    attempts ahead (its record is in by now). Slots drawn ahead may be stale by the time
-    their attempt comes: they only steer the prefetches, never the events."""
+    """Prefetch the site record of the attempt AHEAD/2 attempts ahead (its group entry was
+    fetched AHEAD/2 attempts ago). Slots drawn ahead may be stale by the time their attempt
+    comes: they only steer the prefetches, never the events."""
     cdef int64_t slot = ahead_slot[(a + AHEAD // 2) % AHEAD]
-    cdef const double* rec
-    cdef double x
     if slot >= 0:
         KMC_PREFETCH(_record(sites, gr.members[slot].site))
-    slot = ahead_slot[(a + 2) % AHEAD]
-    x = ahead_x[(a + 2) % AHEAD]
-    if slot >= 0:
-        rec = _record(sites, gr.members[slot].site)
-        if x < rec[0]:
-            KMC_PREFETCH(&occupied[_target(sites, rec, choose_direction(rec + 1, sites.z, x))])
 
 
 def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
@@ -333,8 +340,8 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    Uniforms are drawn AHEAD attempts early so that the candidate's group entry, its site
-    record and its target's occupancy can be prefetched in turn. Returns (hops, attempts,
+    Uniforms are drawn AHEAD attempts early so that the candidate's group entry and then its
+    site record can be prefetched. Returns (hops, attempts,
     elapsed simulated time).
     """
     cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
@@ -354,11 +361,13 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     members = np.empty(2 * n, dtype=np.int32)  # Member pairs
     slots = np.empty(n, dtype=np.int32)
     starts = np.zeros(gr.n_groups + 1, dtype=np.int64)
-    cdef int32_t[::1] members_v = members, slots_v = slots
+    order = np.arange(1, gr.n_groups, dtype=np.int32)
+    cdef int32_t[::1] members_v = members, slots_v = slots, order_v = order
     cdef int64_t[::1] starts_v = starts
     cdef double[::1] bounds_v = bounds
     gr.members = <Member*>&members_v[0]
     gr.slot, gr.start, gr.bound = &slots_v[0], &starts_v[0], &bounds_v[0]
+    gr.order = &order_v[0]
 
     cdef Py_ssize_t a, f = 0, b
     cdef int g, h, k
@@ -384,6 +393,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             gr.start[g] = gr.start[g - 1]
         gr.start[0] = 0
         gr.rate_bound = _sum_bounds(&gr)
+        _groups_sort(&gr)
 
         for a in range(AHEAD):
             ahead_u[a] = rng_uniform(&rng)
@@ -400,7 +410,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if product < 1e-280:  # keep the running product of uniforms from underflowing
                 waited -= log(product) / gr.rate_bound
                 product = 1.0
-            _prefetch_ahead(&gr, &sites, occupied, ahead_slot, ahead_x, a)
+            _prefetch_ahead(&gr, &sites, ahead_slot, a)
             u = ahead_u[a]  # this attempt's uniform; refill its ring place for a later one
             ahead_u[a] = rng_uniform(&rng)
             ahead_slot[a] = _groups_slot(&gr, ahead_u[a], &ahead_x[a])
@@ -443,6 +453,8 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if g != h:
                 _groups_move(&gr, gr.members[slot].ion, g, h)
             hops += 1
+            if hops & 0xFFF == 0:
+                _groups_sort(&gr)
             if hops & 0xFFFF == 0:  # wash out rounding drift of the running sum
                 gr.rate_bound = _sum_bounds(&gr)
         for a in range(n):
