@@ -73,19 +73,19 @@ def _run(args) -> None:
     from kmc import runner
 
     run_dir = runner.run(args.config, args.output)
-    if run_dir is not None:  # rank 0 summarizes
-        results = _analyze(run_dir)
+    if run_dir is not None:  # rank 0 summarizes, from the observables the ranks stored
+        results = _analyze(run_dir, recompute=False)
         print(results.table())
         figure = _plot(results, run_dir / "plot.png")
         print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
         print(f"next:    kmc analyze {run_dir} --json    (kmc export {run_dir} --task 0)")
 
 
-def _analyze(run_dir: Path):
+def _analyze(run_dir: Path, recompute: bool = True):
     from kmc import results
 
     try:
-        outcome = results.analyze_run(run_dir, progress=True)
+        outcome = results.analyze_run(run_dir, progress=True, recompute=recompute)
     except ValueError as err:  # not a run directory, or a task file that is not its own
         raise _UsageError(str(err)) from err
     results.write_results(outcome, Path(run_dir) / "results.h5")

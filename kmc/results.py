@@ -148,7 +148,9 @@ class RunResults:
 # --------------------------------------------------------------------------- analysis
 
 
-def analyze_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> RunResults:
+def analyze_run(
+    run_dir: str | os.PathLike[str], *, progress: bool = False, recompute: bool = True
+) -> RunResults:
     """Analyze the run directory ``run_dir`` (it is not modified).
 
     Reads ``run_dir/config.toml``, expands its tasks and reads every complete task file
@@ -158,6 +160,8 @@ def analyze_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> R
     trajectory -- ``run.method = "network"`` stores zero frames -- keeps its stored values);
     hops, simulated_time and kernel_seconds are taken from the stored observables.
 
+    With ``recompute=False`` the observables stored at run time (by the same estimators) are
+    used and the trajectories are not read: the quick summary at the end of ``kmc run``.
     With ``progress`` a tqdm bar over the task files is shown on stderr if it is a terminal.
 
     Raises ``ValueError`` (one line naming the path) if ``run_dir`` is not a run directory or
@@ -180,13 +184,13 @@ def analyze_run(run_dir: str | os.PathLike[str], *, progress: bool = False) -> R
     for task in _progress(tasks, progress, desc="analyze"):
         path = task_dir / task_filename(task.index)
         try:
-            data = read_task(path)
+            data = read_task(path, positions=recompute)
         except (FileNotFoundError, IncompleteTaskFileError):
             missing.append(task.index)
             records.append(None)
             continue
         _check_task_file(path, data, task)
-        records.append(_task_record(task, data, swept))
+        records.append(_task_record(task, data, swept, recompute))
 
     summary = _summarize(tasks, records, swept)
     base = resolved_dict(config)
@@ -223,14 +227,15 @@ def _check_task_file(path: Path, data: TaskData, task: Task) -> None:
         )
 
 
-def _task_observables(data: TaskData) -> dict[str, float]:
+def _task_observables(data: TaskData, recompute: bool) -> dict[str, float]:
     """D_tracer, D_jump, haven_ratio, conductivity of one task, recomputed from its trajectory.
 
-    A file with too few frames for a fit (zero for ``run.method = "network"``, which solves
-    for D without a trajectory) keeps the observables stored at run time.
+    Without ``recompute``, and for a file with too few frames for a fit (zero for
+    ``run.method = "network"``, which solves for D without a trajectory), the observables
+    stored at run time are kept.
     """
     stored = data.observables
-    if data.times.size < analysis.MIN_FRAMES or data.positions.shape[0] < analysis.MIN_FRAMES:
+    if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
         return {key: _number(stored.get(key, math.nan), float) for key in OBSERVABLES}
     config = data.parameters["config"]
     hop_distance = float(config["lattice"]["hop_distance"])
@@ -245,7 +250,7 @@ def _task_observables(data: TaskData) -> dict[str, float]:
     return {key: float(result[key]) for key in OBSERVABLES}
 
 
-def _task_record(task: Task, data: TaskData, swept: list[str]) -> dict[str, Any]:
+def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) -> dict[str, Any]:
     point = task.plain_point
     record: dict[str, Any] = {"task": task.index, "replica": task.replica}
     for key in swept:
@@ -254,7 +259,7 @@ def _task_record(task: Task, data: TaskData, swept: list[str]) -> dict[str, Any]
     record["hops"] = _number(stored.get("hops", math.nan))
     record["simulated_time"] = _number(stored.get("simulated_time", math.nan), float)
     record["kernel_seconds"] = _number(stored.get("kernel_seconds", math.nan), float)
-    record.update(_task_observables(data))
+    record.update(_task_observables(data, recompute))
     return record
 
 

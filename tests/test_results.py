@@ -189,6 +189,14 @@ def test_observables_recomputed_and_stored_ones_kept(results):
         assert rec["kernel_seconds"] == 0.25 and rec["simulated_time"] > 0
 
 
+def test_summary_from_stored_observables(run_dir):
+    """recompute=False (the end of kmc run) takes the stored D values (-1 here) as they are."""
+    quick = analyze_run(run_dir, recompute=False)
+    assert [rec["task"] for rec in quick.tasks] == list(range(len(quick.tasks)))
+    assert all(rec["D_tracer"] == -1.0 and rec["D_jump"] == -1.0 for rec in quick.tasks)
+    assert all(rec["hops"] == 1000 + rec["task"] for rec in quick.tasks)
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(ValueError, match="not a run directory") as info:
         analyze_run(tmp_path / "nowhere")
