@@ -107,7 +107,7 @@ cdef enum:
 
 
 def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
-                int32_t[::1] site, int32_t[:, ::1] cell, int64_t equilibration_hops,
+                int32_t[::1] site, int32_t[:, ::1] cell, double equilibration_time,
                 const double[::1] frame_times, int32_t[:, ::1] out_sites,
                 int32_t[:, :, ::1] out_cells, uint64_t[::1] rng_state):
     """Independent walkers on one landscape (no exclusion).
@@ -115,14 +115,17 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
     Walkers do not interact, so each runs its own exact Gillespie chain on its own clock:
     no event queue is needed. A batch of walkers is advanced round robin, one hop each per
     turn, and each walker's next site record is prefetched while the others hop. Each walker
-    first makes ``equilibration_hops`` hops; its production clock then starts at 0 (exact:
-    waiting times are memoryless). Returns the number of production hops.
+    is first run for ``equilibration_time`` (a time, not a number of hops: stopping after a
+    fixed number of hops would leave walkers distributed like the jump chain, weighted to
+    fast sites); its production clock then starts at 0 (exact: waiting times are
+    memoryless). Returns the number of production hops.
     """
     cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
     cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
     cdef Py_ssize_t z = sites.z, dim = sites.dim
     cdef Rng rng = _load_rng(rng_state)
-    cdef int64_t hops = 0, h
+    cdef int64_t hops = 0
+    cdef double t_next
     cdef Py_ssize_t first, w, b, a, size, active
     cdef int32_t s
     cdef int k
@@ -132,15 +135,15 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
     cdef Py_ssize_t batch_frame[BATCH]
     cdef bint batch_hopped[BATCH]
     with nogil:
-        for w in range(n):  # equilibration: independent of the clock
+        for w in range(n):  # equilibration, to a common time
             s = site[w]
-            for h in range(equilibration_hops):
+            t_next = _waiting_time(&rng, _record(&sites, s)[0])
+            while t_next <= equilibration_time:
                 rec = _record(&sites, s)
-                if rec[0] <= 0.0:
-                    break
                 k = choose_direction(rec + 1, z, rng_uniform(&rng) * rec[0])
                 _shift_cell(&sites, s, k, &cell[w, 0])
                 s = _target(&sites, rec, k)
+                t_next += _waiting_time(&rng, _record(&sites, s)[0])
             site[w] = s
         first = 0
         while first < n:

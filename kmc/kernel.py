@@ -179,23 +179,28 @@ def simulate(
             carriers = np.flatnonzero(~occupied.astype(bool) & ~landscape.blocked).astype(np.int32)
         args = (records, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
         no_frames = np.empty(0)
-        # Equilibrate in two halves; the second measures the equilibrium hop rate, which
+        # Equilibrate in two halves: the first relaxes by a number of hops and gives a
+        # first rate; the second runs for a fixed time (ending after a fixed number of hops
+        # would favour states with fast ions) and measures the equilibrium hop rate, which
         # the dilute estimate misses when a filled disordered lattice puts ions on
         # high-energy sites.
         half = round(equilibration_hops_per_ion * n_ions / 2)
         if half:
-            _kernel.run_lattice_gas(*args, half, no_frames, out_sites, out_cells, state)
             hops, _, elapsed = _kernel.run_lattice_gas(
                 *args, half, no_frames, out_sites, out_cells, state
             )
             if hops == half and elapsed > 0:
-                hop_rate = hops / elapsed / n_ions
+                settle = np.array([elapsed])  # as long again: about as many hops
+                hops, _, _ = _kernel.run_lattice_gas(
+                    *args, 0, settle, out_sites[:1], out_cells[:1], state
+                )
+                hop_rate = max(hops, 1) / settle[0] / n_ions
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         hops, _, _ = _kernel.run_lattice_gas(*args, 0, frame_times, out_sites, out_cells, state)
     else:
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         hops = _kernel.run_walkers(
-            records, lattice.hop_cells, site, cell, round(equilibration_hops_per_ion),
+            records, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
             frame_times, out_sites, out_cells, state,
         )  # fmt: skip
     seconds = time.perf_counter() - start

@@ -190,6 +190,38 @@ def test_detailed_balance_gives_boltzmann_occupation():
     assert stats.chisquare(np.full(lat.n_sites, n / lat.n_sites), expected).pvalue < 1e-4
 
 
+@pytest.mark.parametrize("exclusion", [False, True])
+def test_equilibration_keeps_boltzmann_occupation(exclusion):
+    """Equilibration must end at a time, not after a number of hops: the state after a fixed
+    number of hops is weighted by the escape rates (jump-chain distribution), here strongly,
+    as the saddles span 0.1–0.4 eV. The first production frame must hold the Boltzmann
+    occupation p_i ∝ exp(−ε_i/kT): 20 000 independent walkers (which start from it), or one
+    ion on its own (the lattice gas, 4 000 replicas, started anywhere and given time to
+    relax), each one independent sample; chi-square at 1e-4."""
+    lat = lattice.build("square", (4, 4))
+    land = disordered_landscape(
+        lat,
+        5,
+        {"dist": "normal", "mean": 0.0, "sigma": 0.05},
+        {"dist": "uniform", "low": 0.1, "high": 0.4},
+    )
+    p = np.exp(-land.site_energy / KT)
+    if exclusion:
+        first = [
+            kernel.simulate(land, T, rng(seed), count=1, hops_per_ion=1, frames=2,
+                            equilibration_hops_per_ion=2001).sites[0, 0]
+            for seed in range(4000)
+        ]  # fmt: skip
+    else:
+        traj = kernel.simulate(
+            land, T, rng(6), count=20_000, exclusion=False, hops_per_ion=1, frames=2,
+            equilibration_hops_per_ion=51,
+        )  # fmt: skip
+        first = traj.sites[0]
+    observed = np.bincount(first, minlength=lat.n_sites)
+    assert stats.chisquare(observed, len(first) * p / p.sum()).pvalue > 1e-4
+
+
 def test_per_axis_saddle_makes_diffusion_one_dimensional():
     """Crystal saddles (0.25, 0.45, 0.45) eV on simple cubic: D_xx = Γ_x a² and the
     transverse D are smaller by exp(−0.2 eV/kT) ≈ 4e-4 (bounded here by 1e-2)."""
