@@ -605,6 +605,12 @@ def _check_top_level(data: Mapping) -> None:
             raise _Problem(table, f"missing required table [{table}]")
 
 
+def _section(data: Mapping, table: str, kind: type):
+    """One table's dataclass, every key of the table's schema parsed and checked."""
+    values = _table(data, table)
+    return kind(**{key: _value(table, values, key) for key in _SCHEMA[table]})
+
+
 def _build(data: Mapping, default_name: str) -> Config:
     """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here)."""
     _check_top_level(data)
@@ -616,13 +622,7 @@ def _build(data: Mapping, default_name: str) -> Config:
     else:
         name = default_name
 
-    t = _table(data, "lattice")
-    lattice = LatticeConfig(
-        kind=_value("lattice", t, "kind"),
-        cells=_value("lattice", t, "cells"),
-        hop_distance=_value("lattice", t, "hop_distance"),
-        blocked_fraction=_value("lattice", t, "blocked_fraction"),
-    )
+    lattice = _section(data, "lattice", LatticeConfig)
     dim = DIMENSION[lattice.kind]
     if len(lattice.cells) != dim:
         raise _Problem(
@@ -631,13 +631,7 @@ def _build(data: Mapping, default_name: str) -> Config:
             f"(one per axis), not {len(lattice.cells)}",
         )
 
-    t = _table(data, "ions")
-    ions = IonsConfig(
-        species=_value("ions", t, "species"),
-        concentration=_value("ions", t, "concentration"),
-        count=_value("ions", t, "count"),
-        exclusion=_value("ions", t, "exclusion"),
-    )
+    ions = _section(data, "ions", IonsConfig)
     free = free_site_count(lattice)
     if ions.concentration is not None and ions.count is not None:
         raise _Problem("ions.count", "give either ions.concentration or ions.count, not both")
@@ -652,12 +646,7 @@ def _build(data: Mapping, default_name: str) -> Config:
             f"{ions.concentration} of {free} free sites rounds to no ion at all",
         )
 
-    t = _table(data, "crystal")
-    crystal = CrystalConfig(
-        attempt_frequency=_value("crystal", t, "attempt_frequency"),
-        site_energy=_value("crystal", t, "site_energy"),
-        saddle_energy=_value("crystal", t, "saddle_energy"),
-    )
+    crystal = _section(data, "crystal", CrystalConfig)
     if isinstance(crystal.saddle_energy, tuple) and len(crystal.saddle_energy) != dim:
         raise _Problem(
             "crystal.saddle_energy",
@@ -665,21 +654,10 @@ def _build(data: Mapping, default_name: str) -> Config:
             f"not {len(crystal.saddle_energy)}",
         )
 
-    t = _table(data, "amorphous")
-    amorphous = AmorphousConfig(
-        site_energy=_value("amorphous", t, "site_energy"),
-        saddle_energy=_value("amorphous", t, "saddle_energy"),
-    )
-    t = _table(data, "interface")
-    interface = InterfaceConfig(saddle_energy=_value("interface", t, "saddle_energy"))
+    amorphous = _section(data, "amorphous", AmorphousConfig)
+    interface = _section(data, "interface", InterfaceConfig)
 
-    t = _table(data, "microstructure")
-    micro = MicrostructureConfig(
-        kind=_value("microstructure", t, "kind"),
-        amorphous_fraction=_value("microstructure", t, "amorphous_fraction"),
-        correlation_length=_value("microstructure", t, "correlation_length"),
-        grain_diameter=_value("microstructure", t, "grain_diameter"),
-    )
+    micro = _section(data, "microstructure", MicrostructureConfig)
     if micro.kind == "correlated" and micro.correlation_length is None:
         raise _Problem(
             "microstructure.correlation_length", "missing: required when kind = 'correlated'"
@@ -687,8 +665,7 @@ def _build(data: Mapping, default_name: str) -> Config:
     if micro.kind == "grains" and micro.grain_diameter is None:
         raise _Problem("microstructure.grain_diameter", "missing: required when kind = 'grains'")
 
-    t = _table(data, "run")
-    run = RunConfig(**{key: _value("run", t, key) for key in _SCHEMA["run"]})
+    run = _section(data, "run", RunConfig)
 
     return Config(
         name=name,
