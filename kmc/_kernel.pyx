@@ -5,13 +5,15 @@ GIL, and write the ions' final state and the recorded frames back into those arr
 Positions are kept exact as (site, unwrapped conventional-cell coordinates).
 
 Memory layout: everything a hop from site s needs sits in one record of ``site_records``
-(see :func:`pack_sites`), so a hop costs one cache miss, not three; and the kernels fetch the
-next record ahead of time (independent walkers in an interleaved batch, the lattice gas one
-attempt ahead), so the misses overlap instead of queueing. Both are hints to the memory
-system only: the random numbers and the events are exactly those of the plain algorithm.
+(see :func:`pack_sites`), so a hop costs one cache miss, not three; and the kernels fetch
+records ahead of time (independent walkers in an interleaved batch, the lattice gas several
+attempts ahead, see :func:`run_lattice_gas`), so the misses overlap instead of queueing.
+Prefetches are hints to the memory system only: the random numbers and the events are
+exactly those of the plain algorithm.
 """
 
 from libc.math cimport INFINITY, frexp, log
+from libc.string cimport memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 import numpy as np
@@ -25,25 +27,23 @@ cdef extern from *:
 
 
 def record_width(int z):
-    """Doubles per site record: the total rate, z rates, z int32 neighbours (padded)."""
-    return 1 + z + (z + 1) // 2
+    """Doubles per site record: z rates, then z int32 neighbours (padded)."""
+    return z + (z + 1) // 2
 
 
 def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours,
                double[:, ::1] records):
-    """Fill site records [total, rate_0..rate_{z-1}, neighbours as int32] (rows of
-    ``records``, of width record_width(z)) from rates and neighbours of the same sites."""
+    """Fill site records [rate_0..rate_{z-1}, neighbours as int32] (rows of ``records``, of
+    width record_width(z)) from rates and neighbours of the same sites. The total rate is
+    not stored (it is summed when needed, always in the same order): 72 bytes a site on
+    simple cubic instead of 80."""
     cdef Py_ssize_t n = rates.shape[0], z = rates.shape[1], s, k
-    cdef double total
     cdef int32_t* nb
     with nogil:
         for s in range(n):
-            total = 0.0
             for k in range(z):
-                records[s, 1 + k] = rates[s, k]
-                total += rates[s, k]
-            records[s, 0] = total
-            nb = <int32_t*>&records[s, 1 + z]
+                records[s, k] = rates[s, k]
+            nb = <int32_t*>&records[s, z]
             for k in range(z):
                 nb[k] = neighbours[s, k]
 
@@ -62,7 +62,23 @@ cdef inline const double* _record(const Sites* sites, int32_t s) noexcept nogil:
 
 
 cdef inline int32_t _target(const Sites* sites, const double* record, int k) noexcept nogil:
-    return (<const int32_t*>(record + 1 + sites.z))[k]
+    return (<const int32_t*>(record + sites.z))[k]
+
+
+cdef inline double _total(const Sites* sites, const double* record) noexcept nogil:
+    """Total rate of a record, always summed in the same order (so always the same value)."""
+    cdef double total = 0.0
+    cdef Py_ssize_t k
+    for k in range(sites.z):
+        total += record[k]
+    return total
+
+
+cdef inline void _prefetch_record(const Sites* sites, int32_t s) noexcept nogil:
+    """Prefetch both cache lines a record may span."""
+    cdef const double* record = _record(sites, s)
+    KMC_PREFETCH(record)
+    KMC_PREFETCH(record + sites.width - 1)
 
 
 cdef inline void _shift_cell(const Sites* sites, int32_t s, int k, int32_t* cell,
@@ -137,20 +153,20 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
     with nogil:
         for w in range(n):  # equilibration, to a common time
             s = site[w]
-            t_next = _waiting_time(&rng, _record(&sites, s)[0])
+            t_next = _waiting_time(&rng, _total(&sites, _record(&sites, s)))
             while t_next <= equilibration_time:
                 rec = _record(&sites, s)
-                k = choose_direction(rec + 1, z, rng_uniform(&rng) * rec[0])
+                k = choose_direction(rec, z, rng_uniform(&rng) * _total(&sites, rec))
                 _shift_cell(&sites, s, k, &cell[w, 0])
                 s = _target(&sites, rec, k)
-                t_next += _waiting_time(&rng, _record(&sites, s)[0])
+                t_next += _waiting_time(&rng, _total(&sites, _record(&sites, s)))
             site[w] = s
         first = 0
         while first < n:
             size = n - first if n - first < BATCH else BATCH
             for b in range(size):
                 batch_site[b] = site[first + b]
-                batch_next[b] = _waiting_time(&rng, _record(&sites, batch_site[b])[0])
+                batch_next[b] = _waiting_time(&rng, _total(&sites, _record(&sites, batch_site[b])))
                 batch_frame[b] = 0
                 batch_hopped[b] = False
             active = size
@@ -171,10 +187,10 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
                         site[w] = s
                         continue
                     rec = _record(&sites, s)
-                    k = choose_direction(rec + 1, z, rng_uniform(&rng) * rec[0])
+                    k = choose_direction(rec, z, rng_uniform(&rng) * _total(&sites, rec))
                     _shift_cell(&sites, s, k, &cell[w, 0])
                     s = _target(&sites, rec, k)
-                    KMC_PREFETCH(_record(&sites, s))
+                    _prefetch_record(&sites, s)
                     batch_site[b] = s
                     hops += 1
                     batch_hopped[b] = True
@@ -182,128 +198,276 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
                 for b in range(size):
                     if batch_hopped[b]:
                         batch_hopped[b] = False
-                        batch_next[b] += _waiting_time(&rng, _record(&sites, batch_site[b])[0])
+                        batch_next[b] += _waiting_time(&rng, _total(&sites, _record(&sites, batch_site[b])))
             first += size
     _store_rng(&rng, rng_state)
     return hops
 
 
-# Event selection for the lattice gas: composition–rejection over ions, with uniformization.
-# Ions are grouped by their site's total escape rate in quarter octaves: group g >= 1 holds
-# totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds ions that cannot move. A candidate
-# is drawn with probability proportional to its group's bound and accepted with probability
-# total / bound (>= 0.84); rejections and hops onto occupied sites are null events. That is
-# uniformization of the exact process with the rate R = sum of the ions' bounds, so the
-# clock is exact: the time to the next hop is a sum of K Exp(1)/R over its K attempts, and
-# -log(u_1 ... u_K) is exactly such a sum, so one logarithm per hop suffices.
-# Carriers (ions, or vacancies) are kept in one array sorted by group, so moving one between
-# groups costs one swap per group crossed; each entry carries the carrier's site, so a
-# candidate costs one memory access before its site record.
+# Event selection for the lattice gas: composition–rejection over carriers (the ions, or
+# the vacancies of a more than half-full lattice), with uniformization.
+#
+# Carriers are grouped by their site's total rate in quarter octaves: group g >= 1 holds
+# totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
+# not stored. Each group owns a region of the pool with room for 2^size_class members (its
+# capacity). An attempt picks a group with probability proportional to capacity · bound,
+# a capacity slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a
+# carrier, x falls under the partial sum of one of its site's rates (that direction) and
+# the target is free; otherwise a null event. That is uniformization of the exact process
+# with the rate R = sum of capacity · bound, so the clock is exact: the time to the next hop
+# is a sum of K Exp(1)/R over its K attempts, and -log(u_1 ... u_K) is exactly such a sum,
+# so one logarithm per hop suffices.
+#
+# Why capacities and not member counts: the map from an attempt's uniform to a pool slot
+# then depends only on the capacities, which change rarely (a region doubles when full and
+# halves when a quarter full), not on every hop. So attempts can be drawn many attempts
+# ahead and what they will touch (pool entry, site record, target) prefetched in stages
+# while earlier attempts run, which hides the memory latency of a lattice larger than the
+# caches. Each attempt is still decided on the state at its own turn; ``epoch`` counts the
+# changes of the map, and a prediction made under another epoch is simply redone.
 cdef enum:
     STEPS_PER_OCTAVE = 4
+    RING = 16        # attempts drawn ahead; the pool entry of the newest is prefetched
+    LEAD_SITE = 10   # attempts ahead: read the pool entry, prefetch the site record
+    LEAD_MOVE = 5    # attempts ahead: find the target, prefetch what a hop would touch
+    SORT_EVERY = 4096  # hops between re-orderings of the group search
 
 
 cdef struct Member:
-    int32_t ion
+    int32_t ion   # carrier index
     int32_t site
 
 
 cdef struct Groups:
-    Member* members       # carriers with their sites, ordered by group
-    int32_t* slot         # position of each carrier in members
-    int64_t* start        # members[start[g]:start[g+1]] are the carriers of group g
-    double* bound         # upper bound of the totals in group g, 0 for group 0
-    int32_t* order        # groups 1.. by falling weight, so that a draw finds its group soon
+    Member* pool
+    int64_t pool_size
+    int64_t top             # pool[top:] is unused
+    int64_t* free_head      # per size class k: a free region of 2^k members, or -1
+    int64_t* start          # members of group g: pool[start[g]:start[g] + count[g]]
+    int64_t* count
+    int32_t* size_class     # capacity of group g is 2^size_class[g], 0 if size_class[g] < 0
+    double* bound           # upper bound of the totals in group g, 0 for group 0
+    int32_t* order          # groups 1.. by falling weight, so that a draw finds its group soon
     int n_groups
     int e_min
-    double rate_bound     # R = sum over carriers of their group's bound
+    double rate_bound       # R = sum over groups of capacity · bound
+    int64_t epoch           # changes of the map from a uniform to a pool slot
+
+
+cdef struct Attempt:
+    double u        # the uniform that decides the attempt
+    double x        # uniform in [0, bound[g]): picks the direction, or rejects
+    int64_t epoch   # the map the prediction below was made with
+    int64_t m       # capacity slot in group g
+    int64_t pos     # pool index of that slot
+    int32_t g       # group, or -1 when rounding pushed u · R past the last group
+    int32_t site    # the slot's site as read LEAD_SITE attempts ahead, or -1
+    int32_t k       # direction found LEAD_MOVE attempts ahead (-1: x above the total)
+    int32_t j       # its target site
+    bint moved      # k and j were found
+
+
+cdef inline int64_t _capacity(const Groups* gr, int g) noexcept nogil:
+    return 0 if gr.size_class[g] < 0 else (<int64_t>1) << gr.size_class[g]
 
 
 cdef inline int _group_of(const Groups* gr, double total) noexcept nogil:
-    cdef int e, step
-    cdef double mantissa
+    cdef int e, step, first
+    cdef uint64_t bits
     if total <= 0.0:
         return 0
-    mantissa = frexp(total, &e)  # total = mantissa 2^e, mantissa in [1/2, 1)
+    memcpy(&bits, &total, 8)
+    if bits >> 52 == 0:  # subnormal
+        frexp(total, &e)
+    else:  # frexp's exponent (total = mantissa 2^e, mantissa in [1/2, 1)) from the bits
+        e = <int>(bits >> 52) - 1022
+    first = (e - gr.e_min) * STEPS_PER_OCTAVE
     step = 0
-    while step < STEPS_PER_OCTAVE - 1 and total > gr.bound[(e - gr.e_min) * STEPS_PER_OCTAVE + step + 1]:
+    while step < STEPS_PER_OCTAVE - 1 and total > gr.bound[first + step + 1]:
         step += 1
-    return (e - gr.e_min) * STEPS_PER_OCTAVE + step + 1
+    return first + step + 1
 
 
-cdef double _sum_bounds(const Groups* gr) noexcept nogil:
-    cdef double r = 0.0
-    cdef int g
-    for g in range(1, gr.n_groups):
-        r += (gr.start[g + 1] - gr.start[g]) * gr.bound[g]
-    return r
-
-
-cdef inline void _swap_into(Groups* gr, int32_t ion, int64_t edge) noexcept nogil:
-    cdef Member other = gr.members[edge], moving = gr.members[gr.slot[ion]]
-    gr.members[gr.slot[ion]] = other
-    gr.slot[other.ion] = gr.slot[ion]
-    gr.members[edge] = moving
-    gr.slot[ion] = <int32_t>edge
-
-
-cdef void _groups_move(Groups* gr, int32_t ion, int g, int h) noexcept nogil:
-    """Move an ion from group g to group h by walking it across the group boundaries."""
-    gr.rate_bound += gr.bound[h] - gr.bound[g]
-    while g < h:  # to the end of group g, then move the boundary below it
-        _swap_into(gr, ion, gr.start[g + 1] - 1)
-        gr.start[g + 1] -= 1
-        g += 1
-    while g > h:  # to the front of group g, then move the boundary above it
-        _swap_into(gr, ion, gr.start[g])
-        gr.start[g] += 1
-        g -= 1
-
-
-cdef void _groups_sort(Groups* gr) noexcept nogil:
-    """Order the groups by falling weight (count · bound); any fixed order partitions
-    [0, R) exactly, this one makes the search short."""
-    cdef int i, j, g
-    cdef double weight
-    for i in range(1, gr.n_groups):
-        g = gr.order[i - 1]
-        weight = (gr.start[g + 1] - gr.start[g]) * gr.bound[g]
-        j = i - 1
-        while j > 0 and (gr.start[gr.order[j - 1] + 1] - gr.start[gr.order[j - 1]]) * gr.bound[gr.order[j - 1]] < weight:
-            gr.order[j] = gr.order[j - 1]
-            j -= 1
-        gr.order[j] = g
-
-
-cdef inline int64_t _groups_slot(const Groups* gr, double u, double* x) noexcept nogil:
-    """The members slot a uniform u in [0, 1) points at, or -1 if rounding pushed it past
-    the last group; ``x`` is then uniform in [0, that group's bound): one uniform serves
-    group, member, acceptance and direction."""
-    cdef double r = u * gr.rate_bound, weight, y
-    cdef int i, g
-    cdef int64_t count, index
-    for i in range(gr.n_groups - 1):
-        g = gr.order[i]
-        count = gr.start[g + 1] - gr.start[g]
-        weight = count * gr.bound[g]
-        if r < weight:
-            y = r / gr.bound[g]
-            index = <int64_t>y
-            if index >= count:
-                index = count - 1
-            x[0] = (y - index) * gr.bound[g]
-            return gr.start[g] + index
-        r -= weight
+cdef inline int _direction_below(const double* rates, Py_ssize_t z, double x) noexcept nogil:
+    """Direction k with rates[0] + ... + rates[k-1] <= x < ... + rates[k], or -1 if x is not
+    below the total (summed in the same order as _total)."""
+    cdef double acc = 0.0
+    cdef int k
+    for k in range(z):
+        acc += rates[k]
+        if x < acc:
+            return k
     return -1
 
 
-cdef (int, int) _exponent_range(const double[:, ::1] records):
+cdef void _relayout_done(Groups* gr) noexcept nogil:
+    """Recompute R exactly after a capacity change and retire the predictions in flight."""
+    cdef double r = 0.0
+    cdef int g
+    for g in range(1, gr.n_groups):
+        r += _capacity(gr, g) * gr.bound[g]
+    gr.rate_bound = r
+    gr.epoch += 1
+
+
+cdef void _groups_sort(Groups* gr) noexcept nogil:
+    """Order the groups by falling weight (capacity · bound); any fixed order partitions
+    [0, R) exactly, this one makes the search short."""
+    cdef int i, j, g
+    cdef double weight
+    for i in range(1, gr.n_groups - 1):
+        g = gr.order[i]
+        weight = _capacity(gr, g) * gr.bound[g]
+        j = i
+        while j > 0 and _capacity(gr, gr.order[j - 1]) * gr.bound[gr.order[j - 1]] < weight:
+            gr.order[j] = gr.order[j - 1]
+            j -= 1
+        gr.order[j] = g
+    gr.epoch += 1
+
+
+cdef inline void _predict(const Groups* gr, Attempt* at) noexcept nogil:
+    """Group, capacity slot and pool index that the attempt's uniform points at under the
+    current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
+    cdef double r = at.u * gr.rate_bound, weight, y
+    cdef int i, g
+    cdef int64_t cap
+    at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
+    for i in range(gr.n_groups - 1):
+        g = gr.order[i]
+        cap = _capacity(gr, g)
+        weight = cap * gr.bound[g]
+        if r < weight:
+            y = r / gr.bound[g]
+            at.m = <int64_t>y
+            if at.m >= cap:
+                at.m = cap - 1
+            at.x = (y - at.m) * gr.bound[g]
+            at.g = g
+            at.pos = gr.start[g] + at.m
+            return
+        r -= weight
+
+
+cdef inline bint _live(const Groups* gr, const Attempt* at) noexcept nogil:
+    """The attempt's slot holds a carrier under the prediction's map."""
+    return at.epoch == gr.epoch and at.g > 0 and at.m < gr.count[at.g]
+
+
+cdef inline int64_t* _next_free(Groups* gr, int64_t at) noexcept nogil:
+    # a free region's first member holds the next free region of its size class
+    return <int64_t*>&gr.pool[at]
+
+
+cdef int64_t _allocate(Groups* gr, int size_class) noexcept nogil:
+    """A region of 2^size_class members, or -1 if the pool is full."""
+    cdef int64_t at = gr.free_head[size_class]
+    if at >= 0:
+        gr.free_head[size_class] = _next_free(gr, at)[0]
+        return at
+    if gr.top + ((<int64_t>1) << size_class) > gr.pool_size:
+        return -1
+    at = gr.top
+    gr.top += (<int64_t>1) << size_class
+    return at
+
+
+cdef bint _resize(Groups* gr, int g, int size_class) noexcept nogil:
+    """Move group g into a region of 2^size_class members (none if size_class < 0); False
+    if the pool has no room."""
+    cdef int64_t at = 0
+    if size_class >= 0:
+        at = _allocate(gr, size_class)
+        if at < 0:
+            return False
+        memcpy(&gr.pool[at], &gr.pool[gr.start[g]], gr.count[g] * sizeof(Member))
+    if gr.size_class[g] >= 0:
+        _next_free(gr, gr.start[g])[0] = gr.free_head[gr.size_class[g]]
+        gr.free_head[gr.size_class[g]] = gr.start[g]
+    gr.start[g], gr.size_class[g] = at, size_class
+    _relayout_done(gr)
+    return True
+
+
+cdef inline int _size_class_for(int64_t members) noexcept nogil:
+    """Smallest size class with room for ``members`` members."""
+    cdef int k = 0
+    while ((<int64_t>1) << k) < members:
+        k += 1
+    return k
+
+
+cdef void _layout(Groups* gr, Sites* sites, const int32_t[::1] carriers) noexcept nogil:
+    """Pack every group into the pool from scratch, from the carriers' sites, each with room
+    for one more member (within 2 (n + n_groups) members in all)."""
+    cdef Py_ssize_t n = carriers.shape[0], a
+    cdef int g
+    cdef int64_t at = 0
+    for g in range(gr.n_groups):
+        gr.count[g] = 0
+    for a in range(n):
+        gr.count[_group_of(gr, _total(sites, _record(sites, carriers[a])))] += 1
+    for g in range(1, gr.n_groups):
+        gr.size_class[g] = _size_class_for(gr.count[g] + 1) if gr.count[g] > 0 else -1
+        gr.start[g] = at
+        at += _capacity(gr, g)
+        gr.count[g] = 0
+    gr.top = at
+    for g in range(64):
+        gr.free_head[g] = -1
+    for a in range(n):
+        g = _group_of(gr, _total(sites, _record(sites, carriers[a])))
+        if g > 0:
+            gr.pool[gr.start[g] + gr.count[g]].ion = <int32_t>a
+            gr.pool[gr.start[g] + gr.count[g]].site = carriers[a]
+            gr.count[g] += 1
+    _relayout_done(gr)
+    _groups_sort(gr)
+
+
+cdef void _save_sites(const Groups* gr, int32_t[::1] carriers) noexcept nogil:
+    """carriers[a] = site of every stored carrier (the immobile ones never move)."""
+    cdef int g
+    cdef int64_t i
+    for g in range(1, gr.n_groups):
+        for i in range(gr.start[g], gr.start[g] + gr.count[g]):
+            carriers[gr.pool[i].ion] = gr.pool[i].site
+
+
+cdef void _remove(Groups* gr, int g, int64_t pos) noexcept nogil:
+    """Take the member at pool[pos] out of group g (the group's last member fills the gap);
+    halve the region when it is a quarter full."""
+    cdef int64_t last = gr.start[g] + gr.count[g] - 1
+    gr.pool[pos] = gr.pool[last]
+    gr.count[g] -= 1
+    if gr.count[g] == 0:
+        _resize(gr, g, -1)
+    elif 4 * gr.count[g] <= _capacity(gr, g):
+        _resize(gr, g, gr.size_class[g] - 1)  # no room: keep the larger region
+
+
+cdef void _insert(Groups* gr, Sites* sites, int h, int32_t carrier, int32_t site,
+                  int32_t[::1] carriers) noexcept nogil:
+    """Add a carrier on ``site`` to group h, doubling its region when full; repack the
+    whole pool if it has no room for that."""
+    if gr.count[h] == _capacity(gr, h):
+        if not _resize(gr, h, gr.size_class[h] + 1):
+            _save_sites(gr, carriers)
+            carriers[carrier] = site
+            _layout(gr, sites, carriers)
+            return
+    gr.pool[gr.start[h] + gr.count[h]].ion = carrier
+    gr.pool[gr.start[h] + gr.count[h]].site = site
+    gr.count[h] += 1
+
+
+cdef (int, int) _exponent_range(const Sites* sites, Py_ssize_t n) noexcept nogil:
     """Binary exponents of the smallest and largest positive total rate (0, 0 if none)."""
     cdef double low = INFINITY, high = 0.0, total
     cdef Py_ssize_t s
     cdef int e_lo = 0, e_hi = 0
-    for s in range(records.shape[0]):
-        total = records[s, 0]
+    for s in range(n):
+        total = _total(sites, _record(sites, <int32_t>s))
         if total > 0.0:
             low = total if total < low else low
             high = total if total > high else high
@@ -311,20 +475,6 @@ cdef (int, int) _exponent_range(const double[:, ::1] records):
         frexp(low, &e_lo)
         frexp(high, &e_hi)
     return e_lo, e_hi
-
-
-cdef enum:
-    AHEAD = 2  # attempts whose uniforms are drawn ahead, to prefetch what they will touch
-
-
-cdef inline void _prefetch_ahead(const Groups* gr, const Sites* sites, const int64_t* ahead_slot,
-                                 Py_ssize_t a) noexcept nogil:
-    """Prefetch the site record of the attempt AHEAD/2 attempts ahead (its group entry was
-    fetched AHEAD/2 attempts ago). Slots drawn ahead may be stale by the time their attempt
-    comes: they only steer the prefetches, never the events."""
-    cdef int64_t slot = ahead_slot[(a + AHEAD // 2) % AHEAD]
-    if slot >= 0:
-        KMC_PREFETCH(_record(sites, gr.members[slot].site))
 
 
 def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
@@ -343,17 +493,16 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    Uniforms are drawn AHEAD attempts early so that the candidate's group entry and then its
-    site record can be prefetched. Returns (hops, attempts,
-    elapsed simulated time).
+    ``carriers`` is updated to the carriers' final sites. Returns (hops, attempts, elapsed
+    simulated time).
     """
     cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
     cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
-    cdef Py_ssize_t z = sites.z, dim = sites.dim
+    cdef Py_ssize_t z = sites.z
     cdef Rng rng = _load_rng(rng_state)
 
-    # Group bounds span every site's total rate, so an ion never leaves the table.
-    e_lo, e_hi = _exponent_range(records)
+    # Group bounds span every site's total rate, so a carrier never leaves the table.
+    e_lo, e_hi = _exponent_range(&sites, records.shape[0])
     # bound of group g >= 1: 2^(e-1) 2^((step+1)/4) with e = e_lo + (g-1)//4, step = (g-1)%4
     octave, step = np.divmod(np.arange((e_hi - e_lo + 1) * STEPS_PER_OCTAVE), STEPS_PER_OCTAVE)
     bounds = np.concatenate(
@@ -361,49 +510,38 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef Groups gr
     gr.e_min = e_lo
     gr.n_groups = len(bounds)
-    members = np.empty(2 * n, dtype=np.int32)  # Member pairs
-    slots = np.empty(n, dtype=np.int32)
-    starts = np.zeros(gr.n_groups + 1, dtype=np.int64)
+    gr.pool_size = 2 * (n + gr.n_groups)
+    pool = np.empty((gr.pool_size, 2), dtype=np.int32)  # Member pairs
+    free_heads = np.empty(64, dtype=np.int64)
+    starts = np.zeros(gr.n_groups, dtype=np.int64)
+    counts = np.zeros(gr.n_groups, dtype=np.int64)
+    size_classes = np.full(gr.n_groups, -1, dtype=np.int32)
     order = np.arange(1, gr.n_groups, dtype=np.int32)
-    cdef int32_t[::1] members_v = members, slots_v = slots, order_v = order
-    cdef int64_t[::1] starts_v = starts
+    cdef int32_t[:, ::1] pool_v = pool
+    cdef int32_t[::1] classes_v = size_classes, order_v = order
+    cdef int64_t[::1] free_v = free_heads, starts_v = starts, counts_v = counts
     cdef double[::1] bounds_v = bounds
-    gr.members = <Member*>&members_v[0]
-    gr.slot, gr.start, gr.bound = &slots_v[0], &starts_v[0], &bounds_v[0]
-    gr.order = &order_v[0]
+    gr.pool = <Member*>&pool_v[0, 0]
+    gr.free_head, gr.start, gr.count = &free_v[0], &starts_v[0], &counts_v[0]
+    gr.size_class, gr.bound, gr.order = &classes_v[0], &bounds_v[0], &order_v[0]
+    gr.epoch = 0
 
-    cdef Py_ssize_t a, f = 0, b
+    cdef Py_ssize_t a = 0, f = 0, i
     cdef int g, h, k
-    cdef int32_t ion, s, j
-    cdef int64_t hops = 0, attempts = 0, slot
-    cdef double t = 0.0, t_new, x, u, waited = 0.0, product = 1.0
+    cdef int32_t ion, carrier, s, j
+    cdef int64_t hops = 0, attempts = 0, pos, m
+    cdef double t = 0.0, t_new, x, waited = 0.0, product = 1.0
     cdef const double* rec
-    cdef double ahead_u[AHEAD]
-    cdef double ahead_x[AHEAD]
-    cdef int64_t ahead_slot[AHEAD]
+    cdef Attempt ring[RING]
+    cdef Attempt* ahead
+    cdef Attempt now
     with nogil:
-        for a in range(n):  # counting sort of the carriers into their groups
-            gr.start[_group_of(&gr, _record(&sites, carriers[a])[0]) + 1] += 1
-        for g in range(gr.n_groups):
-            gr.start[g + 1] += gr.start[g]
-        for a in range(n):
-            g = _group_of(&gr, _record(&sites, carriers[a])[0])
-            gr.members[gr.start[g]].ion = <int32_t>a
-            gr.members[gr.start[g]].site = carriers[a]
-            gr.slot[a] = <int32_t>gr.start[g]
-            gr.start[g] += 1
-        for g in range(gr.n_groups, 0, -1):
-            gr.start[g] = gr.start[g - 1]
-        gr.start[0] = 0
-        gr.rate_bound = _sum_bounds(&gr)
-        _groups_sort(&gr)
-
-        for a in range(AHEAD):
-            ahead_u[a] = rng_uniform(&rng)
-            ahead_slot[a] = _groups_slot(&gr, ahead_u[a], &ahead_x[a])
-        a = 0  # ring position of this attempt; the ring holds the next AHEAD attempts
+        _layout(&gr, &sites, carriers)
+        for i in range(RING):
+            ring[i].u = rng_uniform(&rng)
+            _predict(&gr, &ring[i])
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
-            if gr.rate_bound <= 0.0:  # no ion can move: the state is frozen
+            if gr.rate_bound <= 0.0:  # no carrier can move: the state is frozen
                 while f < n_frames:
                     _record_frame(f, ions, out_sites, out_cells)
                     f += 1
@@ -413,22 +551,47 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if product < 1e-280:  # keep the running product of uniforms from underflowing
                 waited -= log(product) / gr.rate_bound
                 product = 1.0
-            _prefetch_ahead(&gr, &sites, ahead_slot, a)
-            u = ahead_u[a]  # this attempt's uniform; refill its ring place for a later one
-            ahead_u[a] = rng_uniform(&rng)
-            ahead_slot[a] = _groups_slot(&gr, ahead_u[a], &ahead_x[a])
-            if ahead_slot[a] >= 0:
-                KMC_PREFETCH(&gr.members[ahead_slot[a]])
-            a = (a + 1) % AHEAD
-            slot = _groups_slot(&gr, u, &x)  # again: the groups may have changed since
-            if slot < 0:
-                continue
-            s = gr.members[slot].site
+            # stage 2 of a later attempt: its pool entry has arrived; fetch its site record
+            ahead = &ring[(a + LEAD_SITE) % RING]
+            if _live(&gr, ahead):
+                ahead.site = gr.pool[ahead.pos].site
+                _prefetch_record(&sites, ahead.site)
+            # stage 3 of a nearer one: its record has arrived; fetch what its hop touches
+            ahead = &ring[(a + LEAD_MOVE) % RING]
+            if ahead.site >= 0 and _live(&gr, ahead) and gr.pool[ahead.pos].site == ahead.site:
+                rec = _record(&sites, ahead.site)
+                ahead.k = _direction_below(rec, z, ahead.x)
+                ahead.moved = True
+                if ahead.k >= 0:
+                    ahead.j = _target(&sites, rec, ahead.k)
+                    KMC_PREFETCH(&occupied[ahead.j])
+                    _prefetch_record(&sites, ahead.j)
+                    if holes:
+                        KMC_PREFETCH(&occupant[ahead.j])
+                    else:
+                        KMC_PREFETCH(&ions[gr.pool[ahead.pos].ion, 0])
+            # this attempt: redo the prediction if the map changed; then draw a new one
+            if ring[a].epoch != gr.epoch:
+                _predict(&gr, &ring[a])
+            now = ring[a]
+            ring[a].u = rng_uniform(&rng)
+            _predict(&gr, &ring[a])
+            if _live(&gr, &ring[a]):
+                KMC_PREFETCH(&gr.pool[ring[a].pos])
+            a = (a + 1) % RING
+            if not _live(&gr, &now):
+                continue  # an empty capacity slot: a null event
+            g, pos = now.g, now.pos
+            carrier, s = gr.pool[pos].ion, gr.pool[pos].site
             rec = _record(&sites, s)
-            if x >= rec[0]:
-                continue  # rejected: a null event
-            k = choose_direction(rec + 1, z, x)
-            j = _target(&sites, rec, k)
+            if now.site == s and now.moved:
+                k, j = now.k, now.j
+            else:
+                k = _direction_below(rec, z, now.x)
+                if k >= 0:
+                    j = _target(&sites, rec, k)
+            if k < 0:
+                continue  # x above the carrier's total: a null event
             if occupied[j] != holes:
                 continue  # an ion onto an ion, or a vacancy onto a vacancy: a null event
             # a hop: the state so far held from t until now
@@ -447,21 +610,21 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 ions[ion, 0] = s
                 _shift_cell(&sites, s, k, &ions[ion, 1], -1)
             else:
-                ion = gr.members[slot].ion
-                ions[ion, 0] = j
-                _shift_cell(&sites, s, k, &ions[ion, 1])
-            gr.members[slot].site = j  # the carrier moved from s to j
-            g = _group_of(&gr, rec[0])
-            h = _group_of(&gr, _record(&sites, j)[0])
-            if g != h:
-                _groups_move(&gr, gr.members[slot].ion, g, h)
+                ions[carrier, 0] = j
+                _shift_cell(&sites, s, k, &ions[carrier, 1])
+            h = _group_of(&gr, _total(&sites, _record(&sites, j)))
+            if h == g:
+                gr.pool[pos].site = j
+            else:
+                _remove(&gr, g, pos)
+                if h == 0:  # it can never move again: not stored
+                    carriers[carrier] = j
+                else:
+                    _insert(&gr, &sites, h, carrier, j, carriers)
             hops += 1
-            if hops & 0xFFF == 0:
+            if hops % SORT_EVERY == 0:
                 _groups_sort(&gr)
-            if hops & 0xFFFF == 0:  # wash out rounding drift of the running sum
-                gr.rate_bound = _sum_bounds(&gr)
-        for a in range(n):
-            carriers[a] = gr.members[gr.slot[a]].site
+        _save_sites(&gr, carriers)
     _store_rng(&rng, rng_state)
     return hops, attempts, t
 
