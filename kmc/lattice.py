@@ -115,7 +115,12 @@ class Lattice:
 
     def positions_of(self, sites: np.ndarray, cell_coordinates: np.ndarray) -> np.ndarray:
         """Cartesian positions (Å) from site indices and (possibly unwrapped) cell coordinates."""
-        return cell_coordinates * self.cell_edges + self.basis[np.asarray(sites) % self.n_basis]
+        positions = cell_coordinates * self.cell_edges
+        if self.n_basis == 1:  # no per-site gather: this runs on every recorded frame
+            positions += self.basis[0]
+        else:
+            positions += self.basis[np.asarray(sites) % self.n_basis]
+        return positions
 
     @cached_property
     def positions(self) -> np.ndarray:

@@ -48,8 +48,12 @@ Notes on choices forced by MDAnalysis (checked against MDAnalysis 2.11):
   ``"nm"`` positions are converted to Å.
 
 Position and lattice-site datasets are chunked along frames (several frames per chunk, up
-to ~256 KiB; a single frame is split along ions above ~4 MiB), gzip-compressed (level 4,
-with the shuffle filter) and checksummed (Fletcher-32).
+to ~256 KiB; a single frame is split along ions above ~4 MiB), gzip-compressed (level 1)
+and checksummed (Fletcher-32). Lattice sites go through the shuffle filter first, positions
+do not: lattice positions repeat the same 8-byte values, which deflate matches directly and
+shuffling would scatter (measured on a 32³ lattice gas, 100 frames: positions 1.8× smaller
+and 3× faster to write than with shuffle at level 4; writing is then a few per cent of a
+typical task's run time).
 
 A file is written to ``.<name>.tmp.<pid>`` in the destination directory, the completion
 marker ``/h5md.attrs["kmc_complete"] = 1`` is written last, the file is closed and fsynced
@@ -88,7 +92,7 @@ DISTRIBUTION = "kmc-amorph"
 SPECIES = {"Li": 3, "Na": 11}
 
 _ANGSTROM_PER_NM = 10.0
-_GZIP_LEVEL = 4
+_GZIP_LEVEL = 1
 _CHUNK_TARGET_BYTES = 256 * 1024  # frames per chunk: as many as fit (>= 1)
 _CHUNK_MAX_BYTES = 4 * 1024 * 1024  # above this a single frame is split along ions
 _RESERVED_PARAMETER_ATTRS = frozenset(
@@ -136,7 +140,7 @@ def write_task(
 ) -> None:
     """Write ``data`` to the H5MD file ``path`` atomically (temporary file + rename).
 
-    ``compression`` is ``"gzip"`` (level 4 with shuffle, the default), ``"lzf"`` or ``None``.
+    ``compression`` is ``"gzip"`` (level 1, the default), ``"lzf"`` or ``None``.
     Raises ``ValueError`` for inconsistent data; on any failure the temporary file is
     removed and an existing file at ``path`` is left as it was.
     """
@@ -243,7 +247,9 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     time.attrs["unit"] = "s"  # MDAnalysis needs a str-valued (variable-length) unit
     padded = np.zeros((n_frames, n_ions, 3), dtype=np.float64)
     padded[:, :, :dim] = d["positions"] / _ANGSTROM_PER_NM
-    value = position.create_dataset("value", data=padded, **_storage(padded.shape, 8, compression))
+    value = position.create_dataset(
+        "value", data=padded, **_storage(padded.shape, 8, compression, shuffle=False)
+    )
     del padded
     value.attrs["unit"] = "nm"
 
@@ -265,7 +271,9 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     site = traj.create_group("lattice_site")
     site["step"] = step
     site["time"] = time
-    site.create_dataset("value", data=d["sites"], **_storage(d["sites"].shape, 4, compression))
+    site.create_dataset(
+        "value", data=d["sites"], **_storage(d["sites"].shape, 4, compression, shuffle=True)
+    )
 
     species_dtype = h5py.enum_dtype(SPECIES, basetype=np.int8)
     species = traj.create_dataset(
@@ -291,7 +299,9 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     h5md.attrs[COMPLETE_ATTR] = np.int32(1)  # the completion marker: always last
 
 
-def _storage(shape: tuple[int, ...], itemsize: int, compression: str | None) -> dict[str, Any]:
+def _storage(
+    shape: tuple[int, ...], itemsize: int, compression: str | None, shuffle: bool
+) -> dict[str, Any]:
     """Chunking/filters for a (F, N, ...) per-frame dataset (none for F = 0)."""
     if shape[0] == 0:  # an empty dataset cannot be chunked; there is nothing to filter
         return {}
@@ -305,9 +315,9 @@ def _storage(shape: tuple[int, ...], itemsize: int, compression: str | None) -> 
         chunks = (1, max(1, _CHUNK_MAX_BYTES // per_ion), *shape[2:])
     opts: dict[str, Any] = {"chunks": chunks, "fletcher32": True}
     if compression == "gzip":
-        opts.update(compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=True)
+        opts.update(compression="gzip", compression_opts=_GZIP_LEVEL, shuffle=shuffle)
     elif compression == "lzf":
-        opts.update(compression="lzf", shuffle=True)
+        opts.update(compression="lzf", shuffle=shuffle)
     return opts
 
 
