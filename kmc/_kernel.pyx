@@ -14,7 +14,7 @@ exactly those of the plain algorithm.
 
 from libc.math cimport INFINITY, frexp, log
 from libc.string cimport memcpy
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 
 import numpy as np
 
@@ -209,8 +209,8 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
 #
 # Carriers are grouped by their site's total rate in quarter octaves: group g >= 1 holds
 # totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
-# not stored. Each group owns a region of the pool with room for 2^size_class members (its
-# capacity). An attempt picks a group with probability proportional to capacity · bound,
+# not stored. Each group owns a region of the pool with room for some members (its capacity,
+# one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave). An attempt picks a group with probability proportional to capacity · bound,
 # a capacity slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a
 # carrier, x falls under the partial sum of one of its site's rates (that direction) and
 # the target is free; otherwise a null event. That is uniformization of the exact process
@@ -219,17 +219,19 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
 # so one logarithm per hop suffices.
 #
 # Why capacities and not member counts: the map from an attempt's uniform to a pool slot
-# then depends only on the capacities, which change rarely (a region doubles when full and
-# halves when a quarter full), not on every hop. So attempts can be drawn many attempts
+# then depends only on the capacities, which change rarely (a region grows by a size class
+# when full and shrinks when it would fit two classes down), not on every hop. So attempts can be drawn many attempts
 # ahead and what they will touch (pool entry, site record, target) prefetched in stages
 # while earlier attempts run, which hides the memory latency of a lattice larger than the
 # caches. Each attempt is still decided on the state at its own turn; ``epoch`` counts the
 # changes of the map, and a prediction made under another epoch is simply redone.
 cdef enum:
     STEPS_PER_OCTAVE = 4
+    N_SIZE_CLASSES = 160  # 1, 2, 3, then 4 per octave from 4 up to 7 · 2^38
     RING = 16        # attempts drawn ahead; the pool entry of the newest is prefetched
     LEAD_SITE = 10   # attempts ahead: read the pool entry, prefetch the site record
     LEAD_MOVE = 5    # attempts ahead: find the target, prefetch what a hop would touch
+    LEAD_ION = 2     # attempts ahead, vacancies only: prefetch the ion that would move
     SORT_EVERY = 4096  # hops between re-orderings of the group search
 
 
@@ -238,16 +240,24 @@ cdef struct Member:
     int32_t site
 
 
+cdef enum:
+    OCCUPIED = 0x8000  # bit of a site's state; the low 15 bits hold the site's group
+
+
 cdef struct Groups:
     Member* pool
     int64_t pool_size
     int64_t top             # pool[top:] is unused
-    int64_t* free_head      # per size class k: a free region of 2^k members, or -1
+    const int64_t* class_capacity  # members a region of each size class holds
+    int64_t* free_head      # per size class: a free region of that class, or -1
     int64_t* start          # members of group g: pool[start[g]:start[g] + count[g]]
     int64_t* count
-    int32_t* size_class     # capacity of group g is 2^size_class[g], 0 if size_class[g] < 0
+    int64_t* capacity       # of group g's region, 0 if it has none
+    int32_t* size_class     # of group g's region, -1 if it has none
     double* bound           # upper bound of the totals in group g, 0 for group 0
     int32_t* order          # groups 1.. by falling weight, so that a draw finds its group soon
+    double* cumulative      # cumulative[i]: sum of capacity · bound over order[0..i]
+    uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
     int n_groups
     int e_min
     double rate_bound       # R = sum over groups of capacity · bound
@@ -265,10 +275,6 @@ cdef struct Attempt:
     int32_t k       # direction found LEAD_MOVE attempts ahead (-1: x above the total)
     int32_t j       # its target site
     bint moved      # k and j were found
-
-
-cdef inline int64_t _capacity(const Groups* gr, int g) noexcept nogil:
-    return 0 if gr.size_class[g] < 0 else (<int64_t>1) << gr.size_class[g]
 
 
 cdef inline int _group_of(const Groups* gr, double total) noexcept nogil:
@@ -301,11 +307,14 @@ cdef inline int _direction_below(const double* rates, Py_ssize_t z, double x) no
 
 
 cdef void _relayout_done(Groups* gr) noexcept nogil:
-    """Recompute R exactly after a capacity change and retire the predictions in flight."""
+    """Recompute the cumulative weights and R exactly after a change of the capacities or
+    of the search order, and retire the predictions in flight."""
     cdef double r = 0.0
-    cdef int g
-    for g in range(1, gr.n_groups):
-        r += _capacity(gr, g) * gr.bound[g]
+    cdef int i, g
+    for i in range(gr.n_groups - 1):
+        g = gr.order[i]
+        r += gr.capacity[g] * gr.bound[g]
+        gr.cumulative[i] = r
     gr.rate_bound = r
     gr.epoch += 1
 
@@ -317,36 +326,33 @@ cdef void _groups_sort(Groups* gr) noexcept nogil:
     cdef double weight
     for i in range(1, gr.n_groups - 1):
         g = gr.order[i]
-        weight = _capacity(gr, g) * gr.bound[g]
+        weight = gr.capacity[g] * gr.bound[g]
         j = i
-        while j > 0 and _capacity(gr, gr.order[j - 1]) * gr.bound[gr.order[j - 1]] < weight:
+        while j > 0 and gr.capacity[gr.order[j - 1]] * gr.bound[gr.order[j - 1]] < weight:
             gr.order[j] = gr.order[j - 1]
             j -= 1
         gr.order[j] = g
-    gr.epoch += 1
+    _relayout_done(gr)
 
 
 cdef inline void _predict(const Groups* gr, Attempt* at) noexcept nogil:
     """Group, capacity slot and pool index that the attempt's uniform points at under the
     current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
-    cdef double r = at.u * gr.rate_bound, weight, y
-    cdef int i, g
-    cdef int64_t cap
+    cdef double r = at.u * gr.rate_bound, y
+    cdef int i = 0, last = gr.n_groups - 2, g
     at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
-    for i in range(gr.n_groups - 1):
-        g = gr.order[i]
-        cap = _capacity(gr, g)
-        weight = cap * gr.bound[g]
-        if r < weight:
-            y = r / gr.bound[g]
-            at.m = <int64_t>y
-            if at.m >= cap:
-                at.m = cap - 1
-            at.x = (y - at.m) * gr.bound[g]
-            at.g = g
-            at.pos = gr.start[g] + at.m
+    while r >= gr.cumulative[i]:
+        if i == last:
             return
-        r -= weight
+        i += 1
+    g = gr.order[i]
+    y = (r - (gr.cumulative[i - 1] if i > 0 else 0.0)) / gr.bound[g]
+    at.m = <int64_t>y
+    if at.m >= gr.capacity[g]:  # rounding
+        at.m = gr.capacity[g] - 1
+    at.x = (y - at.m) * gr.bound[g]
+    at.g = g
+    at.pos = gr.start[g] + at.m
 
 
 cdef inline bint _live(const Groups* gr, const Attempt* at) noexcept nogil:
@@ -360,21 +366,21 @@ cdef inline int64_t* _next_free(Groups* gr, int64_t at) noexcept nogil:
 
 
 cdef int64_t _allocate(Groups* gr, int size_class) noexcept nogil:
-    """A region of 2^size_class members, or -1 if the pool is full."""
+    """A region of a size class, or -1 if the pool is full."""
     cdef int64_t at = gr.free_head[size_class]
     if at >= 0:
         gr.free_head[size_class] = _next_free(gr, at)[0]
         return at
-    if gr.top + ((<int64_t>1) << size_class) > gr.pool_size:
+    if gr.top + gr.class_capacity[size_class] > gr.pool_size:
         return -1
     at = gr.top
-    gr.top += (<int64_t>1) << size_class
+    gr.top += gr.class_capacity[size_class]
     return at
 
 
 cdef bint _resize(Groups* gr, int g, int size_class) noexcept nogil:
-    """Move group g into a region of 2^size_class members (none if size_class < 0); False
-    if the pool has no room."""
+    """Move group g into a region of a size class (none if size_class < 0); False if the
+    pool has no room."""
     cdef int64_t at = 0
     if size_class >= 0:
         at = _allocate(gr, size_class)
@@ -385,19 +391,20 @@ cdef bint _resize(Groups* gr, int g, int size_class) noexcept nogil:
         _next_free(gr, gr.start[g])[0] = gr.free_head[gr.size_class[g]]
         gr.free_head[gr.size_class[g]] = gr.start[g]
     gr.start[g], gr.size_class[g] = at, size_class
+    gr.capacity[g] = gr.class_capacity[size_class] if size_class >= 0 else 0
     _relayout_done(gr)
     return True
 
 
-cdef inline int _size_class_for(int64_t members) noexcept nogil:
+cdef inline int _size_class_for(const Groups* gr, int64_t members) noexcept nogil:
     """Smallest size class with room for ``members`` members."""
     cdef int k = 0
-    while ((<int64_t>1) << k) < members:
+    while gr.class_capacity[k] < members:
         k += 1
     return k
 
 
-cdef void _layout(Groups* gr, Sites* sites, const int32_t[::1] carriers) noexcept nogil:
+cdef void _layout(Groups* gr, const int32_t[::1] carriers) noexcept nogil:
     """Pack every group into the pool from scratch, from the carriers' sites, each with room
     for one more member (within 2 (n + n_groups) members in all)."""
     cdef Py_ssize_t n = carriers.shape[0], a
@@ -406,22 +413,22 @@ cdef void _layout(Groups* gr, Sites* sites, const int32_t[::1] carriers) noexcep
     for g in range(gr.n_groups):
         gr.count[g] = 0
     for a in range(n):
-        gr.count[_group_of(gr, _total(sites, _record(sites, carriers[a])))] += 1
+        gr.count[gr.site_state[carriers[a]] & ~OCCUPIED] += 1
     for g in range(1, gr.n_groups):
-        gr.size_class[g] = _size_class_for(gr.count[g] + 1) if gr.count[g] > 0 else -1
+        gr.size_class[g] = _size_class_for(gr, gr.count[g] + 1) if gr.count[g] > 0 else -1
+        gr.capacity[g] = gr.class_capacity[gr.size_class[g]] if gr.count[g] > 0 else 0
         gr.start[g] = at
-        at += _capacity(gr, g)
+        at += gr.capacity[g]
         gr.count[g] = 0
     gr.top = at
-    for g in range(64):
+    for g in range(N_SIZE_CLASSES):
         gr.free_head[g] = -1
     for a in range(n):
-        g = _group_of(gr, _total(sites, _record(sites, carriers[a])))
+        g = gr.site_state[carriers[a]] & ~OCCUPIED
         if g > 0:
             gr.pool[gr.start[g] + gr.count[g]].ion = <int32_t>a
             gr.pool[gr.start[g] + gr.count[g]].site = carriers[a]
             gr.count[g] += 1
-    _relayout_done(gr)
     _groups_sort(gr)
 
 
@@ -436,25 +443,26 @@ cdef void _save_sites(const Groups* gr, int32_t[::1] carriers) noexcept nogil:
 
 cdef void _remove(Groups* gr, int g, int64_t pos) noexcept nogil:
     """Take the member at pool[pos] out of group g (the group's last member fills the gap);
-    halve the region when it is a quarter full."""
+    shrink the region by a size class when its members would fit two classes down."""
     cdef int64_t last = gr.start[g] + gr.count[g] - 1
+    cdef int k = gr.size_class[g]
     gr.pool[pos] = gr.pool[last]
     gr.count[g] -= 1
     if gr.count[g] == 0:
         _resize(gr, g, -1)
-    elif 4 * gr.count[g] <= _capacity(gr, g):
-        _resize(gr, g, gr.size_class[g] - 1)  # no room: keep the larger region
+    elif k >= 2 and gr.count[g] < gr.class_capacity[k - 2]:
+        _resize(gr, g, k - 1)  # no room: keep the larger region
 
 
-cdef void _insert(Groups* gr, Sites* sites, int h, int32_t carrier, int32_t site,
+cdef void _insert(Groups* gr, int h, int32_t carrier, int32_t site,
                   int32_t[::1] carriers) noexcept nogil:
-    """Add a carrier on ``site`` to group h, doubling its region when full; repack the
-    whole pool if it has no room for that."""
-    if gr.count[h] == _capacity(gr, h):
+    """Add a carrier on ``site`` to group h, growing its region by a size class when full;
+    repack the whole pool if it has no room for that."""
+    if gr.count[h] == gr.capacity[h]:
         if not _resize(gr, h, gr.size_class[h] + 1):
             _save_sites(gr, carriers)
             carriers[carrier] = site
-            _layout(gr, sites, carriers)
+            _layout(gr, carriers)
             return
     gr.pool[gr.start[h] + gr.count[h]].ion = carrier
     gr.pool[gr.start[h] + gr.count[h]].site = site
@@ -512,19 +520,31 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     gr.n_groups = len(bounds)
     gr.pool_size = 2 * (n + gr.n_groups)
     pool = np.empty((gr.pool_size, 2), dtype=np.int32)  # Member pairs
-    free_heads = np.empty(64, dtype=np.int64)
+    quarter = np.arange(N_SIZE_CLASSES - 3)
+    class_capacities = np.concatenate(
+        [[1, 2, 3], (4 + quarter % 4) << (quarter // 4)]).astype(np.int64)
+    free_heads = np.empty(N_SIZE_CLASSES, dtype=np.int64)
     starts = np.zeros(gr.n_groups, dtype=np.int64)
     counts = np.zeros(gr.n_groups, dtype=np.int64)
+    capacities = np.zeros(gr.n_groups, dtype=np.int64)
     size_classes = np.full(gr.n_groups, -1, dtype=np.int32)
     order = np.arange(1, gr.n_groups, dtype=np.int32)
+    cumulative = np.zeros(gr.n_groups - 1)
     cdef int32_t[:, ::1] pool_v = pool
     cdef int32_t[::1] classes_v = size_classes, order_v = order
+    cdef const int64_t[::1] class_capacities_v = class_capacities
     cdef int64_t[::1] free_v = free_heads, starts_v = starts, counts_v = counts
-    cdef double[::1] bounds_v = bounds
+    cdef int64_t[::1] capacities_v = capacities
+    cdef double[::1] bounds_v = bounds, cumulative_v = cumulative
     gr.pool = <Member*>&pool_v[0, 0]
+    gr.class_capacity = &class_capacities_v[0]
     gr.free_head, gr.start, gr.count = &free_v[0], &starts_v[0], &counts_v[0]
-    gr.size_class, gr.bound, gr.order = &classes_v[0], &bounds_v[0], &order_v[0]
+    gr.capacity, gr.size_class = &capacities_v[0], &classes_v[0]
+    gr.bound, gr.order, gr.cumulative = &bounds_v[0], &order_v[0], &cumulative_v[0]
     gr.epoch = 0
+    states = np.empty(records.shape[0], dtype=np.uint16)
+    cdef uint16_t[::1] states_v = states
+    gr.site_state = &states_v[0]
 
     cdef Py_ssize_t a = 0, f = 0, i
     cdef int g, h, k
@@ -534,9 +554,14 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     cdef const double* rec
     cdef Attempt ring[RING]
     cdef Attempt* ahead
-    cdef Attempt now
+    cdef Attempt* this
+    cdef bint live, found = False
     with nogil:
-        _layout(&gr, &sites, carriers)
+        for i in range(records.shape[0]):
+            gr.site_state[i] = _group_of(&gr, _total(&sites, _record(&sites, <int32_t>i)))
+            if occupied[i]:
+                gr.site_state[i] |= OCCUPIED
+        _layout(&gr, carriers)
         for i in range(RING):
             ring[i].u = rng_uniform(&rng)
             _predict(&gr, &ring[i])
@@ -564,35 +589,42 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 ahead.moved = True
                 if ahead.k >= 0:
                     ahead.j = _target(&sites, rec, ahead.k)
-                    KMC_PREFETCH(&occupied[ahead.j])
-                    _prefetch_record(&sites, ahead.j)
+                    KMC_PREFETCH(&gr.site_state[ahead.j])
                     if holes:
                         KMC_PREFETCH(&occupant[ahead.j])
                     else:
                         KMC_PREFETCH(&ions[gr.pool[ahead.pos].ion, 0])
+            if holes:  # stage 4: the target's occupant has arrived; fetch that ion's state
+                ahead = &ring[(a + LEAD_ION) % RING]
+                if ahead.moved and ahead.k >= 0 and ahead.epoch == gr.epoch:
+                    ion = occupant[ahead.j]
+                    if ion >= 0:
+                        KMC_PREFETCH(&ions[ion, 0])
             # this attempt: redo the prediction if the map changed; then draw a new one
-            if ring[a].epoch != gr.epoch:
-                _predict(&gr, &ring[a])
-            now = ring[a]
-            ring[a].u = rng_uniform(&rng)
-            _predict(&gr, &ring[a])
-            if _live(&gr, &ring[a]):
-                KMC_PREFETCH(&gr.pool[ring[a].pos])
+            this = &ring[a]
+            if this.epoch != gr.epoch:
+                _predict(&gr, this)
+            live = _live(&gr, this)
+            g, pos, x = this.g, this.pos, this.x
+            if live:
+                carrier, s = gr.pool[pos].ion, gr.pool[pos].site
+                found = this.moved and this.site == s
+                k, j = this.k, this.j
+            this.u = rng_uniform(&rng)
+            _predict(&gr, this)
+            if _live(&gr, this):
+                KMC_PREFETCH(&gr.pool[this.pos])
             a = (a + 1) % RING
-            if not _live(&gr, &now):
+            if not live:
                 continue  # an empty capacity slot: a null event
-            g, pos = now.g, now.pos
-            carrier, s = gr.pool[pos].ion, gr.pool[pos].site
-            rec = _record(&sites, s)
-            if now.site == s and now.moved:
-                k, j = now.k, now.j
-            else:
-                k = _direction_below(rec, z, now.x)
+            if not found:
+                rec = _record(&sites, s)
+                k = _direction_below(rec, z, x)
                 if k >= 0:
                     j = _target(&sites, rec, k)
             if k < 0:
                 continue  # x above the carrier's total: a null event
-            if occupied[j] != holes:
+            if ((gr.site_state[j] & OCCUPIED) != 0) != holes:
                 continue  # an ion onto an ion, or a vacancy onto a vacancy: a null event
             # a hop: the state so far held from t until now
             t_new = t + waited - log(product) / gr.rate_bound
@@ -603,7 +635,11 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             if n_frames > 0 and f == n_frames:
                 break
             t = t_new
-            occupied[s], occupied[j] = holes, not holes
+            # s ends up empty and j occupied (ions), or the other way round (vacancies); s's
+            # state is written, not updated, as its cache line was never fetched
+            h = gr.site_state[j] & ~OCCUPIED
+            gr.site_state[s] = g | (OCCUPIED if holes else 0)
+            gr.site_state[j] = h | (0 if holes else OCCUPIED)
             if holes:  # the ion on j hops into the vacancy on s
                 ion = occupant[j]
                 occupant[s], occupant[j] = ion, -1
@@ -612,7 +648,6 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
             else:
                 ions[carrier, 0] = j
                 _shift_cell(&sites, s, k, &ions[carrier, 1])
-            h = _group_of(&gr, _total(&sites, _record(&sites, j)))
             if h == g:
                 gr.pool[pos].site = j
             else:
@@ -620,11 +655,13 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 if h == 0:  # it can never move again: not stored
                     carriers[carrier] = j
                 else:
-                    _insert(&gr, &sites, h, carrier, j, carriers)
+                    _insert(&gr, h, carrier, j, carriers)
             hops += 1
             if hops % SORT_EVERY == 0:
                 _groups_sort(&gr)
         _save_sites(&gr, carriers)
+        for i in range(records.shape[0]):
+            occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
     _store_rng(&rng, rng_state)
     return hops, attempts, t
 
