@@ -27,25 +27,46 @@ cdef extern from *:
 
 
 def record_width(int z):
-    """Doubles per site record: z rates, then z int32 neighbours (padded)."""
-    return z + (z + 1) // 2
+    """Doubles per site record: z rates and one 64-bit neighbour code, padded to 4 or 8
+    doubles when that fits, so that a 64-byte aligned record never spans two cache lines
+    (simple cubic: 64 bytes, one line)."""
+    if z + 1 <= 4:
+        return 4
+    if z + 1 <= 8:
+        return 8
+    return z + 1
 
 
 def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours,
+               Py_ssize_t first_site, int n_basis, const int64_t[:, :, ::1] deltas,
                double[:, ::1] records):
-    """Fill site records [rate_0..rate_{z-1}, neighbours as int32] (rows of ``records``, of
-    width record_width(z)) from rates and neighbours of the same sites. The total rate is
-    not stored (it is summed when needed, always in the same order): 72 bytes a site on
-    simple cubic instead of 80."""
-    cdef Py_ssize_t n = rates.shape[0], z = rates.shape[1], s, k
-    cdef int32_t* nb
+    """Fill the records of sites first_site, first_site + 1, ... (rows of ``records``, of
+    width record_width(z)) with their rates and a neighbour code.
+
+    Neighbour k of site s is s + deltas[b, k, c] with b = s % n_basis: on a periodic
+    lattice j - s takes at most 3^d values for a given basis site and direction (no wrap,
+    or a wrap either way along each axis), so c fits in a few bits. The code holds c for
+    every direction (log2(deltas.shape[2]) bits each) and b above them; the caller checks
+    that every neighbour is in the table and that the code fits in 64 bits."""
+    cdef Py_ssize_t n = rates.shape[0], z = rates.shape[1], i, k, s
+    cdef int n_codes = deltas.shape[2], bits = 0, c, b
+    cdef uint64_t code
+    while (1 << bits) < n_codes:
+        bits += 1
     with nogil:
-        for s in range(n):
+        for i in range(n):
+            s = first_site + i
+            b = s % n_basis
+            code = (<uint64_t>b) << (bits * z)
             for k in range(z):
-                records[s, k] = rates[s, k]
-            nb = <int32_t*>&records[s, z]
-            for k in range(z):
-                nb[k] = neighbours[s, k]
+                records[i, k] = rates[i, k]
+                c = 0
+                while deltas[b, k, c] != neighbours[i, k] - s:
+                    c += 1
+                code |= (<uint64_t>c) << (bits * k)
+            memcpy(&records[i, z], &code, 8)
+            for k in range(z + 1, records.shape[1]):
+                records[i, k] = 0.0
 
 
 cdef struct Sites:
@@ -53,7 +74,10 @@ cdef struct Sites:
     Py_ssize_t width      # doubles per record
     Py_ssize_t z
     Py_ssize_t dim
-    int n_basis
+    const int64_t* deltas  # (n_basis, z, 2^delta_bits): neighbour index minus site index
+    int delta_bits
+    uint64_t delta_mask
+    int basis_shift
     const int32_t* hop_cells
 
 
@@ -61,8 +85,19 @@ cdef inline const double* _record(const Sites* sites, int32_t s) noexcept nogil:
     return sites.records + <Py_ssize_t>s * sites.width
 
 
-cdef inline int32_t _target(const Sites* sites, const double* record, int k) noexcept nogil:
-    return (<const int32_t*>(record + sites.z))[k]
+cdef inline uint64_t _code(const Sites* sites, const double* record) noexcept nogil:
+    cdef uint64_t code
+    memcpy(&code, record + sites.z, 8)
+    return code
+
+
+cdef inline int32_t _target(const Sites* sites, int32_t s, const double* record,
+                            int k) noexcept nogil:
+    """Neighbour k of site s, decoded from s's record."""
+    cdef uint64_t code = _code(sites, record)
+    cdef Py_ssize_t b = <Py_ssize_t>(code >> sites.basis_shift)
+    return s + <int32_t>sites.deltas[
+        ((b * sites.z + k) << sites.delta_bits) + ((code >> (sites.delta_bits * k)) & sites.delta_mask)]
 
 
 cdef inline double _total(const Sites* sites, const double* record) noexcept nogil:
@@ -75,17 +110,19 @@ cdef inline double _total(const Sites* sites, const double* record) noexcept nog
 
 
 cdef inline void _prefetch_record(const Sites* sites, int32_t s) noexcept nogil:
-    """Prefetch both cache lines a record may span."""
+    """Prefetch the cache lines of a record (one when it is 64 bytes and aligned)."""
     cdef const double* record = _record(sites, s)
     KMC_PREFETCH(record)
-    KMC_PREFETCH(record + sites.width - 1)
+    if sites.width > 8:
+        KMC_PREFETCH(record + sites.width - 1)
 
 
-cdef inline void _shift_cell(const Sites* sites, int32_t s, int k, int32_t* cell,
+cdef inline void _shift_cell(const Sites* sites, const double* record, int k, int32_t* cell,
                              int sign=1) noexcept nogil:
-    """Add (sign = 1) or subtract the conventional-cell offset of hop k from site s to an
-    unwrapped cell."""
-    cdef const int32_t* offset = sites.hop_cells + ((s % sites.n_basis) * sites.z + k) * sites.dim
+    """Add (sign = 1) or subtract the conventional-cell offset of hop k from the site of
+    ``record`` to an unwrapped cell."""
+    cdef Py_ssize_t b = <Py_ssize_t>(_code(sites, record) >> sites.basis_shift)
+    cdef const int32_t* offset = sites.hop_cells + (b * sites.z + k) * sites.dim
     cdef Py_ssize_t a
     for a in range(sites.dim):
         cell[a] += sign * offset[a]
@@ -107,13 +144,19 @@ cdef inline double _waiting_time(Rng* rng, double total) noexcept nogil:
     return INFINITY
 
 
-cdef Sites _sites(const double[:, ::1] records, Py_ssize_t z, const int32_t[:, :, ::1] hop_cells):
+cdef Sites _sites(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
+                 const int32_t[:, :, ::1] hop_cells):
     cdef Sites sites
     sites.records = &records[0, 0]
     sites.width = records.shape[1]
-    sites.z = z
+    sites.z = hop_cells.shape[1]
     sites.dim = hop_cells.shape[2]
-    sites.n_basis = hop_cells.shape[0]
+    sites.deltas = &deltas[0, 0, 0]
+    sites.delta_bits = 0
+    while (1 << sites.delta_bits) < deltas.shape[2]:
+        sites.delta_bits += 1
+    sites.delta_mask = (1 << sites.delta_bits) - 1
+    sites.basis_shift = sites.delta_bits * sites.z
     sites.hop_cells = &hop_cells[0, 0, 0]
     return sites
 
@@ -122,7 +165,8 @@ cdef enum:
     BATCH = 16  # independent walkers advanced together, interleaved
 
 
-def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
+def run_walkers(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
+                const int32_t[:, :, ::1] hop_cells,
                 int32_t[::1] site, int32_t[:, ::1] cell, double equilibration_time,
                 const double[::1] frame_times, int32_t[:, ::1] out_sites,
                 int32_t[:, :, ::1] out_cells, uint64_t[::1] rng_state):
@@ -137,7 +181,7 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
     memoryless). Returns the number of production hops.
     """
     cdef Py_ssize_t n = site.shape[0], n_frames = frame_times.shape[0]
-    cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
+    cdef Sites sites = _sites(records, deltas, hop_cells)
     cdef Py_ssize_t z = sites.z, dim = sites.dim
     cdef Rng rng = _load_rng(rng_state)
     cdef int64_t hops = 0
@@ -157,8 +201,8 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
             while t_next <= equilibration_time:
                 rec = _record(&sites, s)
                 k = choose_direction(rec, z, rng_uniform(&rng) * _total(&sites, rec))
-                _shift_cell(&sites, s, k, &cell[w, 0])
-                s = _target(&sites, rec, k)
+                _shift_cell(&sites, rec, k, &cell[w, 0])
+                s = _target(&sites, s, rec, k)
                 t_next += _waiting_time(&rng, _total(&sites, _record(&sites, s)))
             site[w] = s
         first = 0
@@ -188,8 +232,8 @@ def run_walkers(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells
                         continue
                     rec = _record(&sites, s)
                     k = choose_direction(rec, z, rng_uniform(&rng) * _total(&sites, rec))
-                    _shift_cell(&sites, s, k, &cell[w, 0])
-                    s = _target(&sites, rec, k)
+                    _shift_cell(&sites, rec, k, &cell[w, 0])
+                    s = _target(&sites, s, rec, k)
                     _prefetch_record(&sites, s)
                     batch_site[b] = s
                     hops += 1
@@ -485,7 +529,8 @@ cdef (int, int) _exponent_range(const Sites* sites, Py_ssize_t n) noexcept nogil
     return e_lo, e_hi
 
 
-def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_cells,
+def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
+                    const int32_t[:, :, ::1] hop_cells,
                     int32_t[:, ::1] ions, uint8_t[::1] occupied, int32_t[::1] occupant,
                     int32_t[::1] carriers, bint holes, int64_t max_hops,
                     const double[::1] frame_times,
@@ -505,7 +550,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
     simulated time).
     """
     cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
-    cdef Sites sites = _sites(records, hop_cells.shape[1], hop_cells)
+    cdef Sites sites = _sites(records, deltas, hop_cells)
     cdef Py_ssize_t z = sites.z
     cdef Rng rng = _load_rng(rng_state)
 
@@ -588,7 +633,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 ahead.k = _direction_below(rec, z, ahead.x)
                 ahead.moved = True
                 if ahead.k >= 0:
-                    ahead.j = _target(&sites, rec, ahead.k)
+                    ahead.j = _target(&sites, ahead.site, rec, ahead.k)
                     KMC_PREFETCH(&gr.site_state[ahead.j])
                     if holes:
                         KMC_PREFETCH(&occupant[ahead.j])
@@ -621,7 +666,7 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 rec = _record(&sites, s)
                 k = _direction_below(rec, z, x)
                 if k >= 0:
-                    j = _target(&sites, rec, k)
+                    j = _target(&sites, s, rec, k)
             if k < 0:
                 continue  # x above the carrier's total: a null event
             if ((gr.site_state[j] & OCCUPIED) != 0) != holes:
@@ -644,10 +689,10 @@ def run_lattice_gas(const double[:, ::1] records, const int32_t[:, :, ::1] hop_c
                 ion = occupant[j]
                 occupant[s], occupant[j] = ion, -1
                 ions[ion, 0] = s
-                _shift_cell(&sites, s, k, &ions[ion, 1], -1)
+                _shift_cell(&sites, _record(&sites, s), k, &ions[ion, 1], -1)
             else:
                 ions[carrier, 0] = j
-                _shift_cell(&sites, s, k, &ions[carrier, 1])
+                _shift_cell(&sites, _record(&sites, s), k, &ions[carrier, 1])
             if h == g:
                 gr.pool[pos].site = j
             else:

@@ -14,6 +14,7 @@ import numpy as np
 
 from kmc import _kernel
 from kmc.landscape import Landscape
+from kmc.lattice import Lattice
 
 _RECORD_BLOCK = 1 << 16  # sites per block when building the kernel's site records
 
@@ -92,12 +93,41 @@ def mean_hop_rate(
     return float(weights @ escape / weights.sum()) * (1.0 - filled)
 
 
+def _neighbour_deltas(lattice: Lattice) -> np.ndarray:
+    """(n_basis, z, 2^bits) table of the values neighbour index minus site index takes for
+    each basis site and direction (at most 3^d: no wrap, or a wrap either way along each
+    axis), padded with zeros, for the kernel's neighbour codes (see _kernel.pack_sites)."""
+    z, n_basis = lattice.coordination, lattice.n_basis
+    seen: list[list[set[int]]] = [[set() for _ in range(z)] for _ in range(n_basis)]
+    for start in range(0, lattice.n_sites, _RECORD_BLOCK):
+        sites = np.arange(start, min(start + _RECORD_BLOCK, lattice.n_sites))
+        deltas = lattice.neighbours[sites].astype(np.int64) - sites[:, None]
+        for b in range(n_basis):
+            of_basis = deltas[(b - start) % n_basis :: n_basis]
+            for k in range(z):
+                seen[b][k].update(np.unique(of_basis[:, k]).tolist())
+    widest = max(len(values) for row in seen for values in row)
+    bits = max(1, (widest - 1).bit_length())
+    if bits * z + (n_basis - 1).bit_length() >= 64:
+        raise ValueError(f"{lattice.kind}: neighbour codes do not fit in 64 bits")
+    table = np.zeros((n_basis, z, 1 << bits), dtype=np.int64)
+    for b, k in np.ndindex(n_basis, z):
+        values = sorted(seen[b][k])
+        table[b, k, : len(values)] = values
+    return table
+
+
 def _site_records(landscape: Landscape, temperature: float, incoming: bool):
-    """The kernel's site records (rates out of each site, or into it) and the escape rate
-    of every site, built a block of sites at a time so that no full rate table is ever
-    held beside the records."""
+    """The kernel's site records (rates out of each site, or into it, and a neighbour code;
+    64-byte aligned so that no record spans two cache lines), their neighbour table (see
+    :func:`_neighbour_deltas`) and the escape rate of every site, built a block of sites at a
+    time so that no full rate table is ever held beside the records."""
     lattice = landscape.lattice
-    records = np.empty((lattice.n_sites, _kernel.record_width(lattice.coordination)))
+    deltas = _neighbour_deltas(lattice)
+    width = _kernel.record_width(lattice.coordination)
+    buffer = np.empty(lattice.n_sites * width + 8)
+    skip = (-buffer.ctypes.data % 64) // buffer.itemsize
+    records = buffer[skip : skip + lattice.n_sites * width].reshape(lattice.n_sites, width)
     escape = np.empty(lattice.n_sites)
     for start in range(0, lattice.n_sites, _RECORD_BLOCK):
         block = slice(start, start + _RECORD_BLOCK)
@@ -105,8 +135,10 @@ def _site_records(landscape: Landscape, temperature: float, incoming: bool):
         escape[block] = rates.sum(axis=1)
         if incoming:
             rates = landscape.rates(temperature, block, incoming=True)
-        _kernel.pack_sites(rates, lattice.neighbours[block], records[block])
-    return records, escape
+        _kernel.pack_sites(
+            rates, lattice.neighbours[block], start, lattice.n_basis, deltas, records[block]
+        )
+    return records, deltas, escape
 
 
 def simulate(
@@ -147,7 +179,7 @@ def simulate(
     filled = n_ions / len(free) if exclusion else 0.0
     # Drive the vacancies of a more than half-full lattice (see _kernel.run_lattice_gas).
     holes = exclusion and n_ions > len(free) / 2
-    records, escape = _site_records(landscape, temperature, incoming=holes)
+    records, deltas, escape = _site_records(landscape, temperature, incoming=holes)
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
@@ -177,7 +209,7 @@ def simulate(
             occupant = np.full(lattice.n_sites, -1, dtype=np.int32)
             occupant[site] = np.arange(n_ions, dtype=np.int32)
             carriers = np.flatnonzero(~occupied.astype(bool) & ~landscape.blocked).astype(np.int32)
-        args = (records, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
+        args = (records, deltas, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
         no_frames = np.empty(0)
         # Equilibrate in two halves: the first relaxes by a number of hops and gives a
         # first rate; the second runs for a fixed time (ending after a fixed number of hops
@@ -200,7 +232,7 @@ def simulate(
     else:
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         hops = _kernel.run_walkers(
-            records, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
+            records, deltas, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
             frame_times, out_sites, out_cells, state,
         )  # fmt: skip
     seconds = time.perf_counter() - start
