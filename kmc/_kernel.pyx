@@ -5,11 +5,12 @@ GIL, and write the ions' final state and the recorded frames back into those arr
 Positions are kept exact as (site, unwrapped conventional-cell coordinates).
 
 Memory layout: everything a hop from site s needs sits in one record of ``site_records``
-(see :func:`pack_sites`), so a hop costs one cache miss, not three; and the kernels fetch
-records ahead of time (independent walkers in an interleaved batch, the lattice gas several
-attempts ahead, see :func:`run_lattice_gas`), so the misses overlap instead of queueing.
-Prefetches are hints to the memory system only: the random numbers and the events are
-exactly those of the plain algorithm.
+(its rates and a code for its neighbours, see :func:`pack_sites`; 64 bytes and one cache line
+on simple cubic), so a hop costs one cache miss, not three; and the kernels fetch records
+ahead of time (independent walkers in an interleaved batch, the lattice gas several attempts
+ahead, see the notes above :func:`run_lattice_gas`), so the misses overlap instead of
+queueing. Prefetches are hints to the memory system only: every event is still decided on
+the state at its own turn, so the process sampled is exactly the plain algorithm's.
 """
 
 from libc.math cimport INFINITY, frexp, log
@@ -253,22 +254,26 @@ def run_walkers(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
 #
 # Carriers are grouped by their site's total rate in quarter octaves: group g >= 1 holds
 # totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
-# not stored. Each group owns a region of the pool with room for some members (its capacity,
-# one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave). An attempt picks a group with probability proportional to capacity · bound,
-# a capacity slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a
-# carrier, x falls under the partial sum of one of its site's rates (that direction) and
-# the target is free; otherwise a null event. That is uniformization of the exact process
-# with the rate R = sum of capacity · bound, so the clock is exact: the time to the next hop
-# is a sum of K Exp(1)/R over its K attempts, and -log(u_1 ... u_K) is exactly such a sum,
-# so one logarithm per hop suffices.
+# not stored. Each group owns a region of the member pool with room for some members (its
+# capacity, one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave).
+# An attempt picks a group with probability proportional to capacity · bound, a capacity
+# slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
+# falls under the partial sum of one of its site's rates (that direction) and the target is
+# free; otherwise a null event. That is uniformization of the exact process with the rate
+# R = sum of capacity · bound, so the clock is exact: the time to the next hop is a sum of
+# K Exp(1)/R over its K attempts, and -log(u_1 ... u_K) is exactly such a sum, so one
+# logarithm per hop suffices.
 #
 # Why capacities and not member counts: the map from an attempt's uniform to a pool slot
 # then depends only on the capacities, which change rarely (a region grows by a size class
-# when full and shrinks when it would fit two classes down), not on every hop. So attempts can be drawn many attempts
-# ahead and what they will touch (pool entry, site record, target) prefetched in stages
-# while earlier attempts run, which hides the memory latency of a lattice larger than the
-# caches. Each attempt is still decided on the state at its own turn; ``epoch`` counts the
-# changes of the map, and a prediction made under another epoch is simply redone.
+# when full and shrinks when its members would fit two classes down), not on every hop. So
+# attempts are drawn RING attempts ahead and what they will touch (pool entry, site record,
+# target state, the moving ion) is prefetched in stages while earlier attempts run, which
+# hides the memory latency of a lattice larger than the caches. Each attempt is still
+# decided on the state at its own turn; ``epoch`` counts the changes of the map, and a
+# prediction made under another epoch is simply redone. A full pool (freed regions sit in
+# per-class free lists) is repacked from scratch; it holds 2 (carriers + groups) members,
+# which the repacked regions never exceed.
 cdef enum:
     STEPS_PER_OCTAVE = 4
     N_SIZE_CLASSES = 160  # 1, 2, 3, then 4 per octave from 4 up to 7 · 2^38

@@ -270,6 +270,34 @@ def test_exclusion_is_respected_and_hops_are_nearest_neighbour():
     assert 0.5 < traj.hops / (100 * traj.n_ions) < 2.0
 
 
+@pytest.mark.parametrize("kind", lattice.KINDS)
+@pytest.mark.parametrize("concentration", [None, 0.3, 0.7])
+def test_every_hop_goes_to_a_lattice_neighbour_along_its_hop_vector(kind, concentration):
+    """Frames far denser than hops, so most frame-to-frame changes are single hops: each must
+    land on a neighbour of the lattice's table and move the unwrapped position by that
+    direction's hop vector (walkers, ions, and vacancies driving the ions at 0.7)."""
+    cells = (12,) if lattice.DIMENSION[kind] == 1 else (3,) * lattice.DIMENSION[kind]
+    lat = lattice.build(kind, cells, hop_distance=1.5)
+    land = disordered_landscape(lat, 4, {"dist": "normal", "mean": 0, "sigma": 0.05}, 0.3)
+    amount = {"count": 3, "exclusion": False} if concentration is None else {}
+    traj = kernel.simulate(
+        land, T, rng(5), concentration=concentration, **amount, hops_per_ion=20, frames=2000
+    )
+    before, after = traj.sites[:-1].ravel(), traj.sites[1:].ravel()
+    step = (traj.positions[1:] - traj.positions[:-1]).reshape(-1, lat.dim)
+    moved = before != after
+    direction = lat.neighbours[before[moved]] == after[moved, None]
+    single = direction.any(axis=1) & np.isclose(np.linalg.norm(step[moved], axis=1), 1.5)
+    assert single.mean() > 0.8  # most changes are single hops: the check below is not empty
+    k = direction[single].argmax(axis=1)
+    basis = before[moved][single] % lat.n_basis
+    assert np.allclose(step[moved][single], lat.hop_vectors[basis, k], atol=1e-9)
+    wrapped = np.mod(traj.positions, traj.box)
+    assert np.allclose(
+        np.mod(lat.positions[traj.sites] - wrapped + 1e-9, traj.box), 1e-9, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "word"),
     [
