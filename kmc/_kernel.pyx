@@ -281,7 +281,7 @@ cdef enum:
     LEAD_SITE = 10   # attempts ahead: read the pool entry, prefetch the site record
     LEAD_MOVE = 5    # attempts ahead: find the target, prefetch what a hop would touch
     LEAD_ION = 2     # attempts ahead, vacancies only: prefetch the ion that would move
-    SORT_EVERY = 4096  # hops between re-orderings of the group search
+    REBUILD_EVERY = 4096  # hops between exact rebuilds of the weight tree (rounding drift)
 
 
 cdef struct Member:
@@ -304,8 +304,8 @@ cdef struct Groups:
     int64_t* capacity       # of group g's region, 0 if it has none
     int32_t* size_class     # of group g's region, -1 if it has none
     double* bound           # upper bound of the totals in group g, 0 for group 0
-    int32_t* order          # groups 1.. by falling weight, so that a draw finds its group soon
-    double* cumulative      # cumulative[i]: sum of capacity · bound over order[0..i]
+    double* tree            # Fenwick tree over groups 1.. of the weights capacity · bound
+    int tree_top            # the largest power of two below n_groups
     uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
     int n_groups
     int e_min
@@ -355,47 +355,46 @@ cdef inline int _direction_below(const double* rates, Py_ssize_t z, double x) no
     return -1
 
 
-cdef void _relayout_done(Groups* gr) noexcept nogil:
-    """Recompute the cumulative weights and R exactly after a change of the capacities or
-    of the search order, and retire the predictions in flight."""
-    cdef double r = 0.0
-    cdef int i, g
-    for i in range(gr.n_groups - 1):
-        g = gr.order[i]
-        r += gr.capacity[g] * gr.bound[g]
-        gr.cumulative[i] = r
-    gr.rate_bound = r
+cdef void _weights_rebuild(Groups* gr) noexcept nogil:
+    """Rebuild the weight tree and R exactly from the capacities (also washes out the
+    rounding drift of its updates), and retire the predictions in flight."""
+    cdef int g, parent
+    gr.rate_bound = 0.0
+    for g in range(1, gr.n_groups):
+        gr.tree[g] = gr.capacity[g] * gr.bound[g]
+        gr.rate_bound += gr.tree[g]
+    for g in range(1, gr.n_groups):
+        parent = g + (g & -g)
+        if parent < gr.n_groups:
+            gr.tree[parent] += gr.tree[g]
     gr.epoch += 1
 
 
-cdef void _groups_sort(Groups* gr) noexcept nogil:
-    """Order the groups by falling weight (capacity · bound); any fixed order partitions
-    [0, R) exactly, this one makes the search short."""
-    cdef int i, j, g
-    cdef double weight
-    for i in range(1, gr.n_groups - 1):
-        g = gr.order[i]
-        weight = gr.capacity[g] * gr.bound[g]
-        j = i
-        while j > 0 and gr.capacity[gr.order[j - 1]] * gr.bound[gr.order[j - 1]] < weight:
-            gr.order[j] = gr.order[j - 1]
-            j -= 1
-        gr.order[j] = g
-    _relayout_done(gr)
+cdef void _weight_change(Groups* gr, int g, double delta) noexcept nogil:
+    """Add delta to group g's weight: O(log groups), so that a carrier moving into an empty
+    group of a landscape with hundreds of groups stays cheap."""
+    gr.rate_bound += delta
+    while g < gr.n_groups:
+        gr.tree[g] += delta
+        g += g & -g
+    gr.epoch += 1
 
 
 cdef inline void _predict(const Groups* gr, Attempt* at) noexcept nogil:
     """Group, capacity slot and pool index that the attempt's uniform points at under the
     current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
     cdef double r = at.u * gr.rate_bound, y
-    cdef int i = 0, last = gr.n_groups - 2, g
+    cdef int g = 0, step = gr.tree_top
     at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
-    while r >= gr.cumulative[i]:
-        if i == last:
-            return
-        i += 1
-    g = gr.order[i]
-    y = (r - (gr.cumulative[i - 1] if i > 0 else 0.0)) / gr.bound[g]
+    while step > 0:  # the group whose interval of the weights' partition of [0, R) holds r
+        if g + step < gr.n_groups and r >= gr.tree[g + step]:
+            g += step
+            r -= gr.tree[g]
+        step >>= 1
+    g += 1
+    if g >= gr.n_groups or gr.capacity[g] == 0:
+        return  # rounding pushed r past the last weight: a null event
+    y = r / gr.bound[g]
     at.m = <int64_t>y
     if at.m >= gr.capacity[g]:  # rounding
         at.m = gr.capacity[g] - 1
@@ -430,7 +429,7 @@ cdef int64_t _allocate(Groups* gr, int size_class) noexcept nogil:
 cdef bint _resize(Groups* gr, int g, int size_class) noexcept nogil:
     """Move group g into a region of a size class (none if size_class < 0); False if the
     pool has no room."""
-    cdef int64_t at = 0
+    cdef int64_t at = 0, capacity
     if size_class >= 0:
         at = _allocate(gr, size_class)
         if at < 0:
@@ -440,8 +439,9 @@ cdef bint _resize(Groups* gr, int g, int size_class) noexcept nogil:
         _next_free(gr, gr.start[g])[0] = gr.free_head[gr.size_class[g]]
         gr.free_head[gr.size_class[g]] = gr.start[g]
     gr.start[g], gr.size_class[g] = at, size_class
-    gr.capacity[g] = gr.class_capacity[size_class] if size_class >= 0 else 0
-    _relayout_done(gr)
+    capacity = gr.class_capacity[size_class] if size_class >= 0 else 0
+    _weight_change(gr, g, (capacity - gr.capacity[g]) * gr.bound[g])
+    gr.capacity[g] = capacity
     return True
 
 
@@ -478,7 +478,7 @@ cdef void _layout(Groups* gr, const int32_t[::1] carriers) noexcept nogil:
             gr.pool[gr.start[g] + gr.count[g]].ion = <int32_t>a
             gr.pool[gr.start[g] + gr.count[g]].site = carriers[a]
             gr.count[g] += 1
-    _groups_sort(gr)
+    _weights_rebuild(gr)
 
 
 cdef void _save_sites(const Groups* gr, int32_t[::1] carriers) noexcept nogil:
@@ -578,19 +578,21 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     counts = np.zeros(gr.n_groups, dtype=np.int64)
     capacities = np.zeros(gr.n_groups, dtype=np.int64)
     size_classes = np.full(gr.n_groups, -1, dtype=np.int32)
-    order = np.arange(1, gr.n_groups, dtype=np.int32)
-    cumulative = np.zeros(gr.n_groups - 1)
+    tree = np.zeros(gr.n_groups)
     cdef int32_t[:, ::1] pool_v = pool
-    cdef int32_t[::1] classes_v = size_classes, order_v = order
+    cdef int32_t[::1] classes_v = size_classes
     cdef const int64_t[::1] class_capacities_v = class_capacities
     cdef int64_t[::1] free_v = free_heads, starts_v = starts, counts_v = counts
     cdef int64_t[::1] capacities_v = capacities
-    cdef double[::1] bounds_v = bounds, cumulative_v = cumulative
+    cdef double[::1] bounds_v = bounds, tree_v = tree
     gr.pool = <Member*>&pool_v[0, 0]
     gr.class_capacity = &class_capacities_v[0]
     gr.free_head, gr.start, gr.count = &free_v[0], &starts_v[0], &counts_v[0]
     gr.capacity, gr.size_class = &capacities_v[0], &classes_v[0]
-    gr.bound, gr.order, gr.cumulative = &bounds_v[0], &order_v[0], &cumulative_v[0]
+    gr.bound, gr.tree = &bounds_v[0], &tree_v[0]
+    gr.tree_top = 1
+    while 2 * gr.tree_top < gr.n_groups:
+        gr.tree_top *= 2
     gr.epoch = 0
     states = np.empty(records.shape[0], dtype=np.uint16)
     cdef uint16_t[::1] states_v = states
@@ -707,8 +709,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                 else:
                     _insert(&gr, h, carrier, j, carriers)
             hops += 1
-            if hops % SORT_EVERY == 0:
-                _groups_sort(&gr)
+            if hops % REBUILD_EVERY == 0:
+                _weights_rebuild(&gr)
         _save_sites(&gr, carriers)
         for i in range(records.shape[0]):
             occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
