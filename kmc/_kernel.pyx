@@ -256,8 +256,9 @@ def run_walkers(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
 # totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
 # not stored. Each group owns a region of the member pool with room for some members (its
 # capacity, one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave).
-# An attempt picks a group with probability proportional to capacity · bound, a capacity
-# slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
+# An attempt picks a group with probability proportional to capacity · bound (a Fenwick
+# tree over the groups' weights: O(log groups) to search and to update), a capacity slot
+# uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
 # falls under the partial sum of one of its site's rates (that direction) and the target is
 # free; otherwise a null event. That is uniformization of the exact process with the rate
 # R = sum of capacity · bound, so the clock is exact: the time to the next hop is a sum of
