@@ -17,13 +17,11 @@ is written directly (ASE is not needed).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from pathlib import Path
 
 import numpy as np
 
-from kmc.store import read_task
+from kmc.store import atomic_write, read_task
 
 __all__ = ["export_extxyz"]
 
@@ -50,25 +48,17 @@ def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]
     row = f"{data.species} {{}} {{}} {{}} {{}}\n"
     zeros = ["0.0"] * (3 - dim)
 
-    target = Path(out)
-    tmp = target.resolve().parent / f".{target.name}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-            for frame in range(n_frames):
-                handle.write(f"{n_ions}\n{head}{_number(data.times[frame])}{tail}")
-                coords = positions[frame].tolist()
-                sites = data.sites[frame].tolist()
-                handle.write(
-                    "".join(
-                        row.format(*[_number(c) for c in xyz], *zeros, site)
-                        for xyz, site in zip(coords, sites, strict=True)
-                    )
+    with atomic_write(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        for frame in range(n_frames):
+            handle.write(f"{n_ions}\n{head}{_number(data.times[frame])}{tail}")
+            coords = positions[frame].tolist()
+            sites = data.sites[frame].tolist()
+            handle.write(
+                "".join(
+                    row.format(*[_number(c) for c in xyz], *zeros, site)
+                    for xyz, site in zip(coords, sites, strict=True)
                 )
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+            )
     return n_frames
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from kmc.analysis import BOLTZMANN_EV
 from kmc.results import TEMPERATURE_KEY, RunResults, show_value, unit_of
+from kmc.store import atomic_write
 
 __all__ = ["FRACTION_KEY", "plot_run"]
 
@@ -60,7 +61,8 @@ def plot_run(results: RunResults, path: str | os.PathLike[str]) -> Path:
     name = results.config.get("name") if isinstance(results.config, dict) else None
     if name:
         fig.suptitle(f"{name}: {len(results.tasks)} tasks" + _missing_note(results))
-    fig.savefig(target, dpi=_DPI, format="png")
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, dpi=_DPI, format="png")
     return target
 
 

@@ -34,7 +34,6 @@ run's resolved ``config_json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -50,7 +49,7 @@ import numpy as np
 from kmc import analysis
 from kmc.config import Task, expand_tasks, load_config, resolved_dict
 from kmc.lattice import volume
-from kmc.store import IncompleteTaskFileError, TaskData, read_task, task_filename
+from kmc.store import IncompleteTaskFileError, TaskData, atomic_write, read_task, task_filename
 
 __all__ = [
     "OBSERVABLES",
@@ -509,23 +508,15 @@ def write_results(results: RunResults, path: str | os.PathLike[str] | None = Non
     the path written.
     """
     target = Path(path) if path is not None else Path(results.run_dir) / "results.h5"
-    directory = target.resolve().parent
-    tmp = directory / f".{target.name}.tmp.{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = _FORMAT
-            f.attrs["format_version"] = np.int64(_FORMAT_VERSION)
-            f.attrs["run_dir"] = os.fspath(results.run_dir)
-            f.attrs["swept"] = json.dumps(list(results.swept))
-            f.attrs["missing"] = np.asarray(results.missing, dtype=np.int64)
-            f.attrs["config_json"] = json.dumps(results.config, allow_nan=True)
-            for name in _GROUPS:
-                _write_table(f.create_group(name, track_order=True), getattr(results, name))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with atomic_write(target) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = _FORMAT
+        f.attrs["format_version"] = np.int64(_FORMAT_VERSION)
+        f.attrs["run_dir"] = os.fspath(results.run_dir)
+        f.attrs["swept"] = json.dumps(list(results.swept))
+        f.attrs["missing"] = np.asarray(results.missing, dtype=np.int64)
+        f.attrs["config_json"] = json.dumps(results.config, allow_nan=True)
+        for name in _GROUPS:
+            _write_table(f.create_group(name, track_order=True), getattr(results, name))
     return target
 
 

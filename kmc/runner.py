@@ -186,9 +186,8 @@ def _prepare(config: Config, run_dir: Path) -> None:
     exists = check_run_directory(config, run_dir)
     (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
     if not exists:
-        temporary = run_dir / ".config.toml.tmp"
-        shutil.copyfile(config.source, temporary)
-        os.replace(temporary, run_dir / "config.toml")
+        with store.atomic_write(run_dir / "config.toml") as temporary:
+            shutil.copyfile(config.source, temporary)
     for stale in (run_dir / "tasks").glob(".task-*.tmp.*"):
         stale.unlink(missing_ok=True)  # left by a crashed run; the task is redone
 

@@ -67,9 +67,10 @@ import contextlib
 import getpass
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -78,6 +79,7 @@ import numpy as np
 __all__ = [
     "IncompleteTaskFileError",
     "TaskData",
+    "atomic_write",
     "is_complete",
     "read_task",
     "task_filename",
@@ -147,19 +149,31 @@ def write_task(
     if compression not in ("gzip", "lzf", None):
         raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
     checked = _validate(data)
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.tmp.{os.getpid()}")
+    with atomic_write(path, durable=True) as tmp, h5py.File(tmp, "w", libver=("v108", "v108")) as f:
+        _write_file(f, checked, compression)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, durable: bool = False) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path ``.<name>.tmp.<pid>`` beside
+    ``path`` to write, then rename it onto ``path``, so a reader never sees a half-written
+    file. If the body raises, the temporary file is removed and an existing file at ``path``
+    is left as it was. ``durable`` also fsyncs the file before the rename and the directory
+    after it (task files: a completed task must survive a crash of the machine)."""
+    target = Path(path)
+    directory = target.resolve().parent
+    tmp = directory / f".{target.name}.tmp.{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", libver=("v108", "v108")) as f:
-            _write_file(f, checked, compression)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
+        yield tmp
+        if durable:
+            _fsync_path(tmp)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
-    _fsync_directory(directory)
+    if durable:
+        _fsync_directory(directory)
 
 
 def _validate(data: TaskData) -> dict[str, Any]:
@@ -386,7 +400,7 @@ def _kmc_version() -> str:
         return "unknown"
 
 
-def _fsync_path(path: str) -> None:
+def _fsync_path(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -394,7 +408,7 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_directory(directory: str) -> None:
+def _fsync_directory(directory: str | os.PathLike[str]) -> None:
     """Make the rename durable (best effort: not every platform can fsync a directory)."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)

@@ -11,7 +11,14 @@ import h5py
 import numpy as np
 import pytest
 
-from kmc.store import TaskData, is_complete, read_task, task_filename, write_task
+from kmc.store import (
+    TaskData,
+    atomic_write,
+    is_complete,
+    read_task,
+    task_filename,
+    write_task,
+)
 
 TRAJ = "particles/trajectory"
 PARAMETERS = {
@@ -220,6 +227,19 @@ def test_failed_rewrite_keeps_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert os.listdir(tmp_path) == [task_filename(17)]
     assert_same(read_task(path), first)
+
+
+def test_atomic_write_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="midway"), atomic_write(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("midway")
+    assert os.listdir(tmp_path) == ["results.txt"] and path.read_text() == "old"
+    with atomic_write(path, durable=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".results.txt.tmp.")
+        tmp.write_text("new")
+    assert os.listdir(tmp_path) == ["results.txt"] and path.read_text() == "new"
 
 
 def test_invalid_data_rejected_before_writing(tmp_path):
