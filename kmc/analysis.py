@@ -4,7 +4,7 @@ This module is the end of the data flow: it reads trajectories as arrays (times 
 unwrapped positions in Å) and never imports the rest of ``kmc``, so it can be used on any
 trajectory (a task file, an MD run, a synthetic test).
 
-Definitions follow MODEL.md ("Observables"), with d the dimension and N the number of ions:
+Definitions follow docs/physics.md ("Observables"), with d the dimension and N the number of ions:
 
 - tracer      D*  = lim <|Δr_i(t)|²> / (2 d t)        (average over ions and time origins)
 - collective  D_σ = lim <|Σ_i Δr_i(t)|²> / (2 d N t)  (centre-of-mass / jump diffusion)

@@ -15,6 +15,17 @@ from kmc import __version__
 
 EXIT_BAD_INPUT = 2
 
+_EXAMPLES = """\
+examples:
+  kmc run configs/quickstart.toml            run a sweep (run directory runs/quickstart)
+  mpiexec -n 4 kmc run configs/quickstart.toml   the same, its tasks shared among 4 ranks
+  kmc run --dry-run configs/quickstart.toml  check the config and list its tasks, write nothing
+  kmc analyze runs/quickstart --json         observables with error bars as one JSON object
+  kmc plot runs/quickstart -o fig.png        D*, D_σ versus amorphous fraction (PNG)
+  kmc export runs/quickstart --task 0        task 0's trajectory as extended XYZ (OVITO/ASE)
+  kmc validate --quick                       the physics self-checks (docs/physics.md)
+"""
+
 
 class _UsageError(Exception):
     pass
@@ -41,7 +52,12 @@ def _output_file(path: str | Path, option: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kmc", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="kmc",
+        description=__doc__.splitlines()[0],
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"kmc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -63,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["extxyz"], default="extxyz")
     export.add_argument("-o", "--output", help="output file (default: RUN/task-K.extxyz)")
 
-    validate = commands.add_parser("validate", help="check the physics against MODEL.md")
+    validate = commands.add_parser("validate", help="check the physics against docs/physics.md")
     validate.add_argument("--quick", action="store_true", help="fewer, shorter runs (~1 min)")
     validate.add_argument("--json", action="store_true", help="print one JSON list of records")
     return parser

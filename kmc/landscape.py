@@ -5,7 +5,7 @@ saddle energies per *undirected* bond, so the rate of a hop i→j,
 
     Γ_ij = ν exp(−(max(S_ij, ε_i, ε_j) − ε_i) / kT),
 
-obeys Γ_ij / Γ_ji = exp(−(ε_j − ε_i)/kT): detailed balance holds by construction (MODEL.md).
+obeys Γ_ij / Γ_ji = exp(−(ε_j − ε_i)/kT): detailed balance holds by construction (docs/physics.md).
 All randomness comes from the numpy ``Generator`` the caller passes in.
 """
 

@@ -2,7 +2,7 @@
 
 Formula
 -------
-One ion hopping on a landscape of this model (MODEL.md) is a reversible Markov jump process
+One ion hopping on a landscape of this model (docs/physics.md) is a reversible Markov jump process
 on the periodic lattice. Its rates obey detailed balance with the Boltzmann distribution
 π_i = w_i / Σ_k w_k, w_i = exp(−ε_i/kT) (w_i = 0 on blocked sites), and the equilibrium
 flux across a bond b = {i, j} is the same in both directions,
@@ -24,7 +24,7 @@ minimizes the dissipation Σ_b g_b (d_b·e + u_j − u_i)², i.e. solves
 with B the (bond × site) incidence matrix ((B u)_b = u_j − u_i), G = diag(g_b) and X the
 (bond × d) matrix of hop vectors. D_ee is the minimum of a quadratic form, so an error δu in
 the corrector changes it only at second order (by ‖δu‖²_L / Σ w). The scalar coefficient
-that a tracer MSD measures is D = tr(D)/d. Checks (MODEL.md, "Exact results"): a free walker
+that a tracer MSD measures is D = tr(D)/d. Checks (docs/physics.md, "Exact results"): a free walker
 has u = 0 and D = z Γ a²/(2d); random traps (common saddle; u = 0 wherever the hop vectors
 of a site sum to zero) give D = a² (z/2d) / ⟨1/Γ_i⟩; a 1D ring gives the series resistance
 D = a² / (⟨1/g_b⟩ ⟨w_i⟩), the harmonic mean a²/⟨1/Γ_b⟩ for equal site energies; a blocked

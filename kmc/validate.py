@@ -1,4 +1,4 @@
-"""``kmc validate``: the exact results of MODEL.md, checked through the real code paths.
+"""``kmc validate``: the exact results of docs/physics.md, checked through the real code paths.
 
 Every case is a config dict that goes exactly where a user's TOML file goes when they type
 ``kmc run``: :func:`kmc.config.parse_config` → :func:`kmc.config.expand_tasks` →
@@ -203,7 +203,7 @@ def _lattice_gas_cases() -> list[Case]:
     small box (8², 32 ions). There the fixed ion number shows: an ion sees an empty
     neighbour with probability (N_s − N)/(N_s − 1), not 1 − c, and the collective
     displacement is a martingale (uniform rates: no drift in any configuration), so exactly
-    D_σ / (D0 (1 − c)) = N_s / (N_s − 1) = 64/63 — the (1 − c) D0 of MODEL.md for N_s → ∞.
+    D_σ / (D0 (1 − c)) = N_s / (N_s − 1) = 64/63 — the (1 − c) D0 of docs/physics.md for N_s → ∞.
     """
     c = 0.5
     scale = (1 - c) * _free_walker_d("square", 1.0, SADDLE, T)
