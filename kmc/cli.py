@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run every task of a config not yet complete")
     run.add_argument("config", help="TOML config file")
     run.add_argument("--output", "-o", help="run directory (default: runs/<name>)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config, list the tasks with their memory and disk, write nothing",
+    )
 
     analyze = commands.add_parser("analyze", help="recompute observables, write results.h5")
     analyze.add_argument("run_dir", metavar="RUN", help="run directory")
@@ -88,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> None:
     from kmc import runner
 
+    if args.dry_run:
+        _dry_run(args.config, args.output)
+        return
     run_dir = runner.run(args.config, args.output)
     if run_dir is not None:  # rank 0 summarizes, from the observables the ranks stored
         results = _analyze(run_dir, recompute=False)
@@ -95,6 +103,95 @@ def _run(args) -> None:
         figure = _plot(results, run_dir / "plot.png")
         print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
         print(f"next:    kmc analyze {run_dir} --json    (kmc export {run_dir} --task 0)")
+
+
+def _dry_run(config_path: str, output: str | None) -> None:
+    """What ``kmc run`` would do, done only on paper: the config is validated, the tasks
+    expanded and listed one line per sweep point with their size, then the totals. The run
+    directory is read (to count finished tasks, or to refuse one holding another run) and
+    nothing anywhere is written."""
+    import os
+
+    from kmc import runner, store
+    from kmc.config import (
+        expand_tasks,
+        format_bytes,
+        ion_count,
+        load_config,
+        site_count,
+        task_disk,
+        task_memory,
+    )
+    from kmc.results import show_value
+
+    config = load_config(config_path)
+    run_dir = runner.run_directory(config, output)
+    exists = runner.check_run_directory(config, run_dir)  # RunError (exit 2) as kmc run
+    tasks = expand_tasks(config)
+    present = set()
+    if exists and (run_dir / "tasks").is_dir():
+        with os.scandir(run_dir / "tasks") as entries:
+            present = {entry.name for entry in entries}
+    done = {
+        t.index
+        for t in tasks
+        if store.task_filename(t.index) in present
+        and store.is_complete(run_dir / "tasks" / store.task_filename(t.index))
+    }
+
+    replicas = config.run.replicas
+    swept = [key for key, _ in config.sweep]
+    headers = ["point", *swept, "tasks", "replicas", "sites", "ions", "memory/task", "disk/task"]
+    rows, peak_memory, peak_disk, disk_to_run = [], 0, 0, 0
+    for p in range(len(tasks) // replicas):
+        first = tasks[p * replicas]
+        memory, disk = task_memory(first.config), task_disk(first.config)
+        peak_memory, peak_disk = max(peak_memory, memory), max(peak_disk, disk)
+        point_tasks = range(first.index, first.index + replicas)
+        disk_to_run += disk * sum(k not in done for k in point_tasks)
+        rows.append(
+            [
+                str(p),
+                *(show_value(first.plain_point[key]) for key in swept),
+                f"{point_tasks[0]}-{point_tasks[-1]}" if replicas > 1 else str(first.index),
+                str(replicas),
+                str(site_count(first.config.lattice)),
+                str(ion_count(first.config)),
+                format_bytes(memory),
+                format_bytes(disk),
+            ]
+        )
+    numeric = set(range(len(headers) - 5, len(headers)))  # replicas … disk/task
+    where = str(run_dir) if run_dir.exists() else f"{run_dir} (does not exist yet)"
+    to_run = len(tasks) - len(done)
+    lines = [
+        f"kmc run --dry-run: {config.source} → {run_dir}",
+        *_text_table(headers, rows, right=numeric),
+        "",
+        f"tasks:  {len(tasks)} ({len(rows)} sweep point(s) × {replicas} replica(s)); "
+        f"{len(done)} already complete in {where}, {to_run} to run",
+        f"memory: at most {format_bytes(peak_memory)} per task (each rank runs one at a time)",
+        f"disk:   at most {format_bytes(peak_disk)} per task, {format_bytes(disk_to_run)} for "
+        f"the {to_run} task(s) to run (an uncompressed upper bound: task files are "
+        "gzip-compressed)",
+        "nothing was written (dry run)",
+    ]
+    if not runner.launcher_rank():  # under MPI only rank 0 speaks
+        print("\n".join(lines))
+
+
+def _text_table(headers: list[str], rows: list[list[str]], right=frozenset()) -> list[str]:
+    """Fixed-width columns two spaces apart under a rule; columns in ``right`` (indices)
+    right-aligned. (kmc.results and kmc.validate each format their own tables.)"""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
 
 
 def _analyze(run_dir: Path, recompute: bool = True):

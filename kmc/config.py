@@ -56,7 +56,8 @@ Allowed values:
 - ``microstructure.kind``: random | correlated | grains; ``0 ≤ amorphous_fraction ≤ 1``;
   ``correlation_length`` > 0 is required for correlated, ``grain_diameter`` > 0 for grains
   (each may be given, and is then checked, for the other kinds too).
-- ``run.method``: kmc | network; ``temperature`` > 0; ``hops_per_ion`` ≥ 1;
+- ``run.method``: kmc | network (network solves for a single ion, so it requires
+  ``ions.exclusion = false``); ``temperature`` > 0; ``hops_per_ion`` ≥ 1;
   ``equilibration_hops_per_ion`` ≥ 0; ``frames`` ≥ 8; ``replicas`` ≥ 1; ``seed`` ≥ 0 (an
   integer written exactly; the default 0 keeps runs reproducible but makes two configs that
   leave it out share their random numbers — give each study its own seed). Integer keys other
@@ -81,7 +82,17 @@ Memory: :func:`estimate_memory` bounds one task by (bytes)::
 of per-site state — energies, phase, occupation, kernel bookkeeping; per ion and frame three
 float64 coordinates and an int32 site; 64 bytes of per-ion state), maximised over the sweep
 points. A config whose estimate exceeds 80 % of the physical memory is refused on
-``lattice.cells`` before anything is allocated.
+``lattice.cells`` before anything is allocated. :func:`task_memory` is the same bound for one
+sweep-free config.
+
+Disk: :func:`task_disk` bounds one task file, uncompressed, by (bytes)::
+
+    F · N_ions · (3·8 + 4)  +  F · (8 + 8 + 3·8)  +  N_ions  +  64 KiB
+
+(per frame and ion three float64 coordinates — H5MD positions always have three — and an
+int32 site; per frame a step, a time and a box; per ion a species byte; 64 KiB of metadata,
+parameters and observables), with F = ``run.frames``, or 0 for ``run.method = "network"``.
+The files are gzip-compressed, so they are usually smaller.
 """
 
 from __future__ import annotations
@@ -119,6 +130,7 @@ __all__ = [
     "available_memory",
     "estimate_memory",
     "expand_tasks",
+    "format_bytes",
     "free_site_count",
     "ion_count",
     "load_config",
@@ -126,6 +138,8 @@ __all__ = [
     "plain",
     "resolved_dict",
     "site_count",
+    "task_disk",
+    "task_memory",
 ]
 
 SPECIES = ("Li", "Na")
@@ -666,6 +680,13 @@ def _build(data: Mapping, default_name: str) -> Config:
         raise _Problem("microstructure.grain_diameter", "missing: required when kind = 'grains'")
 
     run = _section(data, "run", RunConfig)
+    if run.method == "network" and ions.exclusion:
+        # the resistor network solves for one ion alone: it would silently drop the blocking
+        raise _Problem(
+            "ions.exclusion",
+            'run.method = "network" gives the dilute-limit (single-ion) D; it cannot model '
+            "site exclusion: set ions.exclusion = false",
+        )
 
     return Config(
         name=name,
@@ -842,7 +863,7 @@ def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool 
         config = replace(built, sweep=sweep, source=source, raw=raw)
         need = 0
         for _, point_config in _points(config):  # validates every point
-            need = max(need, _task_memory(point_config))
+            need = max(need, task_memory(point_config))
         if check_memory:
             _check_memory(config, need)
     except _Problem as problem:
@@ -925,16 +946,32 @@ def resolved_dict(config: Config) -> dict:
 # Memory
 
 
-def _task_memory(config: Config) -> int:
+def task_memory(config: Config) -> int:
+    """Bytes one task of a sweep-free config needs at most (formula in the module docs)."""
     sites = site_count(config.lattice)
     z = COORDINATION[config.lattice.kind]
     ions = ion_count(config)
     return sites * (z * (8 + 4 + 8) + 64) + ions * (config.run.frames * (3 * 8 + 4) + 64)
 
 
+#: Bytes of a task file besides its per-frame and per-ion arrays (HDF5 and H5MD metadata,
+#: the parameters, the observables); an allowance, larger than any file measured so far.
+TASK_FILE_OVERHEAD = 64 * 1024
+
+
+def task_disk(config: Config) -> int:
+    """Bytes of one task file of a sweep-free config, uncompressed (an upper bound: the
+    files are gzip-compressed) — formula in the module docs. ``run.method = "network"``
+    stores no frames."""
+    frames = 0 if config.run.method == "network" else config.run.frames
+    ions = ion_count(config)
+    # positions are stored with 3 coordinates whatever the lattice dimension (H5MD)
+    return frames * ions * (3 * 8 + 4) + frames * (8 + 8 + 3 * 8) + ions + TASK_FILE_OVERHEAD
+
+
 def estimate_memory(config: Config) -> int:
     """Bytes one task needs at most, over all sweep points (formula in the module docs)."""
-    return max(_task_memory(point_config) for _, point_config in _points(config))
+    return max(task_memory(point_config) for _, point_config in _points(config))
 
 
 def available_memory() -> int | None:
@@ -952,12 +989,14 @@ def _check_memory(config: Config, need: int) -> None:
     swept = any(key == "lattice.cells" for key, _ in config.sweep)
     raise _Problem(
         "sweep.lattice.cells" if swept else "lattice.cells",
-        f"too large: a task would need about {_bytes(need)} but only "
-        f"{_bytes(MEMORY_FRACTION * total)} is usable (80 % of {_bytes(total)} physical memory)",
+        f"too large: a task would need about {format_bytes(need)} but only "
+        f"{format_bytes(MEMORY_FRACTION * total)} is usable "
+        f"(80 % of {format_bytes(total)} physical memory)",
     )
 
 
-def _bytes(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """A byte count for people: ``512 B``, ``1.5 KiB``, ``3.2 GiB`` (three digits)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"

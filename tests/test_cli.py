@@ -375,6 +375,57 @@ def test_rerun_of_a_completed_run_does_nothing(serial_run, small_config, serial_
     assert analyze_json(run_dir) == serial_json
 
 
+def dry_run(capsys, *args) -> tuple[int, str, str]:
+    """``kmc run --dry-run ARGS`` in this process: (exit status, stdout, stderr)."""
+    from kmc.cli import main
+
+    status = main(["run", "--dry-run", *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_dry_run_lists_the_quickstart_tasks_and_writes_nothing(
+    repo_root, tmp_path, capsys, monkeypatch
+):
+    from kmc.config import estimate_memory, format_bytes, load_config
+
+    monkeypatch.chdir(tmp_path)  # where a default runs/<name> would appear
+    path = repo_root / "configs" / "quickstart.toml"
+    status, out, err = dry_run(capsys, path, "--output", tmp_path / "out")
+    assert status == 0, err
+    assert err == ""
+    assert list(tmp_path.iterdir()) == [], "a dry run wrote something"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    n_points = math.prod(len(values) for values in data["sweep"].values())
+    n_tasks = n_points * data["run"]["replicas"]
+    assert n_tasks == 108  # README, Quick start
+    rows = [line for line in out.splitlines() if re.match(r"\d+ ", line)]
+    assert [int(row.split()[0]) for row in rows] == list(range(n_points))  # one per point
+    assert f"tasks:  {n_tasks} ({n_points} sweep point(s)" in out, out
+    assert f"0 already complete in {tmp_path / 'out'} (does not exist yet), {n_tasks} to run" in out
+    peak = format_bytes(estimate_memory(load_config(path)))
+    assert re.search(rf"^memory: at most {re.escape(peak)} per task", out, re.M), out
+    assert re.search(r"^disk: .* per task, .* uncompressed upper bound", out, re.M), out
+
+
+def test_dry_run_on_an_existing_run_counts_complete_tasks(existing_run, small_config, capsys):
+    run_dir, _, _ = existing_run
+    (run_dir / "tasks" / task_filename(4)).unlink()
+    before = snapshot(run_dir)
+    status, out, err = dry_run(capsys, small_config, "-o", run_dir)
+    assert status == 0, err
+    assert f"{N_SMALL_TASKS - 1} already complete in {run_dir}, 1 to run" in out, out
+    assert snapshot(run_dir) == before
+
+
+def test_dry_run_of_a_bad_config_is_one_error_line(tmp_path, capsys):
+    config = write(tmp_path / "cold.toml", edit(SMALL, ("600.0", "-300.0")))
+    status, out, err = dry_run(capsys, config, "--output", tmp_path / "out")
+    assert status == 2 and out == ""
+    assert err.splitlines() == [f"kmc: error: {config}: run.temperature: must be > 0, not -300.0"]
+    assert list(tmp_path.iterdir()) == [config]
+
+
 # --------------------------------------------------------------------------- kmc analyze
 
 
@@ -438,6 +489,8 @@ BAD_CONFIGS = {
         [("cells = [6, 6, 6]", "cells = [100000, 100000, 100000]")],
         ["lattice.cells"],
     ),
+    # the network solver is single-ion: with site exclusion it would silently mean another model
+    "network-with-exclusion": ([("[run]\n", '[run]\nmethod = "network"\n')], ["ions.exclusion"]),
     # a valid config, but the output directory holds a different run: name the directory
     "different-run-in-output": ([("seed = 7", "seed = 8")], ["{run}"]),
 }
@@ -511,6 +564,7 @@ def test_network_method_is_not_silently_run_as_kmc(tmp_path):
     text = edit(
         SMALL,
         ("[run]\n", '[run]\nmethod = "network"\n'),
+        ("concentration = 0.1", "concentration = 0.1\nexclusion = false"),  # single-ion model
         ("replicas = 2", "replicas = 1"),
         (SWEEP_PHI, '"run.temperature" = [600.0]'),
     )

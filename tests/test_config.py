@@ -248,6 +248,41 @@ def test_memory_estimate_formula():
     )
     sites = 27 * 4
     assert estimate_memory(config) == sites * (12 * 20 + 64) + 10 * (50 * 28 + 64)
+    assert config_module.task_memory(config) == estimate_memory(config)
+
+
+def test_task_disk_formula_and_network_stores_no_frames():
+    data = {
+        "lattice": {"kind": "square", "cells": [8, 8], "hop_distance": 1.0},
+        "ions": {"count": 10, "exclusion": False},
+        "crystal": {"saddle_energy": 0.3},
+        "amorphous": {"saddle_energy": 0.5},
+        "run": {"frames": 50},
+        "sweep": {"run.method": ["kmc", "network"]},
+    }
+    kmc_task, network_task = (t.config for t in expand_tasks(parse_config(data))[::4])
+    assert kmc_task.run.method == "kmc" and network_task.run.method == "network"
+    # three stored coordinates even on a 2D lattice, an int32 site; step, time, box per frame
+    per_frame = 10 * (3 * 8 + 4) + 8 + 8 + 3 * 8
+    assert config_module.task_disk(kmc_task) == 50 * per_frame + 10 + 64 * 1024
+    assert config_module.task_disk(network_task) == 10 + 64 * 1024
+
+
+def test_network_without_exclusion_is_accepted():
+    data = {
+        "lattice": {"kind": "cubic", "cells": [4, 4, 4], "hop_distance": 1.0},
+        "ions": {"concentration": 0.1, "exclusion": False},
+        "crystal": {"saddle_energy": 0.3},
+        "amorphous": {"saddle_energy": 0.5},
+        "run": {"replicas": 1},
+        "sweep": {"run.method": ["kmc", "network"]},
+    }
+    tasks = expand_tasks(parse_config(data))
+    assert [t.config.run.method for t in tasks] == ["kmc", "network"]
+    assert not any(t.config.ions.exclusion for t in tasks)
+    data["run"]["method"] = "network"
+    del data["sweep"]
+    assert parse_config(data).run.method == "network"
 
 
 # ------------------------------------------------------------------------------------------
@@ -425,6 +460,32 @@ BAD = [
         edit(edit(MINIMAL, '"square"', '"cubic"'), "[8, 8]", "[100000, 100000, 100000]"),
         "lattice.cells",
         "too large",
+    ),
+    (
+        "network-with-exclusion",
+        MINIMAL + '[run]\nmethod = "network"\n',
+        "ions.exclusion",
+        'run.method = "network" gives the dilute-limit (single-ion) D; it cannot model site '
+        "exclusion: set ions.exclusion = false",
+    ),
+    (
+        "network-swept-with-exclusion",
+        MINIMAL + '[sweep]\n"run.method" = ["kmc", "network"]\n',
+        "sweep.run.method",
+        'set ions.exclusion = false (at the sweep point run.method = "network")',
+    ),
+    (
+        "network-only-in-sweep-with-exclusion",
+        MINIMAL + '[sweep]\n"run.method" = ["network"]\n',
+        "sweep.run.method",
+        "cannot model site exclusion",
+    ),
+    (
+        "exclusion-swept-with-network",
+        edit(MINIMAL, "count = 1", "count = 1\nexclusion = false")
+        + '[run]\nmethod = "network"\n[sweep]\n"ions.exclusion" = [false, true]\n',
+        "sweep.ions.exclusion",
+        "(at the sweep point ions.exclusion = true)",
     ),
     ("bad-name", 'name = "a/b"\n' + MINIMAL, "name", "directory name"),
     ("table-not-table", "lattice = 3\n" + MINIMAL[MINIMAL.index("[ions]") :], "lattice", "table"),
