@@ -118,15 +118,16 @@ cdef inline void _prefetch_record(const Sites* sites, int32_t s) noexcept nogil:
         KMC_PREFETCH(record + sites.width - 1)
 
 
-cdef inline void _shift_cell(const Sites* sites, const double* record, int k, int32_t* cell,
-                             int sign=1) noexcept nogil:
+cdef inline Py_ssize_t _shift_cell(const Sites* sites, const double* record, int k,
+                                   int32_t* cell, int sign=1) noexcept nogil:
     """Add (sign = 1) or subtract the conventional-cell offset of hop k from the site of
-    ``record`` to an unwrapped cell."""
+    ``record`` to an unwrapped cell; return that site's basis index."""
     cdef Py_ssize_t b = <Py_ssize_t>(_code(sites, record) >> sites.basis_shift)
     cdef const int32_t* offset = sites.hop_cells + (b * sites.z + k) * sites.dim
     cdef Py_ssize_t a
     for a in range(sites.dim):
         cell[a] += sign * offset[a]
+    return b
 
 
 cdef inline Rng _load_rng(uint64_t[::1] state) noexcept:
@@ -541,6 +542,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     int32_t[::1] carriers, bint holes, int64_t max_hops,
                     const double[::1] frame_times,
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
+                    const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
@@ -552,7 +554,10 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
     With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
     until every frame is recorded, frame f holding the state at time frame_times[f].
-    ``carriers`` is updated to the carriers' final sites. Returns (hops, attempts, elapsed
+    ``out_moves[m, b * z + k]`` counts the ion hops along direction k from a basis-b site
+    made before ``fine_times[m]`` (net: minus the reverse ones), which gives the summed
+    displacement of all ions on a finer time grid than the frames (``fine_times`` must end
+    by the last frame time). ``carriers`` is updated to the carriers' final sites. Returns (hops, attempts, elapsed
     simulated time).
     """
     cdef Py_ssize_t n = carriers.shape[0], n_frames = frame_times.shape[0]
@@ -599,6 +604,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef uint16_t[::1] states_v = states
     gr.site_state = &states_v[0]
 
+    moves = np.zeros(out_moves.shape[1], dtype=np.int64)
+    cdef int64_t[::1] moves_v = moves
+    cdef Py_ssize_t n_fine = fine_times.shape[0], n_moves = out_moves.shape[1], fm = 0
     cdef Py_ssize_t a = 0, f = 0, i
     cdef int g, h, k
     cdef int32_t ion, carrier, s, j
@@ -620,6 +628,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             _predict(&gr, &ring[i])
         while (f < n_frames) if n_frames > 0 else (hops < max_hops):
             if gr.rate_bound <= 0.0:  # no carrier can move: the state is frozen
+                while fm < n_fine:
+                    memcpy(&out_moves[fm, 0], &moves_v[0], n_moves * sizeof(int64_t))
+                    fm += 1
                 while f < n_frames:
                     _record_frame(f, ions, out_sites, out_cells)
                     f += 1
@@ -682,6 +693,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             # a hop: the state so far held from t until now
             t_new = t + waited - log(product) / gr.rate_bound
             waited, product = 0.0, 1.0
+            while fm < n_fine and fine_times[fm] < t_new:
+                memcpy(&out_moves[fm, 0], &moves_v[0], n_moves * sizeof(int64_t))
+                fm += 1
             while f < n_frames and frame_times[f] < t_new:
                 _record_frame(f, ions, out_sites, out_cells)
                 f += 1
@@ -697,10 +711,10 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                 ion = occupant[j]
                 occupant[s], occupant[j] = ion, -1
                 ions[ion, 0] = s
-                _shift_cell(&sites, _record(&sites, s), k, &ions[ion, 1], -1)
+                moves_v[_shift_cell(&sites, _record(&sites, s), k, &ions[ion, 1], -1) * z + k] -= 1
             else:
                 ions[carrier, 0] = j
-                _shift_cell(&sites, _record(&sites, s), k, &ions[carrier, 1])
+                moves_v[_shift_cell(&sites, _record(&sites, s), k, &ions[carrier, 1]) * z + k] += 1
             if h == g:
                 gr.pool[pos].site = j
             else:

@@ -11,11 +11,16 @@ Definitions follow docs/physics.md ("Observables"), with d the dimension and N t
 - Haven ratio H_R = D* / D_σ
 - Nernst–Einstein conductivity σ = n q² D_σ / (k_B T), n = N / V
 
-Slopes are fitted only past the crossover to a linear MSD (see :func:`fit_window`); error
-bars belong to independent replicas (:func:`replica_mean`), not to a single fit.
+A run counts only once its tracer MSD is diffusive (:func:`diffusive_test`); D* is the
+slope over [T/4, T/2] (:func:`fit_window`), D_σ the secant of the collective MSD at the
+shortest lag where it is a straight line through the origin (:func:`collective_lag`);
+error bars belong to independent replicas (:func:`replica_mean`), not to a single fit.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.constants
@@ -25,8 +30,11 @@ from numpy.typing import ArrayLike
 __all__ = [
     "BOLTZMANN_EV",
     "MIN_FRAMES",
+    "DiffusiveTest",
     "arrhenius",
+    "collective_lag",
     "diffusion_coefficient",
+    "diffusive_test",
     "fit_window",
     "msd",
     "nernst_einstein",
@@ -140,12 +148,14 @@ def _origin_averaged_msd(power: np.ndarray, squares: np.ndarray, nfft: int) -> n
 
 
 def _msd_sums(
-    positions: np.ndarray, chunk_bytes: int = _DEFAULT_CHUNK_BYTES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tracer and collective MSD per component for lags 0..F-1, both shape (F, d).
+    positions: np.ndarray, chunk_bytes: int = _DEFAULT_CHUNK_BYTES, groups: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracer and collective MSD per component for lags 0..F-1, both shape (F, d), and the
+    tracer MSD of ``groups`` disjoint groups of ions (contiguous in ion order), summed over
+    components, shape (groups, F).
 
     Tracer: averaged over ions and time origins. Collective: |Σ_i Δr_i|² averaged over time
-    origins, divided by N. One pass over the ions, in chunks, so both cost one read.
+    origins, divided by N. One pass over the ions, in chunks, so all three cost one read.
     """
     n_frames, n_ions, dim = positions.shape
     nfft = scipy.fft.next_fast_len(2 * n_frames - 1, real=True)
@@ -155,9 +165,10 @@ def _msd_sums(
     # power and the squares of its parts (3 x 8 n_freq).
     per_ion = dim * (24 * n_frames + 8 * nfft + 40 * n_freq)
     chunk = int(max(1, min(n_ions, chunk_bytes // per_ion)))
+    group_of = np.arange(n_ions) * groups // n_ions
 
-    power = np.zeros((dim, n_freq))
-    squares = np.zeros((n_frames, dim))
+    power = np.zeros((groups, dim, n_freq))
+    squares = np.zeros((groups, n_frames, dim))
     total = np.zeros((n_frames, dim))  # Σ_i x_i(t): the collective coordinate
     for start in range(0, n_ions, chunk):
         block = np.asarray(positions[:, start : start + chunk, :], dtype=np.float64)
@@ -167,20 +178,39 @@ def _msd_sums(
         # carry the large absolute coordinates whose cancellation would cost precision.
         centred = block - block.mean(axis=0)
         n_block = centred.shape[1]
+        member = group_of[start : start + n_block]
         total += centred.sum(axis=1)
-        squares += np.einsum("fnd,fnd->fd", centred, centred)
+        for g in np.unique(member):
+            part = centred[:, member == g, :]
+            squares[g] += np.einsum("fnd,fnd->fd", part, part)
         # Time as the contiguous last axis: pocketfft is ~3x faster than along a strided one.
         series = np.ascontiguousarray(centred.reshape(n_frames, n_block * dim).T)
         spectrum = scipy.fft.rfft(series, n=nfft, axis=-1)
-        block_power = spectrum.real**2 + spectrum.imag**2
+        block_power = (spectrum.real**2 + spectrum.imag**2).reshape(n_block, dim, n_freq)
         # Σ_i irfft(|X_i|²) = irfft(Σ_i |X_i|²): sum spectra now, transform back once.
-        power += block_power.reshape(n_block, dim, n_freq).sum(axis=0)
+        np.add.at(power, member, block_power)
         del block, centred, series, spectrum, block_power
 
-    tracer = _origin_averaged_msd(power.T, squares, nfft) / n_ions
+    sizes = np.bincount(group_of, minlength=groups)
+    per_group = (
+        np.stack(
+            [_origin_averaged_msd(power[g].T, squares[g], nfft).sum(axis=1) for g in range(groups)]
+        )
+        / sizes[:, None]
+    )
+    tracer = _origin_averaged_msd(power.sum(axis=0).T, squares.sum(axis=0), nfft) / n_ions
     spectrum = scipy.fft.rfft(total, n=nfft, axis=0)
     collective = _origin_averaged_msd(spectrum.real**2 + spectrum.imag**2, total**2, nfft) / n_ions
-    return tracer, collective
+    return tracer, collective, per_group
+
+
+def _series_msd(series: np.ndarray) -> np.ndarray:
+    """Time-origin-averaged squared displacement of one (M, d) series, lags 0..M-1, (M, d)."""
+    m = series.shape[0]
+    nfft = scipy.fft.next_fast_len(2 * m - 1, real=True)
+    centred = series - series.mean(axis=0)
+    spectrum = scipy.fft.rfft(centred, n=nfft, axis=0)
+    return _origin_averaged_msd(spectrum.real**2 + spectrum.imag**2, centred**2, nfft)
 
 
 def msd(
@@ -232,7 +262,7 @@ def msd(
     chunk_bytes = int(chunk_bytes)
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive integer, got {chunk_bytes}")
-    tracer, coll = _msd_sums(p, chunk_bytes)
+    tracer, coll, _ = _msd_sums(p, chunk_bytes)
     result = coll if collective else tracer
     result = result[1:]  # lag 0 is identically zero
     if not per_axis:
@@ -243,25 +273,111 @@ def msd(
 
 # --------------------------------------------------------------------------- fits
 
+#: Least MSD growth over the last quarter of the run, [T/4, T/2], in units of a² (ten hop
+#: lengths rms) for a task to count as diffusive.
+MIN_GROWTH_HOPS2 = 100.0
+#: Largest change of the MSD slope between [T/8, T/4] and [T/4, T/2] that still counts as
+#: converged (a ratio late/early in [0.8, 1.25]).
+MAX_SLOPE_CHANGE = 0.2
+#: The slope ratio is judged only if its standard error (from groups of ions) is below this.
+MAX_RATIO_ERROR = 0.2
+#: Groups of ions whose scatter gives the error of the slope ratio.
+ERROR_GROUPS = 8
+#: Time blocks of the collective series whose scatter tests its short-time intercept.
+COLLECTIVE_BLOCKS = 8
+
+
+@dataclass(frozen=True)
+class DiffusiveTest:
+    """Whether a tracer MSD has reached its long-time, linear regime, and why not.
+
+    ``growth`` is MSD(T/2) − MSD(T/4) in units of a², ``slope_ratio`` the MSD slope over
+    [T/4, T/2] divided by that over [T/8, T/4], with ``slope_ratio_err`` its standard error
+    from groups of ions (nan with fewer than 4 ions); ``reason`` is empty when diffusive.
+    """
+
+    diffusive: bool
+    reason: str
+    growth: float
+    slope_ratio: float
+    slope_ratio_err: float
+
+
+def _lag_index(lags: np.ndarray, time: float) -> int:
+    return int(np.clip(np.searchsorted(lags, time * (1 - 1e-9), side="left"), 0, lags.size - 1))
+
+
+def diffusive_test(
+    lag_times: ArrayLike,
+    tracer_msd: ArrayLike,
+    hop_distance: float,
+    group_msds: ArrayLike | None = None,
+) -> DiffusiveTest:
+    """Decide whether a run reached the diffusive regime (documented in docs/physics.md).
+
+    Two conditions, both on the tracer MSD of a run of length T:
+
+    1. the ions travelled: the MSD grew by at least ``MIN_GROWTH_HOPS2`` a² between T/4 and
+       T/2. Rattling inside a finite fast cluster, or on a closed fast shell, adds nothing
+       once the cluster is explored, so this counts only long-range motion;
+    2. the slope converged: the MSD slope over [T/4, T/2] is within ``MAX_SLOPE_CHANGE`` of
+       that over [T/8, T/4] -- an ion still exploring a large cluster near a percolation
+       threshold shows a falling slope. The ratio must be resolved (standard error below
+       ``MAX_RATIO_ERROR``, from the scatter of ``group_msds``, (G, L) tracer MSDs of G
+       disjoint groups of ions); a change within two standard errors is noise.
+
+    Parameters are as for :func:`fit_window`; ``group_msds`` is optional (no error: the
+    ratio is judged as it is).
+    """
+    lags = np.asarray(lag_times, dtype=np.float64)
+    values = np.asarray(tracer_msd, dtype=np.float64)
+    a2 = _check_positive("hop_distance", hop_distance) ** 2
+    run = lags[-1]
+    q8, q4, q2 = (_lag_index(lags, run * f) for f in (0.125, 0.25, 0.5))
+
+    def ratio(msd_values: np.ndarray) -> float:
+        early = (msd_values[..., q4] - msd_values[..., q8]) / (lags[q4] - lags[q8])
+        late = (msd_values[..., q2] - msd_values[..., q4]) / (lags[q2] - lags[q4])
+        return late.mean() / early.mean() if early.mean() > 0 else math.nan
+
+    growth = float((values[q2] - values[q4]) / a2)
+    r = ratio(values)
+    err = math.nan
+    if group_msds is not None:
+        groups = np.asarray(group_msds, dtype=np.float64)
+        if groups.shape[0] >= 4:  # jackknife over the groups
+            g = groups.shape[0]
+            leave_out = np.array([ratio(np.delete(groups, i, axis=0)) for i in range(g)])
+            err = float(np.sqrt((g - 1) / g * np.sum((leave_out - leave_out.mean()) ** 2)))
+    reason = ""
+    if not growth >= MIN_GROWTH_HOPS2:
+        reason = (
+            f"MSD grew only {growth:.3g} a² over [T/4, T/2] (needs {MIN_GROWTH_HOPS2:g} a²): "
+            "ions still rattling in fast clusters or the run too short"
+        )
+    elif not math.isfinite(r):
+        reason = "MSD not growing over [T/8, T/4]"
+    elif math.isfinite(err) and err > MAX_RATIO_ERROR:
+        reason = f"MSD slope not resolved (late/early = {r:.2f} ± {err:.2f})"
+    elif abs(r - 1) > MAX_SLOPE_CHANGE and not (math.isfinite(err) and abs(r - 1) <= 2 * err):
+        trend = "falling" if r < 1 else "rising"
+        reason = (
+            f"MSD slope still {trend}: late/early = {r:.2f}"
+            + (f" ± {err:.2f}" if math.isfinite(err) else "")
+            + f" (converged: within {MAX_SLOPE_CHANGE:g} of 1)"
+        )
+    return DiffusiveTest(not reason, reason, growth, float(r), err)
+
 
 def fit_window(
     lag_times: ArrayLike, tracer_msd: ArrayLike, hop_distance: float
 ) -> tuple[slice, bool]:
-    """Choose the lags over which the MSD is fitted by a straight line.
+    """The lags over which the tracer MSD is fitted by a straight line, and whether the run
+    is diffusive (:func:`diffusive_test`, without group errors).
 
-    The rule (a documented contract):
-
-    - the window ends at half the run, t <= T/2 with T = ``lag_times[-1]``: longer lags
-      rest on too few independent time origins;
-    - it starts at the later of 10 % of the run and the crossover time, the first lag at
-      which the tracer MSD reaches 10 a² (a = ``hop_distance``): by then an ion has made
-      several hops beyond its initial cage and its correlated back-hops, so the MSD is
-      linear;
-    - if the tracer MSD never reaches 10 a² within the first half of the run, the window is
-      [25 %, 50 %] of the run and ``diffusive`` is False: the run is too short to be sure
-      of the long-time limit, and the slope is a lower-quality estimate;
-    - the window always holds at least 3 lags; if fewer remain (crossover just before T/2,
-      or very short runs) its start is moved earlier.
+    The window is [T/4, T/2] with T = ``lag_times[-1]``: the latest half of the lags that
+    still rest on at least half the run's time origins, i.e. the part of the MSD that
+    :func:`diffusive_test` checks for convergence. It always holds at least 3 lags.
 
     Parameters
     ----------
@@ -272,19 +388,18 @@ def fit_window(
     hop_distance : float
         Nearest-neighbour hop length a in Å.
 
-    Returns
-    -------
-    window : slice
-        Indices into ``lag_times`` / ``tracer_msd``.
-    diffusive : bool
-        True if the crossover to linear MSD was reached within the first half of the run.
-
     Raises
     ------
     ValueError
         If the arrays are not 1-D of equal length, there are fewer than MIN_FRAMES - 1 lags,
         or ``hop_distance`` is not positive.
     """
+    lags, values = _check_lags(lag_times, tracer_msd)
+    test = diffusive_test(lags, values, hop_distance)
+    return _tracer_window(lags), test.diffusive
+
+
+def _check_lags(lag_times: ArrayLike, tracer_msd: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     lags = np.asarray(lag_times, dtype=np.float64)
     values = np.asarray(tracer_msd, dtype=np.float64)
     if lags.ndim != 1:
@@ -298,24 +413,56 @@ def fit_window(
             f"need at least {MIN_FRAMES} frames ({MIN_FRAMES - 1} lags) to fit a diffusion "
             f"coefficient, got {lags.size} lags"
         )
-    hop_distance = _check_positive("hop_distance", hop_distance)
+    return lags, values
 
+
+def _tracer_window(lags: np.ndarray) -> slice:
     run = lags[-1]
-    slack = 1e-9 * run  # lag times are multiples of dt up to round-off
-    # The window ends at half the run: past it, too few independent time origins.
-    stop = int(np.searchsorted(lags, 0.5 * run + slack, side="right"))
-    earliest = int(np.searchsorted(lags, 0.1 * run - slack, side="left"))
-    # Crossover: the first lag with MSD >= 10 a² (several hops past the cage and its
-    # correlated back-hops), searched within the first half of the run only.
-    reached = np.flatnonzero(values[:stop] >= 10.0 * hop_distance**2)
-    if reached.size:
-        start, diffusive = max(earliest, int(reached[0])), True
-    else:
-        # Never diffusive within half the run: fall back to [25 %, 50 %] and flag it.
-        start = int(np.searchsorted(lags, 0.25 * run - slack, side="left"))
-        diffusive = False
+    start, stop = _lag_index(lags, 0.25 * run), _lag_index(lags, 0.5 * run) + 1
     start = max(0, min(start, stop - 3))  # keep at least 3 lags in the fit
-    return slice(start, stop), diffusive
+    return slice(start, stop)
+
+
+def collective_lag(series: ArrayLike) -> int | None:
+    """The lag, in sample spacings m, at which the collective (centre-of-mass) MSD of the
+    summed displacement ``series`` (M, d) is read as D_σ = MSD(m δ) / (2 d m δ); None if no
+    lag qualifies (docs/physics.md, "Estimators and error bars").
+
+    Unlike the tracer's, the collective MSD is one trajectory's: its precision falls as
+    sqrt(τ / T), so the shortest lag at which the MSD is already a straight line through
+    the origin gives the best estimate. Ions rattling over low barriers add a short-time
+    excess that the secant MSD(τ)/τ would carry; it shows as a non-zero intercept
+    A = 2 MSD(τ) − MSD(2τ) (zero for a straight line through the origin). The series is cut
+    into ``COLLECTIVE_BLOCKS`` blocks in time, A/MSD(τ) is computed in each, and the lag is the
+    shortest doubling m = 1, 2, 4, ... at which the mean relative intercept is not three
+    standard errors above zero (the scatter of the blocks) at m and 2m alike, else the
+    longest lag tried (a quarter of a block, ~T/32), where a saturated excess has shrunk as
+    1/τ. None if the series is too short to cut into blocks (frames only: independent
+    walkers); :func:`transport` then fits the collective MSD over [T/4, T/2].
+    """
+    x = np.asarray(series, dtype=np.float64)
+    block = x.shape[0] // COLLECTIVE_BLOCKS
+    if block < 16:
+        return None
+    msd_blocks = np.array(
+        [_series_msd(x[b * block : (b + 1) * block]).sum(axis=1) for b in range(COLLECTIVE_BLOCKS)]
+    )
+
+    def straight(m: int) -> bool:
+        reference = msd_blocks[:, m].mean()
+        if not reference > 0:
+            return False
+        excess = (2 * msd_blocks[:, m] - msd_blocks[:, 2 * m]) / reference
+        # one-sided: rattling makes the MSD bend over (a positive intercept); a negative
+        # one would make the secant an underestimate only by noise
+        return excess.mean() <= 3 * excess.std(ddof=1) / np.sqrt(COLLECTIVE_BLOCKS)
+
+    m = 1
+    while 2 * m <= block // 4:
+        if straight(m) and straight(2 * m):
+            return m
+        m *= 2
+    return 2 * m  # the longest lag tried: a saturated excess has shrunk there as 1/τ
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -351,32 +498,31 @@ def diffusion_coefficient(
     positions : (F, N, d) array_like
         Unwrapped positions in Å.
     hop_distance : float
-        Hop length in Å, used by :func:`fit_window` for the crossover.
+        Hop length in Å (kept for the call signature of the fit-window rule).
     collective : bool, optional
         If True, the collective (jump) coefficient D_σ from |Σ_i Δr_i|² / N; else tracer D*.
     per_axis : bool, optional
         If True, return the d diagonal elements of the diffusion tensor (slope of each
         component / 2); else the scalar slope of the summed MSD / (2 d).
     window : slice, optional
-        Lag indices to fit. Default: :func:`fit_window` of the *tracer* MSD, also for the
-        collective estimate, so D* and D_σ are fitted over the same lags.
+        Lag indices to fit. Default: :func:`fit_window`'s [T/4, T/2], for both estimates
+        (:func:`transport` reads D_σ at :func:`collective_lag` instead).
 
     Returns
     -------
     float or (d,) ndarray
         D in Å²/s. The slope is fitted with a free intercept, which absorbs the short-time
-        (cage, back-hop) offset of the MSD.
+        (cage, back-hop) offset of the MSD. Whether the run was diffusive is not checked
+        here: :func:`transport` does that.
     """
     t, dt = _check_times(times)
     if t.size < MIN_FRAMES:
         raise ValueError(f"times must hold at least {MIN_FRAMES} frames, got {t.size}")
     p = _check_positions(positions, t.size)
-    tracer, coll = _msd_sums(p)
+    _check_positive("hop_distance", hop_distance)
+    tracer, coll, _ = _msd_sums(p)
     lags = dt * np.arange(1, t.size)
-    if window is None:
-        window, _ = fit_window(lags, tracer[1:].sum(axis=1), hop_distance)
-    else:
-        window = _check_window(window, lags.size)
+    window = _tracer_window(lags) if window is None else _check_window(window, lags.size)
     components = (coll if collective else tracer)[1:]
     dim = p.shape[2]
     if per_axis:
@@ -424,6 +570,7 @@ def transport(
     volume: float,
     hop_distance: float,
     charge: int = 1,
+    collective: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> dict:
     """All transport observables of one trajectory (one task).
 
@@ -438,18 +585,28 @@ def transport(
     volume : float
         Volume of the simulation cell in Å³ (n = N / volume).
     hop_distance : float
-        Hop length in Å (for the fit window).
+        Hop length in Å (for the diffusive test).
     charge : int, optional
         Ion charge in units of e.
+    collective : ((M,), (M, d)) array_like pair, optional
+        Times (s, uniform from 0, ending at ``times[-1]``) and the summed displacement
+        Σ_i Δr_i (Å) of all ions, sampled more finely than the frames (the kernel records it
+        for the lattice gas). Default: the sum of ``positions`` at the frames.
 
     Returns
     -------
     dict
-        ``D_tracer``, ``D_jump`` (cm²/s), ``haven_ratio`` (D_tracer / D_jump, nan if
-        D_jump <= 0), ``conductivity`` (S/cm, Nernst–Einstein from D_jump), ``diffusive``
-        (bool, see :func:`fit_window`), ``fit_start``, ``fit_stop`` (s, the first and last
-        lag of the fit window, both included). Numbers are python floats. D_tracer and
-        D_jump are fitted over the same window (that of the tracer MSD).
+        ``D_tracer``, ``D_jump`` (cm²/s), ``haven_ratio`` (D_tracer / D_jump),
+        ``conductivity`` (S/cm, Nernst–Einstein from D_jump), ``diffusive`` (bool, see
+        :func:`diffusive_test`) and ``diffusive_reason`` (empty if diffusive),
+        ``msd_growth`` (a²), ``slope_ratio`` and ``slope_ratio_err``, ``fit_start``,
+        ``fit_stop`` (s, the tracer's fit window [T/4, T/2], both ends included) and
+        ``jump_lag`` (s, the lag D_jump is read at, :func:`collective_lag`; nan when no lag
+        qualified and D_jump is the collective slope over [T/4, T/2]).
+        For a non-diffusive run D_tracer, D_jump, haven_ratio and conductivity are nan and
+        ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` hold upper bounds,
+        MSD(T/2) / (2 d T/2) (an MSD that is still bending over lies above its long-time
+        line through the origin); for a diffusive run the ``_upper`` values are nan.
     """
     t, dt = _check_times(times)
     if t.size < MIN_FRAMES:
@@ -458,26 +615,85 @@ def transport(
     temperature = _check_positive("temperature", temperature)
     volume = _check_positive("volume", volume)
     n_ions, dim = p.shape[1], p.shape[2]
+    groups = ERROR_GROUPS if n_ions >= 2 * ERROR_GROUPS else (n_ions if n_ions >= 4 else 1)
 
-    tracer, coll = _msd_sums(p)
+    tracer, coll, per_group = _msd_sums(p, groups=groups)
     lags = dt * np.arange(1, t.size)
-    tracer_sum, coll_sum = tracer[1:].sum(axis=1), coll[1:].sum(axis=1)
-    window, diffusive = fit_window(lags, tracer_sum, hop_distance)
+    tracer_sum = tracer[1:].sum(axis=1)
+    test = diffusive_test(lags, tracer_sum, hop_distance, per_group[:, 1:] if groups >= 4 else None)
+    window = _tracer_window(lags)
     d_tracer = float(_slope(lags[window], tracer_sum[window])) / (2 * dim)
-    d_jump = float(_slope(lags[window], coll_sum[window])) / (2 * dim)
-    d_tracer *= _A2_PER_S_TO_CM2_PER_S
-    d_jump *= _A2_PER_S_TO_CM2_PER_S
-    fitted = lags[window]
-    return {
-        "D_tracer": d_tracer,
-        "D_jump": d_jump,
-        # A noisy collective slope can be <= 0 in a short run; H_R is undefined then.
-        "haven_ratio": d_tracer / d_jump if d_jump > 0 else float("nan"),
-        "conductivity": nernst_einstein(d_jump, n_ions / volume, temperature, charge),
-        "diffusive": bool(diffusive),
-        "fit_start": float(fitted[0]),
-        "fit_stop": float(fitted[-1]),
+
+    if collective is None:
+        series = (p - p[0]).sum(axis=1)
+        c_lags, c_msd = lags, coll[1:].sum(axis=1)
+    else:
+        series, c_lags, c_msd = _collective_series(collective, t, dim, n_ions)
+    m = collective_lag(series)
+    if m is None:  # no straight line through the origin: the slope over [T/4, T/2]
+        c_window = _tracer_window(c_lags)
+        d_jump = float(_slope(c_lags[c_window], c_msd[c_window])) / (2 * dim)
+        jump_lag = math.nan
+    else:
+        d_jump = float(c_msd[m - 1] / c_lags[m - 1]) / (2 * dim)
+        jump_lag = float(c_lags[m - 1])
+
+    half = _lag_index(lags, 0.5 * lags[-1])
+    c_half = _lag_index(c_lags, 0.5 * c_lags[-1])
+    bounds = {
+        "D_tracer": float(tracer_sum[half] / lags[half]) / (2 * dim),
+        "D_jump": float(c_msd[c_half] / c_lags[c_half]) / (2 * dim),
     }
+    density = n_ions / volume
+    result: dict = {}
+    for key, value in (("D_tracer", d_tracer), ("D_jump", d_jump)):
+        value *= _A2_PER_S_TO_CM2_PER_S
+        bound = bounds[key] * _A2_PER_S_TO_CM2_PER_S
+        result[key] = value if test.diffusive else math.nan
+        result[f"{key}_upper"] = math.nan if test.diffusive else bound
+    d_jump_cm2 = result["D_jump"]
+    result["haven_ratio"] = (
+        result["D_tracer"] / d_jump_cm2 if test.diffusive and d_jump_cm2 > 0 else math.nan
+    )
+    result["conductivity"] = (
+        nernst_einstein(d_jump_cm2, density, temperature, charge) if test.diffusive else math.nan
+    )
+    result["conductivity_upper"] = (
+        math.nan
+        if test.diffusive
+        else nernst_einstein(result["D_jump_upper"], density, temperature, charge)
+    )
+    fitted = lags[window]
+    result.update(
+        diffusive=test.diffusive,
+        diffusive_reason=test.reason,
+        msd_growth=test.growth,
+        slope_ratio=test.slope_ratio,
+        slope_ratio_err=test.slope_ratio_err,
+        fit_start=float(fitted[0]),
+        fit_stop=float(fitted[-1]),
+        jump_lag=jump_lag,
+    )
+    return result
+
+
+def _collective_series(
+    collective: tuple[ArrayLike, ArrayLike], frame_times: np.ndarray, dim: int, n_ions: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a fine (times, Σ_i Δr_i) series; return it, its lags and its MSD / N."""
+    c_t, _ = _check_times(collective[0])
+    series = np.asarray(collective[1], dtype=np.float64)
+    if series.shape != (c_t.size, dim):
+        raise ValueError(
+            f"collective displacement must have shape ({c_t.size}, {dim}), got {series.shape}"
+        )
+    if not np.all(np.isfinite(series)):
+        raise ValueError("collective displacement must be finite")
+    if abs(c_t[-1] - frame_times[-1]) > _TIME_RTOL * frame_times[-1]:
+        raise ValueError("collective displacement must span the same run as the frames")
+    msd_c = _series_msd(series)[1:].sum(axis=1) / n_ions
+    lags_c = (c_t[1] - c_t[0]) * np.arange(1, c_t.size)
+    return series, lags_c, msd_c
 
 
 # --------------------------------------------------------------------------- statistics

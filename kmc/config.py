@@ -72,7 +72,9 @@ as a whole (e.g. ``cells`` against ``kind``). The fields of :class:`Config` hold
 values; a swept key the file leaves out takes its first swept value there.
 
 Tasks are the Cartesian product of the sweep lists in file order (the first key varies
-slowest) with replicas innermost; task k uses ``SeedSequence(run.seed).spawn(n_tasks)[k]``.
+slowest) with replicas innermost. Tasks that differ only in ``run.*`` or ``ions.*`` keys share
+the landscape of their replica; ions and kernel stream are each task's own (see
+:func:`expand_tasks`).
 
 Memory: :func:`estimate_memory` bounds one task by (bytes)::
 
@@ -133,6 +135,7 @@ __all__ = [
     "format_bytes",
     "free_site_count",
     "ion_count",
+    "landscape_keys",
     "load_config",
     "parse_config",
     "plain",
@@ -146,6 +149,9 @@ SPECIES = ("Li", "Na")
 MICROSTRUCTURE_KINDS = ("random", "correlated", "grains")
 METHODS = ("kmc", "network")
 MEMORY_FRACTION = 0.8
+#: First spawn-key entry of the landscape seeds and of the task (ions, kernel) seeds.
+LANDSCAPE_STREAM, TASK_STREAM = 0, 1
+_TASK_ONLY_PREFIXES = ("run.", "ions.")
 UNSWEEPABLE = {
     "name": "the run name cannot be swept",
     "run.replicas": "cannot be swept: every sweep point gets run.replicas replicas",
@@ -272,7 +278,10 @@ class Task:
 
     ``point`` maps each swept dotted key to its value here (typed, as in ``Config.sweep``;
     :func:`plain` makes it JSON-friendly), ``config`` is the config with those values
-    substituted and no sweep, ``seed`` is the task's own ``SeedSequence``.
+    substituted and no sweep, ``seed`` is the task's own ``SeedSequence`` (ion placement and
+    the kernel), ``landscape`` the index of the landscape it runs on and ``landscape_seed``
+    that landscape's ``SeedSequence`` (blocked sites, microstructure, energies), shared by
+    every task that differs from this one only in ``run.*`` and ``ions.*`` keys.
     """
 
     index: int
@@ -280,6 +289,8 @@ class Task:
     point: dict[str, object]
     config: Config
     seed: np.random.SeedSequence
+    landscape: int
+    landscape_seed: np.random.SeedSequence
 
     @property
     def plain_point(self) -> dict[str, Any]:
@@ -891,16 +902,43 @@ def load_config(path: str | os.PathLike, *, check_memory: bool = True) -> Config
     return parse_config(data, source, check_memory=check_memory)
 
 
+def landscape_keys(point: Mapping[str, object]) -> dict[str, object]:
+    """The swept values of ``point`` that shape the landscape: every key outside ``run.*``
+    and ``ions.*`` (temperature, method, run length and the ions run on a landscape, they do
+    not change it)."""
+    return {k: v for k, v in point.items() if not k.startswith(_TASK_ONLY_PREFIXES)}
+
+
 def expand_tasks(config: Config) -> list[Task]:
-    """Every task: the sweep's Cartesian product in file order, replicas innermost."""
-    points = list(_points(config))
-    n_tasks = len(points) * config.run.replicas
-    seeds = np.random.SeedSequence(config.run.seed).spawn(n_tasks)
+    """Every task: the sweep's Cartesian product in file order, replicas innermost.
+
+    Seeds (all from ``run.seed``, independent of ranks and order): task k draws its ions and
+    kernel stream from ``SeedSequence(seed, spawn_key=(1, k))``; landscape L from
+    ``SeedSequence(seed, spawn_key=(0, L))``, with L = (index of the point's landscape keys,
+    see :func:`landscape_keys`, in order of first appearance) · replicas + replica.
+    """
+    replicas = config.run.replicas
+    landscape_points: dict[str, int] = {}
     tasks = []
-    for p, (point, point_config) in enumerate(points):
-        for replica in range(config.run.replicas):
-            index = p * config.run.replicas + replica
-            tasks.append(Task(index, replica, point, point_config, seeds[index]))
+    for p, (point, point_config) in enumerate(_points(config)):
+        ident = repr(sorted((k, plain(v)) for k, v in landscape_keys(point).items()))
+        lp = landscape_points.setdefault(ident, len(landscape_points))
+        for replica in range(replicas):
+            index = p * replicas + replica
+            landscape = lp * replicas + replica
+            tasks.append(
+                Task(
+                    index,
+                    replica,
+                    point,
+                    point_config,
+                    np.random.SeedSequence(config.run.seed, spawn_key=(TASK_STREAM, index)),
+                    landscape,
+                    np.random.SeedSequence(
+                        config.run.seed, spawn_key=(LANDSCAPE_STREAM, landscape)
+                    ),
+                )
+            )
     return tasks
 
 

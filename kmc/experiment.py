@@ -1,9 +1,10 @@
 """One task of a sweep, end to end: config → landscape → kernel → estimators → task data
 (or, for ``run.method = "network"``, config → landscape → exact network solve → task data).
 
-Everything random in a task comes from one generator seeded by the task's own
-``SeedSequence``, drawn in a fixed order (blocked sites, microstructure, energies, ions,
-kernel), so a task's result depends on nothing but its config and seed.
+The landscape (blocked sites, microstructure, energies, drawn in that order) comes from the
+task's ``landscape_seed``, which every task differing only in ``run.*`` and ``ions.*`` keys
+shares; the ions and the kernel's stream from the task's own ``seed``. A task's result
+depends on nothing but its config and those two seeds.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def build_landscape(config: Config, rng: np.random.Generator) -> landscape.Lands
 def run_task(task: Task) -> TaskData:
     """Simulate one task and compute its observables; nothing is written to disk here.
 
-    With ``run.method = "network"`` the landscape is built exactly as for kMC (same random
-    numbers) and :func:`network_task` solves for its dilute-limit D instead.
+    With ``run.method = "network"`` the landscape is built exactly as for kMC (the same
+    landscape seed) and :func:`network_task` solves for its dilute-limit D instead.
     """
     config = task.config
+    land = build_landscape(config, np.random.default_rng(task.landscape_seed))
     rng = np.random.default_rng(task.seed)
-    land = build_landscape(config, rng)
     run = config.run
     if run.method == "network":
         return network_task(task, land)
@@ -67,12 +68,16 @@ def run_task(task: Task) -> TaskData:
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
     )
+    collective = None
+    if traj.collective is not None:
+        collective = (traj.collective_times, traj.collective)
     observables = analysis.transport(
         traj.times,
         traj.positions,
         temperature=run.temperature,
         volume=traj.volume,
         hop_distance=traj.hop_distance,
+        collective=collective,
     )
     observables.update(
         hops=traj.hops,
@@ -80,7 +85,7 @@ def run_task(task: Task) -> TaskData:
         kernel_seconds=traj.kernel_seconds,
         diffusive=int(observables["diffusive"]),
     )
-    return _task_data(task, traj.times, traj.positions, traj.sites, traj.box, observables)
+    return _task_data(task, land, traj.times, traj.positions, traj.sites, observables, collective)
 
 
 def network_task(task: Task, land: landscape.Landscape) -> TaskData:
@@ -112,6 +117,7 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "haven_ratio": 1.0,
         "conductivity": analysis.nernst_einstein(d_cm2_s, n_ions / lat.volume, run.temperature),
         "diffusive": 1,
+        "diffusive_reason": "",
         "fit_start": math.nan,
         "fit_stop": math.nan,
         "hops": 0,
@@ -120,25 +126,40 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
     }
     no_frames = np.empty((0, n_ions), dtype=np.int32)
     return _task_data(
-        task, np.empty(0), np.empty((0, n_ions, lat.dim)), no_frames, lat.box, observables
+        task, land, np.empty(0), np.empty((0, n_ions, lat.dim)), no_frames, observables
     )
 
 
-def _task_data(task: Task, times, positions, sites, box, observables: dict) -> TaskData:
-    """What a task file stores: the frames, the task's provenance and its observables."""
+def _task_data(
+    task: Task,
+    land: landscape.Landscape,
+    times,
+    positions,
+    sites,
+    observables: dict,
+    collective: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TaskData:
+    """What a task file stores: the frames, the task's provenance (with the identity of its
+    landscape), the landscape's activation-energy range and the observables."""
+    ea_lower, ea_upper = land.activation_range()
     return TaskData(
         times=times,
         positions=positions,
         sites=sites,
-        box=box,
+        box=land.lattice.box,
         species=task.config.ions.species,
         parameters={
             "config": resolved_dict(task.config),
             "point": task.plain_point,
             "replica": task.replica,
+            "landscape": task.landscape,
+            "landscape_spawn_key": list(task.landscape_seed.spawn_key),
+            "landscape_digest": land.digest(),
         },
         task=task.index,
         seed_entropy=task.seed.entropy,
         spawn_key=tuple(task.seed.spawn_key),
-        observables=observables,
+        observables={**observables, "Ea_lower": ea_lower, "Ea_upper": ea_upper},
+        collective_times=None if collective is None else collective[0],
+        collective=None if collective is None else collective[1],
     )

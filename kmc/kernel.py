@@ -17,6 +17,8 @@ from kmc.landscape import Landscape
 from kmc.lattice import Lattice
 
 _RECORD_BLOCK = 1 << 16  # sites per block when building the kernel's site records
+#: Samples of the lattice gas's summed displacement per frame interval (for D_σ).
+COLLECTIVE_PER_FRAME = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +45,11 @@ class Trajectory:
         Successful hops in the production run.
     kernel_seconds : float
         Wall time spent in the compiled kernel (equilibration and production).
+    collective_times : (M,) float64 or None
+        For the lattice gas: ``COLLECTIVE_PER_FRAME`` times finer than ``times``, same span.
+    collective : (M, d) float64 or None
+        Σ_i (r_i(t) − r_i(0)) in Å at ``collective_times`` (exact, from the hops counted per
+        basis site and direction); None for independent walkers.
     """
 
     times: np.ndarray
@@ -54,6 +61,8 @@ class Trajectory:
     hop_distance: float
     hops: int
     kernel_seconds: float
+    collective_times: np.ndarray | None = None
+    collective: np.ndarray | None = None
 
     @property
     def n_ions(self) -> int:
@@ -211,6 +220,8 @@ def simulate(
             carriers = np.flatnonzero(~occupied.astype(bool) & ~landscape.blocked).astype(np.int32)
         args = (records, deltas, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
         no_frames = np.empty(0)
+        n_moves = lattice.n_basis * lattice.coordination
+        no_moves = np.empty((0, n_moves), dtype=np.int64)
         # Equilibrate in two halves: the first relaxes by a number of hops and gives a
         # first rate; the second runs for a fixed time (ending after a fixed number of hops
         # would favour states with fast ions) and measures the equilibrium hop rate, which
@@ -219,17 +230,26 @@ def simulate(
         half = round(equilibration_hops_per_ion * n_ions / 2)
         if half:
             hops, _, elapsed = _kernel.run_lattice_gas(
-                *args, half, no_frames, out_sites, out_cells, state
+                *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state
             )
             if hops == half and elapsed > 0:
                 settle = np.array([elapsed])  # as long again: about as many hops
                 hops, _, _ = _kernel.run_lattice_gas(
-                    *args, 0, settle, out_sites[:1], out_cells[:1], state
+                    *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves, state
                 )
                 hop_rate = max(hops, 1) / settle[0] / n_ions
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
-        hops, _, _ = _kernel.run_lattice_gas(*args, 0, frame_times, out_sites, out_cells, state)
+        collective_times = np.linspace(
+            0.0, frame_times[-1], COLLECTIVE_PER_FRAME * (frames - 1) + 1
+        )
+        moves = np.empty((collective_times.size, n_moves), dtype=np.int64)
+        hops, _, _ = _kernel.run_lattice_gas(
+            *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state
+        )
+        # Σ over hops of their vectors; the hop vector of (basis b, direction k) is exact
+        collective = (moves - moves[0]) @ lattice.hop_vectors.reshape(n_moves, lattice.dim)
     else:
+        collective_times = collective = None
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         hops = _kernel.run_walkers(
             records, deltas, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
@@ -247,6 +267,8 @@ def simulate(
         hop_distance=lattice.hop_distance,
         hops=int(hops),
         kernel_seconds=seconds,
+        collective_times=collective_times,
+        collective=collective,
     )
 
 

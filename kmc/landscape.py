@@ -11,6 +11,8 @@ All randomness comes from the numpy ``Generator`` the caller passes in.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +153,44 @@ class Landscape:
         rates[self.blocked[sites]] = 0.0
         rates[self.blocked[neighbours]] = 0.0
         return rates
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the realization: lattice shape, masks, energies and ν. Two tasks
+        ran on the same landscape exactly when their digests agree."""
+        h = hashlib.sha256()
+        h.update(self.lattice.kind.encode())
+        for array in (
+            np.asarray(self.lattice.cells, dtype=np.int64),
+            self.blocked.astype(np.uint8),
+            self.amorphous.astype(np.uint8),
+            np.ascontiguousarray(self.site_energy, dtype=np.float64),
+            np.ascontiguousarray(self.saddle_energy, dtype=np.float64),
+            np.array([self.attempt_frequency, self.lattice.hop_distance]),
+        ):
+            h.update(array.tobytes())
+        return h.hexdigest()
+
+    def activation_range(self) -> tuple[float, float]:
+        """The range (eV) any Arrhenius activation energy of the dilute-limit D must lie in:
+        [min B − max ε, max B − min ε] over the bonds between free sites, with
+        B_ij = max(S_ij, ε_i, ε_j) the barrier top and ε over free sites.
+
+        Why: D = a² G / ⟨e^(−ε/kT)⟩ (the resistor network), and d ln/d(−1/kT) of the
+        conductance G is a positive average of the B of its bonds, that of ⟨e^(−ε/kT)⟩ a
+        Boltzmann average of ε; a least-squares slope over several temperatures is again a
+        positive average of those local slopes. (nan, nan) if no bond joins two free sites.
+        """
+        ends = self.lattice.bond_ends
+        free_bonds = ~self.blocked[ends].any(axis=1)
+        if not free_bonds.any():
+            return math.nan, math.nan
+        ends = ends[free_bonds]
+        top = np.maximum(
+            self.saddle_energy[free_bonds],
+            np.maximum(self.site_energy[ends[:, 0]], self.site_energy[ends[:, 1]]),
+        )
+        free_energy = self.site_energy[~self.blocked]
+        return float(top.min() - free_energy.max()), float(top.max() - free_energy.min())
 
     def boltzmann_weights(self, temperature: float) -> np.ndarray:
         """exp(−(ε_i − min ε)/kT) on free sites, 0 on blocked ones (unnormalized)."""

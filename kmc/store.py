@@ -24,7 +24,11 @@ dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded):
     /parameters                        +config_json (the whole resolved config, exact)
                                        +task, +seed_entropy (decimal string), +spawn_key
                                        +species; the config mirrored as nested groups/attributes
-    /observables                       one float64 (or int64) attribute per per-task observable
+    /observables                       one float64, int64 or string attribute per per-task
+                                       observable
+    /collective_displacement           lattice gas only: Σ_i (r_i(t) − r_i(0)) on a grid 16
+        time     float64 (M,)          times finer than the frames, +unit "s"
+        value    float64 (M, d)        +unit "nm" (read back in Å); D_σ is estimated from it
 
 A task without a trajectory (``run.method = "network"`` solves for D directly) has F = 0:
 empty position/time/step/lattice_site datasets (unchunked, unfiltered) and, since there is
@@ -101,6 +105,9 @@ _RESERVED_PARAMETER_ATTRS = frozenset(
     {"config_json", "task", "seed_entropy", "spawn_key", "species"}
 )
 _TRAJ = "particles/trajectory"
+#: Root group of the lattice gas's summed ion displacement on a fine time grid (kept out of
+#: /observables, whose children MDAnalysis reads frame by frame).
+COLLECTIVE = "collective_displacement"
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +126,10 @@ class TaskData:
     task: int  # task index
     seed_entropy: int  # SeedSequence entropy (may exceed 64 bits)
     spawn_key: tuple[int, ...]
-    observables: dict[str, float]  # per-task results (D_tracer, D_jump, hops, ...)
+    observables: dict[str, float | int | str]  # per-task results (D_tracer, hops, ...)
+    # the lattice gas's summed displacement Σ_i (r_i(t) - r_i(0)), finer than the frames
+    collective_times: np.ndarray | None = None  # (M,) s
+    collective: np.ndarray | None = None  # (M, d) Å
 
 
 class IncompleteTaskFileError(ValueError):
@@ -227,8 +237,19 @@ def _validate(data: TaskData) -> dict[str, Any]:
             observables[key] = int(value)
         elif isinstance(value, float | int | np.floating | np.integer):
             observables[key] = float(value)
+        elif isinstance(value, str):
+            observables[key] = value
         else:
-            raise ValueError(f"observable {key!r} must be a number, got {value!r}")
+            raise ValueError(f"observable {key!r} must be a number or a string, got {value!r}")
+    collective = None
+    if data.collective is not None:
+        c_times = np.asarray(data.collective_times, dtype=np.float64)
+        c_value = np.asarray(data.collective, dtype=np.float64)
+        if c_times.ndim != 1 or c_value.shape != (c_times.size, dim):
+            raise ValueError(
+                f"collective must have shape ({c_times.size}, {dim}), got {c_value.shape}"
+            )
+        collective = (c_times, c_value)
     return {
         "times": times,
         "positions": positions,
@@ -241,6 +262,7 @@ def _validate(data: TaskData) -> dict[str, Any]:
         "seed_entropy": seed_entropy,
         "spawn_key": spawn_key,
         "observables": observables,
+        "collective": collective,
     }
 
 
@@ -307,7 +329,16 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
 
     observables = f.create_group("observables", track_order=True)
     for key, val in d["observables"].items():
-        observables.attrs[key] = np.int64(val) if isinstance(val, int) else np.float64(val)
+        if isinstance(val, str):
+            observables.attrs[key] = val
+        else:
+            observables.attrs[key] = np.int64(val) if isinstance(val, int) else np.float64(val)
+
+    if d["collective"] is not None:
+        c_times, c_value = d["collective"]
+        group = f.create_group(COLLECTIVE)
+        group.create_dataset("time", data=c_times).attrs["unit"] = "s"
+        group.create_dataset("value", data=c_value / _ANGSTROM_PER_NM).attrs["unit"] = "nm"
 
     f.flush()
     h5md.attrs[COMPLETE_ATTR] = np.int32(1)  # the completion marker: always last
@@ -513,11 +544,18 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
         species = _as_str(traj["species"].attrs["name"])
     else:
         species = _as_str(params["species"])
-    observables: dict[str, float] = {}
+    observables: dict[str, float | int | str] = {}
     for key, val in f["observables"].attrs.items():
-        observables[key] = (
-            int(val) if np.issubdtype(np.asarray(val).dtype, np.integer) else float(val)
-        )
+        if isinstance(val, str | bytes):
+            observables[key] = _as_str(val)
+        elif np.issubdtype(np.asarray(val).dtype, np.integer):
+            observables[key] = int(val)
+        else:
+            observables[key] = float(val)
+    c_times = c_value = None
+    if COLLECTIVE in f and with_positions:
+        c_times = np.asarray(f[COLLECTIVE]["time"][()], dtype=np.float64)
+        c_value = np.asarray(f[COLLECTIVE]["value"][()], dtype=np.float64) * _ANGSTROM_PER_NM
     return TaskData(
         times=times,
         positions=positions,
@@ -529,6 +567,8 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
         seed_entropy=int(_as_str(params["seed_entropy"])),
         spawn_key=tuple(int(k) for k in np.atleast_1d(params["spawn_key"])),
         observables=observables,
+        collective_times=c_times,
+        collective=c_value,
     )
 
 
