@@ -435,10 +435,10 @@ def collective_lag(series: ArrayLike) -> int | None:
     A = 2 MSD(τ) − MSD(2τ) (zero for a straight line through the origin). The series is cut
     into ``COLLECTIVE_BLOCKS`` blocks in time, A/MSD(τ) is computed in each, and the lag is the
     shortest doubling m = 1, 2, 4, ... at which the mean relative intercept is not three
-    standard errors above zero (the scatter of the blocks) at m and 2m alike, else the
-    longest lag tried (a quarter of a block, ~T/32), where a saturated excess has shrunk as
-    1/τ. None if the series is too short to cut into blocks (frames only: independent
-    walkers); :func:`transport` then fits the collective MSD over [T/4, T/2].
+    standard errors above zero (the scatter of the blocks) at m and 2m alike (lags up to a
+    quarter of a block), else T/16, where a saturated excess has shrunk as 1/τ. None if
+    the series is too short to cut into blocks (frames only: independent walkers);
+    :func:`transport` then fits the collective MSD over [T/4, T/2].
     """
     x = np.asarray(series, dtype=np.float64)
     block = x.shape[0] // COLLECTIVE_BLOCKS
@@ -462,7 +462,9 @@ def collective_lag(series: ArrayLike) -> int | None:
         if straight(m) and straight(2 * m):
             return m
         m *= 2
-    return 2 * m  # the longest lag tried: a saturated excess has shrunk there as 1/τ
+    # none: a sixteenth of the run, where a short-time excess has shrunk as 1/τ and the
+    # secant is still far more precise than a fit over [T/4, T/2]
+    return max(1, (x.shape[0] - 1) // 16)
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:

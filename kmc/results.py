@@ -7,25 +7,32 @@ at least two values, fits activation energies. :func:`write_results` / :func:`re
 store the result in ``RUN/results.h5``; :meth:`RunResults.to_json` and
 :meth:`RunResults.table` are what ``kmc analyze RUN [--json]`` prints.
 
-Record layout (SPEC, "``kmc analyze RUN --json``"; units: D in cm²/s, conductivity in S/cm,
-time in s, temperature in K, activation energies in eV):
+Record layout (units: D in cm²/s, conductivity in S/cm, time in s, temperature in K,
+activation energies in eV):
 
-- ``tasks``: ``task``, ``replica``, every swept key by its dotted name, ``hops``,
-  ``simulated_time``, ``kernel_seconds``, ``D_tracer``, ``D_jump``, ``haven_ratio``,
-  ``conductivity``;
+- ``tasks``: ``task``, ``replica``, ``landscape`` (its index: tasks that share it ran on the
+  same realization), every swept key by its dotted name, ``hops``, ``simulated_time``,
+  ``kernel_seconds``, ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity`` (nan when the
+  task is not diffusive), ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` (upper
+  bounds for a non-diffusive task, else nan), ``diffusive`` (bool), ``diffusive_reason`` (empty
+  when diffusive), ``msd_growth`` (a²), ``slope_ratio`` (see :func:`kmc.analysis.diffusive_test`)
+  and ``Ea_lower``, ``Ea_upper`` (the landscape's physically possible activation energies);
 - ``summary`` (one per parameter point, in sweep order): every swept key, ``replicas`` (number
-  of complete replicas), and ``X``, ``X_err`` (mean and standard error over replicas) for X in
-  ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity``;
-- ``arrhenius`` (empty unless the temperature was swept over at least two values): one record
-  per point of the other swept keys, with those keys, ``Ea_tracer``, ``Ea_tracer_err``,
-  ``Ea_jump``, ``Ea_jump_err``.
+  of complete replicas), ``diffusive_replicas``, ``diffusive`` (all of them), ``note``, and
+  ``X``, ``X_err`` (mean and standard error over replicas; nan unless every replica is
+  diffusive) for X in ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity``, and
+  ``X_upper`` (an upper bound of the mean when some replica is not diffusive, else nan) for
+  X in ``D_tracer``, ``D_jump``, ``conductivity``;
+- ``arrhenius_landscapes`` (empty unless the temperature was swept over at least two values):
+  one fit per landscape over its temperatures: the other swept keys, ``replica``,
+  ``landscape``, ``temperatures``, ``Ea_tracer``, ``Ea_tracer_err``, ``Ea_jump``,
+  ``Ea_jump_err``, ``Ea_lower``, ``Ea_upper``, ``note`` (why withheld, or a range flag);
+- ``arrhenius``: one record per point of the other swept keys, with those keys,
+  ``landscapes``, ``Ea_tracer``, ``Ea_tracer_err``, ``Ea_jump``, ``Ea_jump_err`` (mean ±
+  standard error over the landscapes' fits), ``Ea_lower``, ``Ea_upper`` and ``note``.
 
-The summary Haven ratio is the ratio of the replica means, mean(D_tracer) / mean(D_jump),
-with the error propagated from both (and their covariance), not the mean of per-replica
-ratios: one replica's collective D_jump is noisy, and averaging ratios with a noisy
-denominator is biased (see :func:`_replica_statistics`).
-
-``results.h5`` layout: groups ``/tasks``, ``/summary``, ``/arrhenius``, each with one 1-D
+``results.h5`` layout: groups ``/tasks``, ``/summary``, ``/arrhenius``,
+``/arrhenius_landscapes``, each with one 1-D
 dataset per column (attribute ``kind``: bool | int | float | str | json, and ``unit`` where
 one applies; a column of lists or tables is stored as JSON text) and the column order in the
 group attribute ``columns`` (JSON); the root holds ``swept``, ``missing``, ``run_dir`` and the
@@ -65,6 +72,8 @@ __all__ = [
 
 #: The four transport observables that are recomputed and averaged over replicas.
 OBSERVABLES = ("D_tracer", "D_jump", "haven_ratio", "conductivity")
+#: Observables that a non-diffusive task reports only as an upper bound (``X_upper``).
+BOUNDED = ("D_tracer", "D_jump", "conductivity")
 #: The swept key that makes an Arrhenius fit possible.
 TEMPERATURE_KEY = "run.temperature"
 
@@ -85,6 +94,12 @@ UNITS: dict[str, str] = {
     "Ea_tracer_err": "eV",
     "Ea_jump": "eV",
     "Ea_jump_err": "eV",
+    "Ea_lower": "eV",
+    "Ea_upper": "eV",
+    "D_tracer_upper": "cm^2/s",
+    "D_jump_upper": "cm^2/s",
+    "conductivity_upper": "S/cm",
+    "msd_growth": "hop_distance^2",
     "run.temperature": "K",
     "lattice.hop_distance": "angstrom",
     "crystal.attempt_frequency": "Hz",
@@ -95,8 +110,16 @@ _ENERGY_KEYS = ("site_energy", "saddle_energy")
 
 _FORMAT = "kmc-results"
 _FORMAT_VERSION = 1
-_GROUPS = ("tasks", "summary", "arrhenius")
-_TASK_COLUMNS_AFTER = ("hops", "simulated_time", "kernel_seconds", *OBSERVABLES)
+_GROUPS = ("tasks", "summary", "arrhenius", "arrhenius_landscapes")
+#: Observables of a task recomputed from its trajectory (or kept as stored).
+_RECOMPUTED = (
+    *OBSERVABLES,
+    *(f"{key}_upper" for key in BOUNDED),
+    "diffusive",
+    "diffusive_reason",
+    "msd_growth",
+    "slope_ratio",
+)
 
 
 def unit_of(column: str) -> str | None:
@@ -129,13 +152,20 @@ class RunResults:
     missing: list[int]
     run_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
+    arrhenius_landscapes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
-        """One JSON object ``{"summary": [...], "tasks": [...], "arrhenius": [...]}``.
+        """One JSON object ``{"summary": [...], "tasks": [...], "arrhenius": [...],
+        "arrhenius_landscapes": [...]}``.
 
         NaN and ±inf become ``null``; numpy scalars become python numbers.
         """
-        payload = {"summary": self.summary, "tasks": self.tasks, "arrhenius": self.arrhenius}
+        payload = {
+            "summary": self.summary,
+            "tasks": self.tasks,
+            "arrhenius": self.arrhenius,
+            "arrhenius_landscapes": self.arrhenius_landscapes,
+        }
         return json.dumps(_jsonable(payload), allow_nan=False)
 
     def table(self) -> str:
@@ -192,15 +222,17 @@ def analyze_run(
         records.append(_task_record(task, data, swept, recompute))
 
     summary = _summarize(tasks, records, swept)
-    base = resolved_dict(config)
+    done = [r for r in records if r is not None]
+    per_landscape = _landscape_arrhenius(done, swept)
     return RunResults(
-        tasks=[r for r in records if r is not None],
+        tasks=done,
         summary=summary,
-        arrhenius=_arrhenius(summary, swept),
+        arrhenius=_arrhenius(per_landscape, swept),
         swept=swept,
         missing=missing,
         run_dir=run,
-        config=base,
+        config=resolved_dict(config),
+        arrhenius_landscapes=per_landscape,
     )
 
 
@@ -226,8 +258,9 @@ def _check_task_file(path: Path, data: TaskData, task: Task) -> None:
         )
 
 
-def _task_observables(data: TaskData, recompute: bool) -> dict[str, float]:
-    """D_tracer, D_jump, haven_ratio, conductivity of one task, recomputed from its trajectory.
+def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
+    """The transport observables of one task (see ``_RECOMPUTED``), recomputed from its
+    trajectory (and, for the lattice gas, its fine summed-displacement series).
 
     Without ``recompute``, and for a file with too few frames for a fit (zero for
     ``run.method = "network"``, which solves for D without a trajectory), the observables
@@ -235,9 +268,17 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, float]:
     """
     stored = data.observables
     if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
-        return {key: _number(stored.get(key, math.nan), float) for key in OBSERVABLES}
+        out: dict[str, Any] = {
+            key: _number(stored.get(key, math.nan), float) for key in _RECOMPUTED
+        }
+        out["diffusive"] = bool(stored.get("diffusive", 1))
+        out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
+        return out
     config = data.parameters["config"]
     hop_distance = float(config["lattice"]["hop_distance"])
+    collective = None
+    if data.collective is not None:
+        collective = (data.collective_times, data.collective)
     result = analysis.transport(
         data.times,
         data.positions,
@@ -245,13 +286,21 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, float]:
         volume=volume(data.box, hop_distance),
         hop_distance=hop_distance,
         charge=1,  # Li+ and Na+
+        collective=collective,
     )
-    return {key: float(result[key]) for key in OBSERVABLES}
+    out = {key: _number(result[key], float) for key in _RECOMPUTED}
+    out["diffusive"] = bool(result["diffusive"])
+    out["diffusive_reason"] = str(result["diffusive_reason"])
+    return out
 
 
 def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) -> dict[str, Any]:
     point = task.plain_point
-    record: dict[str, Any] = {"task": task.index, "replica": task.replica}
+    record: dict[str, Any] = {
+        "task": task.index,
+        "replica": task.replica,
+        "landscape": task.landscape,
+    }
     for key in swept:
         record[key] = point[key]
     stored = data.observables
@@ -259,6 +308,8 @@ def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) 
     record["simulated_time"] = _number(stored.get("simulated_time", math.nan), float)
     record["kernel_seconds"] = _number(stored.get("kernel_seconds", math.nan), float)
     record.update(_task_observables(data, recompute))
+    record["Ea_lower"] = _number(stored.get("Ea_lower", math.nan), float)
+    record["Ea_upper"] = _number(stored.get("Ea_upper", math.nan), float)
     return record
 
 
@@ -298,29 +349,49 @@ def _summarize(
     return summary
 
 
-def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Means and standard errors over replicas.
+def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means and standard errors over replicas, or upper bounds where a replica is not
+    diffusive.
+
+    If every replica is diffusive: ``X``, ``X_err`` for each observable and ``X_upper`` nan.
+    Otherwise ``X`` and ``X_err`` are nan (a mean over values some of which are only bounds
+    is not a value), and ``X_upper`` is the mean over replicas of the value or, for a
+    non-diffusive replica, its upper bound: an upper bound of the mean.
 
     The Haven ratio is the ratio of the replica means, D_tracer / D_jump, not the mean of the
-    per-replica ratios: the collective D_jump of one replica is a noisy estimate (one
-    centre-of-mass trajectory), and the mean of ratios with a noisy denominator is biased
-    (by Jensen's inequality, upwards; it diverges when a replica's D_jump comes near 0). Its
-    error is propagated from the two standard errors including their covariance (both come
-    from the same trajectories): (δH/H)² = (δD*/D*)² + (δD_σ/D_σ)² − 2 cov(D*, D_σ)/(D* D_σ).
+    per-replica ratios: the collective D_jump of one replica is the noisier estimate, and the
+    mean of ratios with a noisy denominator is biased (by Jensen's inequality, upwards; it
+    diverges when a replica's D_jump comes near 0). Its error is propagated from the two
+    standard errors including their covariance (both come from the same trajectories):
+    (δH/H)² = (δD*/D*)² + (δD_σ/D_σ)² − 2 cov(D*, D_σ)/(D* D_σ).
     """
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    diffusive = sum(bool(r.get("diffusive", True)) for r in records)
+    out["diffusive_replicas"] = diffusive
+    out["diffusive"] = bool(records) and diffusive == len(records)
+    out["note"] = (
+        ""
+        if out["diffusive"] or not records
+        else f"{len(records) - diffusive} of {len(records)} replicas not diffusive: "
+        "D and σ are upper bounds"
+    )
+    for key in OBSERVABLES:
+        out[key] = out[f"{key}_err"] = math.nan
+    for key in BOUNDED:
+        out[f"{key}_upper"] = math.nan
     if not records:
-        for key in OBSERVABLES:
-            out[key] = out[f"{key}_err"] = math.nan
+        return out
+    if not out["diffusive"]:
+        for key in BOUNDED:
+            bounds = [r[key] if r.get("diffusive", True) else r[f"{key}_upper"] for r in records]
+            out[f"{key}_upper"] = float(np.mean(bounds))
         return out
     values = {key: np.array([r[key] for r in records], dtype=float) for key in OBSERVABLES}
     for key in ("D_tracer", "D_jump", "conductivity"):
         out[key], out[f"{key}_err"] = analysis.replica_mean(values[key])
     tracer, jump = values["D_tracer"], values["D_jump"]
     t_mean, j_mean = out["D_tracer"], out["D_jump"]
-    if not (np.isfinite(t_mean) and np.isfinite(j_mean) and j_mean > 0):
-        out["haven_ratio"] = out["haven_ratio_err"] = math.nan
-    else:
+    if np.isfinite(t_mean) and np.isfinite(j_mean) and j_mean > 0:
         ratio = t_mean / j_mean
         n = tracer.size
         if n < 2:
@@ -332,45 +403,98 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, float]:
             )
             error = abs(ratio) * math.sqrt(max(float(rel_var), 0.0))
         out["haven_ratio"], out["haven_ratio_err"] = float(ratio), float(error)
-    return {key: out[key] for key in _summary_observable_columns()}
+    return out
 
 
-def _summary_observable_columns() -> list[str]:
-    return [c for key in OBSERVABLES for c in (key, f"{key}_err")]
-
-
-def _arrhenius(summary: list[dict[str, Any]], swept: list[str]) -> list[dict[str, Any]]:
-    """Activation energies per point of the swept keys other than the temperature.
-
-    Weighted fits of ln D against 1/kT on the replica means and standard errors
-    (:func:`kmc.analysis.arrhenius`); points without a complete replica are left out, and
-    fewer than two temperatures left give nan.
-    """
+def _landscape_arrhenius(records: list[dict[str, Any]], swept: list[str]) -> list[dict[str, Any]]:
+    """One Arrhenius fit per landscape: the tasks that share the other swept keys and the
+    replica (so the same landscape, see :func:`kmc.config.expand_tasks`), over their
+    temperatures. Unweighted least squares of ln D against 1/kT (its error from the
+    residuals needs three temperatures). Withheld (nan, with a note) if a task is not
+    diffusive; a value outside the landscape's physical range [Ea_lower, Ea_upper] is kept
+    and flagged in ``note``. Empty unless the temperature was swept over two values."""
     if TEMPERATURE_KEY not in swept:
         return []
-    if len({row[TEMPERATURE_KEY] for row in summary}) < 2:
-        return []
     others = [key for key in swept if key != TEMPERATURE_KEY]
-    groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for row in summary:
-        key_values = {key: row[key] for key in others}
-        ident = json.dumps(key_values, sort_keys=True)
-        groups.setdefault(ident, (key_values, []))[1].append(row)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        ident = json.dumps([[rec[k] for k in others], rec["replica"]], sort_keys=True)
+        groups.setdefault(ident, []).append(rec)
     out = []
-    for key_values, rows in groups.values():
-        record: dict[str, Any] = dict(key_values)
-        done = [r for r in rows if r["replicas"] > 0]
-        temps = np.array([r[TEMPERATURE_KEY] for r in done], dtype=float)
+    for rows in groups.values():
+        temps = np.array([r[TEMPERATURE_KEY] for r in rows], dtype=float)
+        if np.unique(temps).size < 2:
+            continue
+        first = rows[0]
+        record: dict[str, Any] = {key: first[key] for key in others}
+        record["replica"], record["landscape"] = first["replica"], first["landscape"]
+        record["temperatures"] = int(np.unique(temps).size)
+        lower = float(np.nanmax([r["Ea_lower"] for r in rows]))
+        upper = float(np.nanmin([r["Ea_upper"] for r in rows]))
+        record["Ea_lower"], record["Ea_upper"] = lower, upper
+        stuck = sorted(r[TEMPERATURE_KEY] for r in rows if not r.get("diffusive", True))
+        notes = []
         for name, column in (("Ea_tracer", "D_tracer"), ("Ea_jump", "D_jump")):
-            if np.unique(temps).size < 2:
-                ea, err = math.nan, math.nan
-            else:
-                ea, err = analysis.arrhenius(
-                    temps,
-                    [r[column] for r in done],
-                    [r[f"{column}_err"] for r in done],
-                )
+            ea = err = math.nan
+            if not stuck:
+                ea, err = analysis.arrhenius(temps, [r[column] for r in rows])
+                if _outside(ea, err, lower, upper):
+                    notes.append(f"{name} outside the physical range")
             record[name], record[f"{name}_err"] = float(ea), float(err)
+        if stuck:
+            listed = ", ".join(f"{t:g}" for t in stuck)
+            notes.insert(0, f"withheld: not diffusive at T = {listed} K")
+        record["note"] = "; ".join(notes)
+        out.append(record)
+    return out
+
+
+def _outside(ea: float, err: float, lower: float, upper: float) -> bool:
+    """Whether ``ea`` lies outside [lower, upper] by more than three standard errors (by
+    more than round-off when the error is unknown): a kMC fit scatters about the truth."""
+    if not math.isfinite(ea):
+        return False
+    slack = 3 * err if math.isfinite(err) else 1e-9
+    return ea < lower - slack or ea > upper + slack
+
+
+def _arrhenius(per_landscape: list[dict[str, Any]], swept: list[str]) -> list[dict[str, Any]]:
+    """Activation energies per point of the swept keys other than the temperature: the mean
+    ± standard error over landscapes of the per-landscape fits (:func:`_landscape_arrhenius`).
+
+    Withheld (nan, with the reason in ``note``) if any landscape's fit was; ``Ea_lower`` and
+    ``Ea_upper`` are the means of the landscapes' physical ranges, and a mean outside them,
+    or any landscape outside its own, is flagged in ``note``.
+    """
+    others = [key for key in swept if key != TEMPERATURE_KEY]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in per_landscape:
+        ident = json.dumps([rec[k] for k in others], sort_keys=True)
+        groups.setdefault(ident, []).append(rec)
+    out = []
+    for rows in groups.values():
+        record: dict[str, Any] = {key: rows[0][key] for key in others}
+        record["landscapes"] = len(rows)
+        record["Ea_lower"] = float(np.mean([r["Ea_lower"] for r in rows]))
+        record["Ea_upper"] = float(np.mean([r["Ea_upper"] for r in rows]))
+        withheld = [r for r in rows if r["note"].startswith("withheld")]
+        notes = []
+        if withheld:
+            notes.append(
+                f"withheld: {len(withheld)} of {len(rows)} landscapes have non-diffusive tasks"
+            )
+        for name in ("Ea_tracer", "Ea_jump"):
+            if withheld:
+                ea = err = math.nan
+            else:
+                ea, err = analysis.replica_mean([r[name] for r in rows])
+                outside = sum(f"{name} outside" in r["note"] for r in rows)
+                if outside or _outside(ea, err, record["Ea_lower"], record["Ea_upper"]):
+                    notes.append(
+                        f"{name} outside the physical range on {outside} of {len(rows)} landscapes"
+                    )
+            record[name], record[f"{name}_err"] = float(ea), float(err)
+        record["note"] = "; ".join(notes)
         out.append(record)
     return out
 
@@ -428,8 +552,16 @@ def _mean_err(mean: float, err: float, scientific: bool) -> str:
     return text + (f" ± {err:.3f}" if math.isfinite(err) else "")
 
 
+def _cell(rec: Mapping[str, Any], key: str, scientific: bool) -> str:
+    """mean ± error, or ``< bound`` where a replica was not diffusive."""
+    if not rec.get("diffusive", True):
+        bound = rec.get(f"{key}_upper", math.nan)
+        return f"< {bound:.3e}" if math.isfinite(bound) else "n/a"
+    return _mean_err(rec[key], rec[f"{key}_err"], scientific)
+
+
 def _table(results: RunResults) -> str:
-    headers = [*results.swept, "replicas"]
+    headers = [*results.swept, "replicas", "diffusive"]
     scientific = {"D_tracer": True, "D_jump": True, "haven_ratio": False, "conductivity": True}
     for key in OBSERVABLES:
         unit = UNITS.get(key, "1")
@@ -438,8 +570,9 @@ def _table(results: RunResults) -> str:
     for rec in results.summary:
         row = [show_value(rec[key]) for key in results.swept]
         row.append(str(rec["replicas"]))
+        row.append(f"{rec.get('diffusive_replicas', rec['replicas'])}/{rec['replicas']}")
         for key in OBSERVABLES:
-            row.append(_mean_err(rec[key], rec[f"{key}_err"], scientific[key]))
+            row.append(_cell(rec, key, scientific[key]))
         rows.append(row)
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -454,29 +587,38 @@ def _table(results: RunResults) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if any(not rec.get("diffusive", True) for rec in results.summary):
+        lines.append(
+            "< x: an upper bound: some replicas did not reach the diffusive regime (their "
+            "diffusive_reason is in the task records); run longer, or use run.method = "
+            '"network" for the exact dilute-limit D'
+        )
     if results.arrhenius:
         temps = sorted({rec[TEMPERATURE_KEY] for rec in results.summary})
         lines.append("")
         lines.append(
             "Arrhenius fits of ln D vs 1/kT over T = "
             + ", ".join(f"{t:g}" for t in temps)
-            + " K (activation energies in eV):"
+            + " K, one per landscape, mean ± standard error over landscapes:"
         )
         for rec in results.arrhenius:
             where = ", ".join(
                 f"{key} = {show_value(rec[key])}" for key in results.swept if key in rec
             )
-            lines.append(
+            line = (
                 f"  {where or 'all'}: Ea(D_tracer) = {_ea(rec, 'Ea_tracer')}, "
                 f"Ea(D_jump) = {_ea(rec, 'Ea_jump')}"
             )
+            if rec.get("note"):
+                line += f"  [{rec['note']}]"
+            lines.append(line)
     return "\n".join(lines)
 
 
 def _ea(rec: Mapping[str, Any], key: str) -> str:
     value, err = rec[key], rec[f"{key}_err"]
     if not math.isfinite(value):
-        return "n/a"
+        return "withheld" if str(rec.get("note", "")).startswith("withheld") else "n/a"
     return f"{value:.3f}" + (f" ± {err:.3f}" if math.isfinite(err) else "") + " eV"
 
 
@@ -580,11 +722,12 @@ def read_results(path: str | os.PathLike[str]) -> RunResults:
         with h5py.File(name, "r") as f:
             if f.attrs.get("format") != _FORMAT:
                 raise ValueError(f"{name}: not a kmc results file (no format attribute)")
-            tables = {g: _read_table(f[g]) for g in _GROUPS}
+            tables = {g: _read_table(f[g]) if g in f else [] for g in _GROUPS}
             return RunResults(
                 tasks=tables["tasks"],
                 summary=tables["summary"],
                 arrhenius=tables["arrhenius"],
+                arrhenius_landscapes=tables["arrhenius_landscapes"],
                 swept=list(json.loads(_as_str(f.attrs["swept"]))),
                 missing=[int(k) for k in np.atleast_1d(f.attrs["missing"])],
                 run_dir=Path(_as_str(f.attrs["run_dir"])),
