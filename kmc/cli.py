@@ -74,9 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("run_dir", metavar="RUN", help="run directory")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
 
-    plot = commands.add_parser("plot", help="plot D*, D_σ versus amorphous fraction (PNG)")
+    plot = commands.add_parser("plot", help="plot D*, D_σ versus a swept key (PNG, PDF, SVG)")
     plot.add_argument("run_dir", metavar="RUN", help="run directory")
-    plot.add_argument("-o", "--output", help="PNG file (default: RUN/plot.png)")
+    plot.add_argument(
+        "-o", "--output", help="figure file, .png, .pdf or .svg (default: RUN/plot.png)"
+    )
+    plot.add_argument(
+        "--x", metavar="KEY", help="numeric swept key on the x axis (default: amorphous fraction)"
+    )
+    plot.add_argument("--by", metavar="KEY", help="one column of panels per value of this key")
 
     export = commands.add_parser("export", help="write one task's trajectory for OVITO/ASE")
     export.add_argument("run_dir", metavar="RUN", help="run directory")
@@ -258,9 +264,15 @@ def main(argv: list[str] | None = None) -> int:
             outcome = _analyze(_check_run_dir(args.run_dir))
             print(outcome.to_json() if args.json else outcome.table())
         elif args.command == "plot":
+            from kmc import plot
+
             run_dir = _check_run_dir(args.run_dir)
-            figure = _output_file(args.output or run_dir / "plot.png", "-o")
-            print(_plot(_analyze(run_dir), figure))
+            try:  # -o and the keys are checked before _analyze rewrites results.h5
+                figure = plot.check_output(args.output or run_dir / "plot.png")
+                plot.check_run_options(run_dir, x=args.x, by=args.by)
+            except ValueError as err:
+                raise _UsageError(str(err)) from err
+            print(plot.plot_run(_analyze(run_dir), figure, x=args.x, by=args.by))
         elif args.command == "export":
             _check_run_dir(args.run_dir)
             _export(args)

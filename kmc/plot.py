@@ -1,14 +1,40 @@
-"""``kmc plot``: D* and D_σ versus amorphous fraction, and an Arrhenius plot.
+"""``kmc plot``: D* and D_σ against a swept key in small multiples, and Arrhenius plots.
 
-Panel 1 shows the replica means of D* (filled markers, solid lines) and D_σ (open markers,
-dashed lines) on a log axis against the amorphous fraction (or, if that was not swept, the
-first numeric swept key other than the temperature; with neither, a single point at the
-config's fraction), one colour per temperature and one marker/line style per combination of
-the remaining swept keys, with standard-error bars. Panel 2, drawn when the temperature was
-swept over at least two values, plots D against 1000/T on a log axis with the Arrhenius fit
-of every curve and its activation energy in the legend.
+The figure is a grid of panels that share one logarithmic D axis (constrained layout):
 
-matplotlib is imported inside :func:`plot_run` (object-oriented API, Agg canvas, no pyplot
+- **Rows.** D* (filled markers, solid lines) in the first row and D_σ (open markers, dashed
+  lines) in the second, against the x key: one row each rather than both in one panel, so
+  that 30 and more curves stay readable. When the temperature was swept over at least two
+  values, two more rows hold the Arrhenius plots of D* and D_σ against 1000/T.
+- **Columns.** One per value of the ``by`` key (``kmc plot RUN --by microstructure.kind``:
+  random | correlated), else one.
+- **x axis.** The ``x`` key: by default the amorphous fraction, else the first numeric swept
+  key other than the temperature (and ``by``), else a single point at the config's fraction.
+- **Colour.** The temperature, on a continuous colormap with a colour bar "T [K]", in the
+  rows against x; the x value, on a second colormap with its own colour bar, in the
+  Arrhenius rows (one curve per combination of the swept keys other than the temperature).
+- **Marker shape.** The combination of the remaining swept keys (not x, by or temperature),
+  explained, with the line styles, in one compact legend below the panels.
+- **Non-diffusive points** (a summary record with ``diffusive`` false) are upper bounds: a
+  downward triangle at ``X_upper`` in the curve's colour, without an error bar, never a
+  value. A line joins only consecutive diffusive points; it breaks at a non-diffusive point
+  and at a point without a value. Points with nothing to draw (no complete replica, a nan or
+  non-positive mean on the log axis, a non-diffusive point without a finite bound) are counted
+  in a note on their panel ("3 points without data"). A record without a ``diffusive`` column
+  (results written before it existed) counts as diffusive.
+- **Arrhenius rows.** The points of each combination and, where its activation energy was
+  not withheld (a finite ``Ea_tracer`` / ``Ea_jump``), the fit line D₀ exp(−Ea/kT) through the
+  weighted centroid of its diffusive points, dotted when Ea lies outside the physical range
+  [``Ea_lower``, ``Ea_upper``]. A withheld Ea has no line and "Ea withheld" in the panel's
+  legend, which lists each curve with its Ea when there are at most six, else only the
+  withheld and out-of-range ones and the range of fitted Ea.
+
+The file type comes from the extension: ``.png`` (raster, 120 dpi), ``.pdf`` and ``.svg``
+(vector). :func:`make_figure` builds the Figure (for inspection), :func:`plot_run` writes it;
+:func:`choose_keys`, :func:`figure_format`, :func:`check_output` and
+:func:`check_run_options` are the argument checks ``kmc plot`` makes before any work.
+
+matplotlib is imported inside the functions that draw (object-oriented API, no pyplot
 state), so importing this module is cheap.
 """
 
@@ -17,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,51 +53,202 @@ from kmc.analysis import BOLTZMANN_EV
 from kmc.results import TEMPERATURE_KEY, RunResults, show_value, unit_of
 from kmc.store import atomic_write
 
-__all__ = ["FRACTION_KEY", "plot_run"]
+__all__ = [
+    "FORMATS",
+    "FRACTION_KEY",
+    "check_output",
+    "check_run_options",
+    "choose_keys",
+    "figure_format",
+    "make_figure",
+    "plot_run",
+]
 
 FRACTION_KEY = "microstructure.amorphous_fraction"
+#: Figure file extensions and the matplotlib format each is written in.
+FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
 _DPI = 120
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
-_LINESTYLES = ("-", "--", ":", "-.")
+# marker shapes of the combinations of the remaining swept keys; no triangles, since a
+# downward triangle is the upper-bound marker
+_MARKERS = ("o", "s", "D", "P", "X", "h", "p", "*", "<", ">")
+# (column, its label, filled markers, line style) of the two rows of each kind
+_OBSERVABLES = (("D_tracer", "D*", True, "-"), ("D_jump", "D_σ", False, "--"))
+_EA_KEYS = {"D_tracer": "Ea_tracer", "D_jump": "Ea_jump"}
+_UPPER_MARKER = "v"
+#: gid of the Line2D artists that draw upper bounds (non-diffusive points).
+UPPER_BOUND_GID = "upper_bound"
+_UNIT_TEXT = {"K": "K", "eV": "eV", "angstrom": "Å", "Hz": "Hz"}  # units shown after values
+_FEW_RECORDS = 6  # Arrhenius legends list every curve up to this many
 
 
-def plot_run(results: RunResults, path: str | os.PathLike[str]) -> Path:
-    """Plot ``results`` to the PNG file ``path`` (about 120 dpi) and return its path.
+# --------------------------------------------------------------------------- argument checks
 
-    Non-positive or missing means are left out of the log-scale plots (a noisy collective
-    D can average to <= 0); lower error bars are clipped to stay positive.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
+def figure_format(path: str | os.PathLike[str]) -> str:
+    """The matplotlib format of a figure file, from its extension (``ValueError`` if unknown)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = repr(suffix) if suffix else "none"
+        raise ValueError(
+            f"-o {os.fspath(path)}: unknown figure type (extension {shown}; use .png, .pdf or .svg)"
+        )
+    return FORMATS[suffix]
+
+
+def check_output(path: str | os.PathLike[str]) -> Path:
+    """A figure path with a known extension, in an existing directory, not a directory
+    itself; ``ValueError`` (one line) otherwise."""
     target = Path(path)
-    temps = _temperatures(results)
-    arrhenius_panel = bool(results.arrhenius) and len(temps) >= 2
-
-    fig = Figure(figsize=(13.0 if arrhenius_panel else 7.0, 5.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if arrhenius_panel else 1, squeeze=False)[0]
-
-    x_key = _x_key(results)
-    others = [k for k in results.swept if k not in (x_key, TEMPERATURE_KEY)]
-    _fraction_panel(axes[0], results, x_key, others, temps, Line2D)
-    if arrhenius_panel:
-        _arrhenius_panel(axes[1], results, Line2D)
-    name = results.config.get("name") if isinstance(results.config, dict) else None
-    if name:
-        fig.suptitle(f"{name}: {len(results.tasks)} tasks" + _missing_note(results))
-    with atomic_write(target) as tmp:
-        fig.savefig(tmp, dpi=_DPI, format="png")
+    figure_format(target)
+    if not target.parent.is_dir():
+        raise ValueError(f"-o {target}: directory {target.parent} does not exist")
+    if target.is_dir():
+        raise ValueError(f"-o {target}: is a directory")
     return target
 
 
-def _missing_note(results: RunResults) -> str:
-    return f", {len(results.missing)} missing" if results.missing else ""
+def choose_keys(
+    swept: Sequence[str],
+    values: Mapping[str, Sequence[Any]],
+    x: str | None = None,
+    by: str | None = None,
+) -> tuple[str | None, str | None]:
+    """The x key and the ``by`` key of the plot, checked: both must be swept keys, x numeric
+    (``values`` maps each swept key to its values) and different from ``by``. Without ``x``
+    the default (see the module docstring; None: a single point). ``ValueError`` (one line
+    naming the key and listing the swept keys) otherwise."""
+    listing = "swept keys: " + (", ".join(swept) if swept else "none")
+    for option, key in (("--x", x), ("--by", by)):
+        if key is not None and key not in swept:
+            raise ValueError(f"{option} {key}: not a swept key of this run ({listing})")
+    if x is not None:
+        if not all(_numeric(v) is not None for v in values.get(x, ())):
+            raise ValueError(f"--x {x}: not a numeric swept key ({listing})")
+        if x == by:
+            raise ValueError(f"--x and --by {x}: must be different keys ({listing})")
+        return x, by
+    candidates = [k for k in swept if k not in (by, TEMPERATURE_KEY)]
+    if FRACTION_KEY in candidates:
+        return FRACTION_KEY, by
+    for key in candidates:
+        if values.get(key) and all(_numeric(v) is not None for v in values[key]):
+            return key, by
+    return None, by
 
 
-# --------------------------------------------------------------------------- helpers
+def check_run_options(
+    run_dir: str | os.PathLike[str], *, x: str | None = None, by: str | None = None
+) -> tuple[str | None, str | None]:
+    """:func:`choose_keys` for a run directory, from its config.toml alone (nothing is
+    analyzed or written). Raises ``ValueError``, or :class:`kmc.config.ConfigError`."""
+    from kmc.config import load_config, plain
+
+    config = load_config(Path(run_dir) / "config.toml", check_memory=False)
+    swept = [key for key, _ in config.sweep]
+    values = {key: [plain(v) for v in vals] for key, vals in config.sweep}
+    return choose_keys(swept, values, x, by)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def plot_run(
+    results: RunResults,
+    path: str | os.PathLike[str],
+    *,
+    x: str | None = None,
+    by: str | None = None,
+) -> Path:
+    """Plot ``results`` to ``path`` (.png at 120 dpi, .pdf or .svg) and return the path.
+
+    ``x`` and ``by`` are swept keys (see :func:`make_figure`). The file is written
+    atomically. Raises ``ValueError`` (one line) for an unknown extension or a bad key,
+    before anything is drawn.
+    """
+    target = Path(path)
+    fmt = figure_format(target)
+    fig = make_figure(results, x=x, by=by)
+    with atomic_write(target) as tmp:
+        fig.savefig(tmp, dpi=_DPI, format=fmt)
+    return target
+
+
+def make_figure(results: RunResults, *, x: str | None = None, by: str | None = None):
+    """The matplotlib Figure of :func:`plot_run` (layout in the module docstring).
+
+    Panel axes carry labels ``"x:<column>:<j>"`` and ``"arrhenius:<column>:<j>"`` (column
+    ``D_tracer`` or ``D_jump``, j the panel's column); upper-bound markers are Line2D
+    artists with gid :data:`UPPER_BOUND_GID`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    summary = list(results.summary)
+    swept = list(results.swept)
+    values = {key: [row[key] for row in summary if key in row] for key in swept}
+    x_key, by_key = choose_keys(swept, values, x, by)
+    plan = _Plan(results, x_key, by_key)
+
+    n_rows = 4 if plan.arrhenius else 2
+    n_cols = len(plan.columns)
+    legend_rows = math.ceil(len(plan.legend_handles()) / _legend_columns(n_cols))
+    width = 2.2 + max(3.3 * n_cols, 5.0) + (1.0 if plan.colour_temps else 0.0)
+    height = 0.8 + 2.45 * n_rows + 0.22 * legend_rows
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(n_rows, n_cols)
+    axes = np.empty((n_rows, n_cols), dtype=object)  # None where a spanning panel sits
+    first = None
+    for r in range(n_rows):
+        # one Arrhenius panel per row spans the figure when the columns are temperatures
+        spans = r >= 2 and len(plan.arrhenius_columns) == 1 and n_cols > 1
+        for j in range(1 if spans else n_cols):
+            ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
+            first = ax if first is None else first
+            if r in (1, 3):
+                ax.sharex(axes[r - 1, j])
+            elif j > 0:
+                ax.sharex(axes[r, 0])
+            if j > 0:
+                ax.tick_params(labelleft=False)
+            axes[r, j] = ax
+
+    for j, column_value in enumerate(plan.columns):
+        rows = plan.rows_of_column(column_value)
+        for i, (column, name, filled, style) in enumerate(_OBSERVABLES):
+            ax = axes[i, j]
+            ax.set_label(f"x:{column}:{j}")
+            _x_panel(ax, plan, rows, column, filled, style)
+            _decorate(ax, plan, i, j, name, x_panel=True)
+    if plan.arrhenius:
+        for j, column_value in enumerate(plan.arrhenius_columns):
+            groups = plan.arrhenius_groups(column_value)
+            for i, (column, name, filled, style) in enumerate(_OBSERVABLES):
+                ax = axes[2 + i, j]
+                ax.set_label(f"arrhenius:{column}:{j}")
+                _arrhenius_panel(ax, plan, groups, column, filled, style)
+                _decorate(ax, plan, 2 + i, j, name, x_panel=False)
+
+    _colour_bars(fig, axes, plan)
+    fig.legend(
+        handles=plan.legend_handles(),
+        loc="outside lower center",
+        ncol=_legend_columns(n_cols),
+        fontsize="small",
+        frameon=False,
+    )
+    title = plan.title()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _legend_columns(n_cols: int) -> int:
+    return 3 if n_cols == 1 else 4
+
+
+# --------------------------------------------------------------------------- the plan
 
 
 def _numeric(value: Any) -> float | None:
@@ -83,17 +261,15 @@ def _numeric(value: Any) -> float | None:
     return None
 
 
-def _x_key(results: RunResults) -> str | None:
-    """The swept key for the x axis: the amorphous fraction, else the first numeric one
-    other than the temperature, else None (a single point at the config's fraction)."""
-    if FRACTION_KEY in results.swept:
-        return FRACTION_KEY
-    for key in results.swept:
-        if key == TEMPERATURE_KEY:
-            continue
-        if results.summary and all(_numeric(row[key]) is not None for row in results.summary):
-            return key
-    return None
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _ident(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _config_value(results: RunResults, dotted: str, default: Any) -> Any:
@@ -105,224 +281,500 @@ def _config_value(results: RunResults, dotted: str, default: Any) -> Any:
     return node
 
 
-def _temperatures(results: RunResults) -> list[float]:
-    if TEMPERATURE_KEY in results.swept:
-        return sorted({float(row[TEMPERATURE_KEY]) for row in results.summary})
-    return [float(_config_value(results, TEMPERATURE_KEY, math.nan))]
+def _is_diffusive(row: Mapping[str, Any]) -> bool:
+    """A record without a ``diffusive`` column (older results) counts as diffusive."""
+    return bool(row.get("diffusive", True))
 
 
-def _row_temperature(results: RunResults, row: dict[str, Any]) -> float:
-    if TEMPERATURE_KEY in row:
-        return float(row[TEMPERATURE_KEY])
-    return float(_config_value(results, TEMPERATURE_KEY, math.nan))
+def _point(row: Mapping[str, Any], column: str) -> tuple[str, float, float] | None:
+    """What to draw of ``column`` in a summary record: ``("value", mean, error)`` for a
+    diffusive point with a positive mean, ``("upper", bound, nan)`` for a non-diffusive point
+    with a positive bound, None for nothing (no replica, nan, non-positive)."""
+    if int(row.get("replicas", 1) or 0) <= 0:
+        return None
+    if _is_diffusive(row):
+        y = _float(row.get(column))
+        if math.isfinite(y) and y > 0:
+            return ("value", y, _float(row.get(f"{column}_err")))
+        return None
+    bound = _float(row.get(f"{column}_upper"))
+    if math.isfinite(bound) and bound > 0:
+        return ("upper", bound, math.nan)
+    return None
 
 
-def _short(key: str) -> str:
-    """A legend-friendly name of a swept key."""
-    if key == FRACTION_KEY:
-        return "φ"
-    if key == TEMPERATURE_KEY:
-        return "T"
-    return key
+class _Plan:
+    """What goes where: keys, columns, curves, colours and markers, shared by all panels."""
+
+    def __init__(self, results: RunResults, x_key: str | None, by_key: str | None) -> None:
+        from matplotlib import colormaps
+        from matplotlib.colors import ListedColormap, Normalize
+
+        self.results = results
+        self.summary = list(results.summary)
+        self.swept = list(results.swept)
+        self.x_key = x_key
+        self.by_key = by_key
+        self.default_x = _float(_config_value(results, FRACTION_KEY, math.nan))
+        self.remaining = [k for k in self.swept if k not in (x_key, by_key, TEMPERATURE_KEY)]
+        self.short = _short_names(self.swept)
+
+        self.columns: list[Any] = [None]
+        if by_key is not None:
+            self.columns = _unique([row[by_key] for row in self.summary])
+
+        temps = sorted({self.temperature(row) for row in self.summary})
+        temps = [t for t in temps if math.isfinite(t)]
+        self.temps = temps
+        t_swept = TEMPERATURE_KEY in self.swept
+        self.colour_temps = t_swept and len(temps) >= 2 and TEMPERATURE_KEY not in (x_key, by_key)
+        self.arrhenius = t_swept and len(temps) >= 2
+        self.arrhenius_columns: list[Any] = [None]
+        if by_key is not None and by_key != TEMPERATURE_KEY:
+            self.arrhenius_columns = self.columns
+        # the swept keys other than the temperature that tell Arrhenius curves apart
+        self.arrhenius_keys = [k for k in self.swept if k != TEMPERATURE_KEY]
+
+        self.t_cmap = ListedColormap(colormaps["plasma"](np.linspace(0.0, 0.85, 256)))
+        self.t_norm = Normalize(min(temps), max(temps)) if self.colour_temps else None
+        self.x_colour = x_key is not None and x_key != TEMPERATURE_KEY and self.arrhenius
+        self.x_cmap = ListedColormap(colormaps["viridis"](np.linspace(0.0, 0.9, 256)))
+        self.x_norm = None
+        if self.x_colour:
+            xs = [_numeric(row[x_key]) for row in self.summary]
+            xs = [v for v in xs if v is not None]
+            if xs and max(xs) > min(xs):
+                self.x_norm = Normalize(min(xs), max(xs))
+            else:
+                self.x_colour = False
+
+        self.combos = _unique([{k: row[k] for k in self.remaining} for row in self.summary])
+        self.has_upper = any(
+            (p := _point(row, column)) is not None and p[0] == "upper"
+            for row in self.summary
+            for column, *_ in _OBSERVABLES
+        )
+        self.has_outside = self.arrhenius and any(
+            math.isfinite(ea := _float(rec.get(key))) and _outside(rec, ea)
+            for rec in results.arrhenius
+            for key in _EA_KEYS.values()
+        )
+
+    # ------------------------------------------------------------------ records
+
+    def temperature(self, row: Mapping[str, Any]) -> float:
+        if TEMPERATURE_KEY in row:
+            return _float(row[TEMPERATURE_KEY])
+        return _float(_config_value(self.results, TEMPERATURE_KEY, math.nan))
+
+    def x_of(self, row: Mapping[str, Any]) -> float:
+        if self.x_key is None:
+            return self.default_x
+        value = _numeric(row[self.x_key])
+        return math.nan if value is None else value
+
+    def rows_of_column(self, column_value: Any) -> list[dict[str, Any]]:
+        if self.by_key is None:
+            return self.summary
+        wanted = _ident(column_value)
+        return [row for row in self.summary if _ident(row[self.by_key]) == wanted]
+
+    def marker(self, row: Mapping[str, Any]) -> str:
+        combo = {k: row[k] for k in self.remaining}
+        index = next((i for i, c in enumerate(self.combos) if c == combo), 0)
+        return _MARKERS[index % len(_MARKERS)]
+
+    def t_colour(self, temperature: float):
+        if self.t_norm is None or not math.isfinite(temperature):
+            return "tab:blue"
+        return self.t_cmap(self.t_norm(temperature))
+
+    def arrhenius_groups(self, column_value: Any) -> list[tuple[dict[str, Any], list]]:
+        """(record, summary rows) per combination of the non-temperature keys; the record is
+        the matching Arrhenius record, or one with nan Ea if there is none."""
+        if column_value is None or self.by_key is None or self.by_key == TEMPERATURE_KEY:
+            rows = self.summary
+        else:
+            rows = self.rows_of_column(column_value)
+        keys = self.arrhenius_keys
+        groups: dict[str, tuple[dict[str, Any], list]] = {}
+        for row in rows:
+            ident = _ident({k: row[k] for k in keys})
+            if ident not in groups:
+                groups[ident] = (self._arrhenius_record(row, keys), [])
+            groups[ident][1].append(row)
+        return list(groups.values())
+
+    def _arrhenius_record(self, row: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+        for rec in self.results.arrhenius:
+            if all(k in rec and _ident(rec[k]) == _ident(row[k]) for k in keys):
+                return rec
+        return {k: row[k] for k in keys}  # no record: nothing fitted
+
+    # ------------------------------------------------------------------ text
+
+    def label(self, key: str, value: Any) -> str:
+        unit = _UNIT_TEXT.get(unit_of(key) or "", "")
+        suffix = f" {unit}" if unit and _numeric(value) is not None else ""
+        return f"{self.short[key]} = {show_value(value)}{suffix}"
+
+    def combo_label(self, row: Mapping[str, Any], keys: Sequence[str]) -> str:
+        return ", ".join(self.label(k, row[k]) for k in keys)
+
+    def title(self) -> str:
+        results = self.results
+        name = results.config.get("name") if isinstance(results.config, dict) else None
+        parts = []
+        if name:
+            parts.append(f"{name}: {len(results.tasks)} tasks")
+            if results.missing:
+                parts[-1] += f", {len(results.missing)} missing"
+        if self.x_key is None and math.isfinite(self.default_x):
+            parts.append(f"at the config's φ = {self.default_x:g}")
+        t_on_axis = TEMPERATURE_KEY in (self.x_key, self.by_key)
+        if self.temps and not self.colour_temps and not t_on_axis:
+            parts.append("T = " + ", ".join(f"{t:g}" for t in self.temps) + " K")
+        return "; ".join(parts)
+
+    def legend_handles(self) -> list:
+        from matplotlib.lines import Line2D
+
+        handles = []
+        if self.remaining:
+            handles += [
+                Line2D([], [], color="0.35", marker=_MARKERS[i % len(_MARKERS)],
+                       linestyle="none", label=self.combo_label(combo, self.remaining))
+                for i, combo in enumerate(self.combos)
+            ]  # fmt: skip
+        handles += [
+            Line2D([], [], color="black", marker="o", linestyle="-", label="D* (tracer)"),
+            Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
+                   label="D_σ (collective)"),
+        ]  # fmt: skip
+        if self.has_upper:
+            handles.append(
+                Line2D([], [], color="black", marker=_UPPER_MARKER, linestyle="none",
+                       label="upper bound (not diffusive)")
+            )  # fmt: skip
+        if self.arrhenius:
+            handles.append(Line2D([], [], color="black", linestyle="-", label="Arrhenius fit"))
+        if self.has_outside:
+            handles.append(
+                Line2D([], [], color="black", linestyle=":", label="fit, Ea outside physical range")
+            )
+        return handles
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    out = []
+    for value in values:
+        ident = _ident(value)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(value)
+    return out
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Legend-friendly names: φ, T, else the key without its section when that is unique
+    (``microstructure.kind`` → ``kind``), else the whole key."""
+    tails = [k.split(".", 1)[-1] for k in keys]
+    out = {}
+    for key, tail in zip(keys, tails, strict=True):
+        if key == FRACTION_KEY:
+            out[key] = "φ"
+        elif key == TEMPERATURE_KEY:
+            out[key] = "T"
+        else:
+            out[key] = tail if tails.count(tail) == 1 else key
+    return out
 
 
 def _axis_label(key: str | None) -> str:
     if key in (None, FRACTION_KEY):
         return "amorphous fraction φ"
+    if key == TEMPERATURE_KEY:
+        return "T [K]"
     unit = unit_of(key)
     return f"{key} [{unit}]" if unit and unit != "1" else key
 
 
-def _combo_id(row: dict[str, Any], keys: list[str]) -> str:
-    return json.dumps({k: row[k] for k in keys}, sort_keys=True)
+# --------------------------------------------------------------------------- drawing
 
 
-def _combo_label(row: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{_short(k)} = {show_value(row[k])}" for k in keys)
+def _draw_points(ax, xs, points, *, colour, marker, filled, linestyle, connect) -> int:
+    """Draw one curve: values with error bars (joined by a line, if ``connect``, only between
+    consecutive values), upper bounds as downward triangles. Returns how many points had
+    nothing to draw."""
+    xs = np.asarray(xs, dtype=float)
+    order = np.argsort(xs, kind="stable")
+    xs = xs[order]
+    points = [points[k] for k in order]
+    face = colour if filled else "white"
+    value_y = np.array([p[1] if p and p[0] == "value" else np.nan for p in points])
+    value_e = np.array([p[2] if p and p[0] == "value" else np.nan for p in points])
+    upper = [(xv, p[1]) for xv, p in zip(xs, points, strict=True) if p and p[0] == "upper"]
+    empty = sum(p is None or not math.isfinite(xv) for xv, p in zip(xs, points, strict=True))
+
+    has_value = np.isfinite(value_y) & np.isfinite(xs)
+    if np.any(has_value):
+        ax.plot(
+            xs,
+            np.where(has_value, value_y, np.nan),  # nan breaks the line: no bridging
+            color=colour,
+            marker=marker,
+            markersize=5,
+            markerfacecolor=face,
+            markeredgecolor=colour,
+            linestyle=linestyle if connect else "none",
+            linewidth=1.2,
+        )
+        err = np.where(np.isfinite(value_e) & (value_e > 0), value_e, 0.0)[has_value]
+        y = value_y[has_value]
+        if np.any(err > 0):
+            ax.errorbar(
+                xs[has_value],
+                y,
+                yerr=np.vstack([np.minimum(err, 0.95 * y), err]),  # stay above 0 on a log axis
+                fmt="none",
+                ecolor=colour,
+                elinewidth=0.9,
+                capsize=2,
+            )
+    if upper:
+        ux, uy = zip(*upper, strict=True)
+        ax.plot(
+            ux,
+            uy,
+            linestyle="none",
+            marker=_UPPER_MARKER,
+            markersize=6,
+            color=colour,
+            markerfacecolor=face,
+            markeredgecolor=colour,
+            gid=UPPER_BOUND_GID,
+        )
+    return int(empty)
 
 
-def _positive(x, y, err):
-    """Arrays restricted to finite positive y, with asymmetric error bars kept above 0."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    err = np.asarray(err, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
-    x, y, err = x[keep], y[keep], err[keep]
-    err = np.where(np.isfinite(err) & (err > 0), err, 0.0)
-    lower = np.minimum(err, 0.95 * y)
-    return x, y, np.vstack([lower, err])
+def _missing_text(missing: int) -> str:
+    return f"{missing} point{'s' if missing != 1 else ''} without data"
 
 
-def _errorbar(ax, x, y, err, *, color, marker, linestyle, filled, label=None):
-    x, y, yerr = _positive(x, y, err)
-    if x.size == 0:
-        return
-    order = np.argsort(x)
-    ax.errorbar(
-        x[order],
-        y[order],
-        yerr=yerr[:, order],
-        color=color,
-        marker=marker,
-        linestyle=linestyle,
-        markerfacecolor=color if filled else "white",
-        markeredgecolor=color,
-        markersize=6,
-        linewidth=1.3,
-        capsize=3,
-        label=label,
+def _note_handle(missing: int):
+    """A legend entry without a symbol that says how many points had nothing to draw."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], linestyle="none", marker="none", label=_missing_text(missing))
+
+
+def _legend(ax, handles, *, symbols: bool = True) -> None:
+    """A small legend inside the panel where it hides the fewest points (``loc="best"``)."""
+    ax.legend(
+        handles=handles,
+        fontsize="x-small",
+        loc="best",
+        framealpha=0.85,
+        borderpad=0.3,
+        labelspacing=0.25,
+        handlelength=1.6 if symbols else 0.0,
+        handletextpad=0.5 if symbols else 0.0,
     )
 
 
-# --------------------------------------------------------------------------- panels
+def _no_data(ax, drawn: int) -> None:
+    if not drawn:
+        ax.text(0.5, 0.5, "no positive D to show", transform=ax.transAxes, ha="center",
+                va="center", fontsize="small", color="0.3")  # fmt: skip
 
 
-def _legend(ax, handles, n_inside: int = 7, width_inside: int = 40) -> None:
-    """Inside the axes if short, else below them (constrained layout makes room)."""
-    labels = [h.get_label() for h in handles]
-    if len(handles) <= n_inside and max((len(t) for t in labels), default=0) <= width_inside:
-        ax.legend(handles=handles, fontsize="small", loc="best")
-    else:
-        ax.legend(
-            handles=handles,
-            fontsize="small",
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.13),
-            ncol=2 if len(handles) > 8 else 1,
-            frameon=False,
+def _x_panel(ax, plan: _Plan, rows, column: str, filled: bool, style: str) -> None:
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = _ident(
+            [plan.temperature(row) if plan.colour_temps else None]
+            + [row[k] for k in plan.remaining]
         )
-
-
-def _temperature_colours(temps: list[float]) -> dict[float, Any]:
-    from matplotlib import colormaps
-
-    if len(temps) == 1:
-        return {temps[0]: "tab:blue"}
-    cmap = colormaps["plasma"]  # dark blue (cold) to orange (hot); no pale middle
-    return {t: cmap(0.85 * i / (len(temps) - 1)) for i, t in enumerate(temps)}
-
-
-def _fraction_panel(ax, results, x_key, others, temps, Line2D) -> None:
-    colours = _temperature_colours(temps)
-    combos: list[str] = []
-    combo_rows: list[dict[str, Any]] = []
-    for row in results.summary:
-        cid = _combo_id(row, others)
-        if cid not in combos:
-            combos.append(cid)
-            combo_rows.append(row)
-
-    default_x = float(_config_value(results, FRACTION_KEY, math.nan))
-    curves: dict[tuple[float, str], list[dict[str, Any]]] = {}
-    for row in results.summary:
-        key = (_row_temperature(results, row), _combo_id(row, others))
         curves.setdefault(key, []).append(row)
-
-    plotted = 0
-    for (temp, cid), rows in curves.items():
-        marker = _MARKERS[combos.index(cid) % len(_MARKERS)]
-        colour = colours.get(temp, "tab:gray")
-        xs = [_numeric(r[x_key]) if x_key else default_x for r in rows]
-        for column, filled, style in (("D_tracer", True, "-"), ("D_jump", False, "--")):
-            ys = np.array([r[column] for r in rows], dtype=float)
-            errs = [r[f"{column}_err"] for r in rows]
-            _errorbar(ax, xs, ys, errs, color=colour, marker=marker, linestyle=style, filled=filled)
-            plotted += int(np.sum(np.isfinite(ys) & (ys > 0)))
-
-    handles = [
-        Line2D([], [], color=colours[t], linestyle="-", linewidth=2.5,
-               label=f"T = {t:g} K" if math.isfinite(t) else "T = ?")
-        for t in temps
-    ]  # fmt: skip
-    if others:
-        handles += [
-            Line2D([], [], color="0.35", marker=_MARKERS[i % len(_MARKERS)], linestyle="none",
-                   label=_combo_label(row, others))
-            for i, row in enumerate(combo_rows)
-        ]  # fmt: skip
-    handles += [
-        Line2D([], [], color="black", marker="o", linestyle="-", label="D* (tracer)"),
-        Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
-               label="D_σ (collective)"),
-    ]  # fmt: skip
-    ax.set_yscale("log")
-    ax.set_xlabel(_axis_label(x_key))
-    ax.set_ylabel("D [cm²/s]")
-    if x_key in (None, FRACTION_KEY):
-        ax.set_xlim(-0.05, 1.05)
-    title = "Diffusion coefficients"
-    if x_key is None:
-        title += f" at the config's φ = {default_x:g}"
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.grid(True, which="minor", alpha=0.1)
-    if not plotted:
-        ax.text(0.5, 0.5, "no positive D to show", transform=ax.transAxes, ha="center")
-    _legend(ax, handles)
+    missing = drawn = 0
+    for curve in curves.values():
+        points = [_point(row, column) for row in curve]
+        drawn += sum(p is not None for p in points)
+        missing += _draw_points(
+            ax,
+            [plan.x_of(row) for row in curve],
+            points,
+            colour=plan.t_colour(plan.temperature(curve[0])),
+            marker=plan.marker(curve[0]),
+            filled=filled,
+            linestyle=style,
+            connect=plan.x_key is not None,
+        )
+    _no_data(ax, drawn)
+    if missing:
+        _legend(ax, [_note_handle(missing)], symbols=False)
 
 
 def _fit_line(temps, values, errors, ea):
-    """ln D = ln A − Ea/kT through the (weighted) centroid, as the fit in kmc.analysis."""
+    """ln D = ln A − Ea/kT through the (weighted) centroid of the points, as in the fit."""
     t = np.asarray(temps, dtype=float)
     y = np.asarray(values, dtype=float)
     e = np.asarray(errors, dtype=float)
-    if not math.isfinite(ea) or t.size < 2 or not np.all(np.isfinite(y) & (y > 0)):
+    if not math.isfinite(ea) or np.unique(t).size < 2:
         return None
-    x = 1.0 / (BOLTZMANN_EV * t)
+    inv_kt = 1.0 / (BOLTZMANN_EV * t)
     w = (y / e) ** 2 if np.all(np.isfinite(e) & (e > 0)) else np.ones_like(y)
-    ln_a = np.sum(w * (np.log(y) + ea * x)) / np.sum(w)
+    ln_a = np.sum(w * (np.log(y) + ea * inv_kt)) / np.sum(w)
     grid = np.linspace(t.min(), t.max(), 50)
     return 1000.0 / grid, np.exp(ln_a - ea / (BOLTZMANN_EV * grid))
 
 
-def _ea_text(rec: dict[str, Any], key: str) -> str:
-    ea, err = rec[key], rec[f"{key}_err"]
-    if not math.isfinite(ea):
-        return "n/a"
-    return f"{ea:.3f}" + (f" ± {err:.3f}" if math.isfinite(err) else "") + " eV"
+def _ea_text(ea: float, err: float) -> str:
+    return f"Ea = {ea:.3f}" + (f" ± {err:.3f}" if math.isfinite(err) else "") + " eV"
 
 
-def _arrhenius_panel(ax, results, Line2D) -> None:
+def _outside(rec: Mapping[str, Any], ea: float) -> bool:
+    low, high = _float(rec.get("Ea_lower")), _float(rec.get("Ea_upper"))
+    return (math.isfinite(low) and ea < low) or (math.isfinite(high) and ea > high)
+
+
+def _arrhenius_panel(ax, plan: _Plan, groups, column: str, filled: bool, style: str) -> None:
     from matplotlib import colormaps
+    from matplotlib.lines import Line2D
 
-    others = [k for k in results.swept if k != TEMPERATURE_KEY]
-    records = results.arrhenius
-    cmap = colormaps["viridis"]
-    n = len(records)
-    handles = []
-    for i, rec in enumerate(records):
-        colour = cmap(0.0 if n == 1 else 0.9 * i / (n - 1))
-        rows = [
-            row
-            for row in results.summary
-            if all(row[k] == rec[k] for k in others) and row["replicas"] > 0
-        ]
-        temps = np.array([float(r[TEMPERATURE_KEY]) for r in rows])
-        for column, ea_key, filled, style in (
-            ("D_tracer", "Ea_tracer", True, "-"),
-            ("D_jump", "Ea_jump", False, "--"),
-        ):
-            ys = [r[column] for r in rows]
-            errs = [r[f"{column}_err"] for r in rows]
-            inverse = 1000.0 / temps if temps.size else np.empty(0)
-            _errorbar(
-                ax, inverse, ys, errs, color=colour, marker="o", linestyle="none", filled=filled
-            )
-            line = _fit_line(temps, ys, errs, rec[ea_key])
+    ea_key = _EA_KEYS[column]
+    label_keys = [k for k in plan.arrhenius_keys if k != plan.by_key]
+    categorical = colormaps["tab10"]
+    missing = drawn = 0
+    entries: list[tuple[str, Any, str, str, dict]] = []  # kind, colour, marker, label, row
+    fitted: list[float] = []
+    for index, (rec, rows) in enumerate(groups):
+        if plan.x_colour and plan.x_norm is not None:
+            colour = plan.x_cmap(plan.x_norm(plan.x_of(rows[0])))
+        else:
+            colour = categorical(index % 10)
+        marker = plan.marker(rows[0])
+        temps = [plan.temperature(row) for row in rows]
+        points = [_point(row, column) for row in rows]
+        drawn += sum(p is not None for p in points)
+        missing += _draw_points(
+            ax,
+            [1000.0 / t if t > 0 else math.nan for t in temps],
+            points,
+            colour=colour,
+            marker=marker,
+            filled=filled,
+            linestyle="none",
+            connect=False,
+        )
+        name = plan.combo_label(rows[0], label_keys) if label_keys else "fit"
+        ea, err = _float(rec.get(ea_key)), _float(rec.get(f"{ea_key}_err"))
+        if not math.isfinite(ea):
+            entries.append(("withheld", colour, marker, f"{name}: Ea withheld", rows[0]))
+            continue
+        values = [(t, p[1], p[2]) for t, p in zip(temps, points, strict=True)
+                  if p is not None and p[0] == "value"]  # fmt: skip
+        outside = _outside(rec, ea)
+        line_style = ":" if outside else style
+        if len(values) >= 2:
+            line = _fit_line(*zip(*values, strict=True), ea)
             if line is not None:
-                ax.plot(*line, color=colour, linestyle=style, linewidth=1.2)
-        name = _combo_label(rec, others) + ": " if others else ""
-        label = f"{name}Ea* = {_ea_text(rec, 'Ea_tracer')}, Ea_σ = {_ea_text(rec, 'Ea_jump')}"
-        handles.append(Line2D([], [], color=colour, marker="o", linestyle="-", label=label))
-    handles += [
-        Line2D([], [], color="black", marker="o", linestyle="-", label="D* and its fit"),
-        Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
-               label="D_σ and its fit"),
-    ]  # fmt: skip
+                ax.plot(*line, color=colour, linestyle=line_style, linewidth=1.1)
+        fitted.append(ea)
+        text = f"{name}: {_ea_text(ea, err)}" + (" (outside physical range)" if outside else "")
+        entries.append(("outside" if outside else "fit", colour, marker, text, rows[0]))
+    _no_data(ax, drawn)
+
+    if len(entries) <= _FEW_RECORDS:
+        handles = [
+            Line2D([], [], color=colour, marker=marker, markersize=4,
+                   markerfacecolor=colour if filled else "white",
+                   linestyle={"withheld": "none", "outside": ":"}.get(kind, style), label=label)
+            for kind, colour, marker, label, _ in entries
+        ]  # fmt: skip
+    else:
+        handles = []
+        if fitted:
+            handles.append(
+                Line2D([], [], color="0.3", linestyle=style,
+                       label=f"fits: Ea = {min(fitted):.2f} … {max(fitted):.2f} eV")
+            )  # fmt: skip
+        for kind, text in (("withheld", "Ea withheld"), ("outside", "Ea outside range")):
+            which = [row for k, _, _, _, row in entries if k == kind]
+            if which:
+                handles.append(
+                    Line2D([], [], color="0.3", marker="o", markersize=4,
+                           linestyle="none" if kind == "withheld" else ":",
+                           label=f"{text}: {_compact(plan, which, label_keys)}")
+                )  # fmt: skip
+    if missing:
+        handles.append(_note_handle(missing))
+    if handles:
+        _legend(ax, handles)
+
+
+def _compact(plan: _Plan, rows: list[Mapping[str, Any]], keys: list[str], most: int = 6) -> str:
+    """The points of ``rows`` in few words: ``kind = random, φ = 0.2, 0.25, 0.3``."""
+    if not keys:
+        return "all"
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        prefix = plan.combo_label(row, keys[:-1])
+        groups.setdefault(prefix, []).append(show_value(row[keys[-1]]))
+    parts, shown = [], 0
+    for prefix, values in groups.items():
+        if shown >= most:
+            break
+        take = values[: most - shown]
+        shown += len(take)
+        last = f"{plan.short[keys[-1]]} = {', '.join(take)}"
+        parts.append(f"{prefix}, {last}" if prefix else last)
+    text = "; ".join(parts)
+    return text + (f" (+{len(rows) - shown} more)" if shown < len(rows) else "")
+
+
+def _decorate(ax, plan: _Plan, row: int, col: int, name: str, *, x_panel: bool) -> None:
     ax.set_yscale("log")
-    ax.set_xlabel("1000 / T [1/K]")
-    ax.set_ylabel("D [cm²/s]")
-    ax.set_title("Arrhenius plot, D = D₀ exp(−Ea / kT)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.grid(True, which="minor", alpha=0.1)
-    _legend(ax, handles, width_inside=60)
+    ax.grid(True, which="minor", alpha=0.08)
+    if col == 0:
+        ax.set_ylabel(f"{name} [cm²/s]")
+    first_of_block = row in (0, 2)
+    if first_of_block:
+        ax.tick_params(labelbottom=False)
+        heading = "" if x_panel else "Arrhenius"
+        column_value = plan.columns[col] if x_panel else plan.arrhenius_columns[col]
+        if plan.by_key is not None and column_value is not None:
+            where = plan.label(plan.by_key, column_value)
+            heading = f"{heading}: {where}" if heading else where
+        if heading:
+            ax.set_title(heading, fontsize="medium")
+    else:
+        ax.set_xlabel(_axis_label(plan.x_key) if x_panel else "1000 / T [1/K]")
+    if x_panel and plan.x_key in (None, FRACTION_KEY):
+        ax.set_xlim(-0.05, 1.05)
+
+
+def _colour_bars(fig, axes, plan: _Plan) -> None:
+    from matplotlib.cm import ScalarMappable
+
+    if plan.colour_temps:
+        bar = fig.colorbar(
+            ScalarMappable(norm=plan.t_norm, cmap=plan.t_cmap),
+            ax=[ax for ax in axes[:2, :].ravel() if ax is not None],
+            label="T [K]",
+            aspect=30,
+            pad=0.01,
+        )
+        if len(plan.temps) <= 12:
+            bar.set_ticks(plan.temps)
+            bar.set_ticklabels([f"{t:g}" for t in plan.temps])
+    if plan.arrhenius and plan.x_colour and plan.x_norm is not None:
+        fig.colorbar(
+            ScalarMappable(norm=plan.x_norm, cmap=plan.x_cmap),
+            ax=[ax for ax in axes[2:, :].ravel() if ax is not None],
+            label=_axis_label(plan.x_key),
+            aspect=30,
+            pad=0.01,
+        )

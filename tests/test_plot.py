@@ -1,24 +1,137 @@
-"""Tests of kmc.plot: a readable PNG for the common kinds of run, without crashing on
-non-positive or missing values (log axes)."""
+"""Tests of kmc.plot: readable figures for the common kinds of run and for a sweep the size
+of configs/nafepo4_amorphization.toml (2 kinds × 13 fractions × 4 temperatures), in PNG,
+PDF and SVG, without matplotlib warnings; non-diffusive points as upper bounds, withheld
+activation energies without fit lines, small multiples with --by, and the argument checks
+of ``kmc plot`` (one line, exit status 2, before results.h5 is rewritten)."""
 
 from __future__ import annotations
 
 import math
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 from test_results import make_run  # synthetic run directories (tests/ is on sys.path)
 
-from kmc.plot import plot_run
-from kmc.results import analyze_run
+from kmc import cli
+from kmc.analysis import BOLTZMANN_EV
+from kmc.plot import UPPER_BOUND_GID, make_figure, plot_run
+from kmc.results import RunResults, analyze_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+KIND = "microstructure.kind"
+PHI = "microstructure.amorphous_fraction"
+TEMP = "run.temperature"
+KINDS = ["random", "correlated"]
+FRACTIONS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0]
+TEMPS = [300.0, 400.0, 500.0, 600.0]
+# the synthetic NaFePO4-shaped results: random kind, φ in 0.2-0.3, T <= 400 K is not
+# diffusive (so its Ea is withheld); correlated φ = 0.5 at 300 K has no complete replica
+STUCK_PHI = (0.2, 0.25, 0.3)
 
 
 def check_png(path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+
+
+def true_ea(kind: str, phi: float) -> float:
+    w = phi if kind == "random" else math.sqrt(phi)
+    return 0.6 * (1 - w) + 0.25 * w
+
+
+def is_stuck(kind: str, phi: float, temperature: float) -> bool:
+    return kind == "random" and phi in STUCK_PHI and temperature <= 400.0
+
+
+def is_missing(kind: str, phi: float, temperature: float) -> bool:
+    return kind == "correlated" and phi == 0.5 and temperature == 300.0
+
+
+def synthetic_results(
+    kinds=KINDS, fractions=FRACTIONS, temps=TEMPS, *, schema: str = "new"
+) -> RunResults:
+    """RunResults in the record layout of kmc.results (``schema="old"``: without the
+    diffusive, upper-bound and note columns, as results written before them)."""
+    summary, arrhenius = [], []
+    for kind in kinds:
+        for phi in fractions:
+            for t in temps:
+                d = 1e-3 * math.exp(-true_ea(kind, phi) / (BOLTZMANN_EV * t))
+                stuck, missing = is_stuck(kind, phi, t), is_missing(kind, phi, t)
+                row = {KIND: kind, PHI: phi, TEMP: t, "replicas": 0 if missing else 2}
+                row |= {"diffusive_replicas": 0 if stuck or missing else 2}
+                row |= {"diffusive": not (stuck or missing), "note": ""}
+                for key in ("D_tracer", "D_jump", "haven_ratio", "conductivity"):
+                    value = 1.0 if key == "haven_ratio" else d
+                    ok = not (missing or (stuck and schema == "new"))
+                    row[key] = value if ok else math.nan
+                    row[f"{key}_err"] = 0.1 * value if ok else math.nan
+                    if key != "haven_ratio":
+                        row[f"{key}_upper"] = 3 * value if stuck else math.nan
+                summary.append(row)
+            withheld = kind == "random" and phi in STUCK_PHI
+            ea = math.nan if withheld else true_ea(kind, phi)
+            err = math.nan if withheld else 0.01
+            arrhenius.append(
+                {KIND: kind, PHI: phi, "Ea_tracer": ea, "Ea_tracer_err": err,
+                 "Ea_jump": ea, "Ea_jump_err": 2 * err, "landscapes": 2,
+                 "Ea_lower": 0.25, "Ea_upper": 0.6,
+                 "note": "withheld: not diffusive at T = 300, 400 K" if withheld else ""}
+            )  # fmt: skip
+    if schema == "old":
+        drop = {"diffusive", "diffusive_replicas", "note", "landscapes", "Ea_lower", "Ea_upper"}
+        summary = [{k: v for k, v in r.items() if k not in drop and "_upper" not in k}
+                   for r in summary if r["replicas"] > 0]  # fmt: skip
+        arrhenius = [{k: v for k, v in r.items() if k not in drop} for r in arrhenius]
+        for rec in arrhenius:
+            if math.isnan(rec["Ea_tracer"]):
+                rec["Ea_tracer"] = rec["Ea_jump"] = 0.4
+                rec["Ea_tracer_err"] = rec["Ea_jump_err"] = 0.01
+    swept = [k for k, values in ((KIND, kinds), (PHI, fractions), (TEMP, temps)) if values]
+    n_tasks = sum(r["replicas"] for r in summary)
+    return RunResults(
+        tasks=[{} for _ in range(n_tasks)],
+        summary=summary,
+        arrhenius=arrhenius,
+        swept=swept,
+        missing=[],
+        run_dir=Path("runs/nafepo4"),
+        config={"name": "nafepo4_amorphization", "run": {"temperature": 300.0}},
+    )
+
+
+@pytest.fixture(scope="module")
+def nafepo4() -> RunResults:
+    return synthetic_results()
+
+
+def panels(fig, prefix: str) -> list:
+    return [ax for ax in fig.axes if ax.get_label().startswith(prefix) and ax.get_visible()]
+
+
+def panel(fig, label: str):
+    (ax,) = [ax for ax in fig.axes if ax.get_label() == label]
+    return ax
+
+
+def legend_texts(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def no_warnings(func, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = func(*args, **kwargs)
+    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
+    return out
+
+
+# --------------------------------------------------------------------------- real analyses
 
 
 @pytest.mark.parametrize(
@@ -37,27 +150,232 @@ def check_png(path) -> None:
 )  # fmt: skip
 def test_plot_run_writes_png(tmp_path, sweep):
     results = analyze_run(make_run(tmp_path, sweep, n_ions=8, n_frames=24))
-    out = plot_run(results, tmp_path / "plot.png")
+    out = no_warnings(plot_run, results, tmp_path / "plot.png")
     assert out == tmp_path / "plot.png"
     check_png(out)
 
 
 def test_plot_skips_non_positive_values(tmp_path):
-    sweep = {
-        "microstructure.amorphous_fraction": [0.0, 0.5, 1.0],
-        "run.temperature": [300.0, 400.0],
-    }
-    results = analyze_run(make_run(tmp_path, sweep, n_ions=8, n_frames=24))
+    results = synthetic_results(kinds=["random"], fractions=[0.0, 0.5, 1.0], temps=[300.0, 400.0])
     results.summary[0]["D_jump"] = -1e-8  # a noisy collective mean can be negative
     results.summary[1]["D_tracer"] = math.nan
     results.summary[2]["D_jump_err"] = 10.0  # error bar larger than the value
     results.arrhenius[0]["Ea_jump"] = math.nan
     for rec in results.summary[3:]:
         rec["D_tracer"] = rec["D_jump"] = 0.0
-    check_png(plot_run(results, tmp_path / "plot.png"))
+    fig = no_warnings(make_figure, results)
+    # 1 nan + 3 zeros of D*; 1 negative + 3 zeros of D_σ: counted, not dropped silently
+    assert "4 points without data" in legend_texts(panel(fig, "x:D_tracer:0"))
+    assert "4 points without data" in legend_texts(panel(fig, "x:D_jump:0"))
+    check_png(no_warnings(plot_run, results, tmp_path / "plot.png"))
+
+
+def test_nothing_to_show_still_plots(tmp_path):
+    results = synthetic_results(kinds=["random"], fractions=[0.0, 0.5], temps=[300.0, 400.0])
+    for rec in results.summary:
+        rec["replicas"], rec["diffusive"] = 0, False
+        for key in ("D_tracer", "D_jump"):
+            rec[key] = rec[f"{key}_upper"] = math.nan
+    for rec in results.arrhenius:
+        rec["Ea_tracer"] = rec["Ea_jump"] = math.nan
+    check_png(no_warnings(plot_run, results, tmp_path / "plot.png"))
 
 
 def test_import_is_cheap():
     code = "import sys, kmc.plot; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- NaFePO4 shape
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [(".png", (PNG_MAGIC,)), (".pdf", (b"%PDF",)), (".svg", (b"<?xml", b"<svg"))],
+)
+@pytest.mark.parametrize("by", [None, KIND])
+def test_nafepo4_sweep_writes_every_format_without_warnings(tmp_path, nafepo4, suffix, magic, by):
+    out = no_warnings(plot_run, nafepo4, tmp_path / f"figure{suffix}", by=by)
+    assert out == tmp_path / f"figure{suffix}"
+    data = out.read_bytes()
+    assert data.startswith(magic) and len(data) > 10_000
+    if suffix == ".svg":
+        assert b"<svg" in data[:1000]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+
+
+def test_by_makes_one_column_of_panels_per_value(nafepo4):
+    fig = no_warnings(make_figure, nafepo4, by=KIND)
+    assert len(panels(fig, "x:")) == 4  # D* and D_σ × random, correlated
+    assert len(panels(fig, "arrhenius:")) == 4
+    assert panel(fig, "x:D_tracer:0").get_title() == "kind = random"
+    assert panel(fig, "x:D_tracer:1").get_title() == "kind = correlated"
+    # one shared log D axis
+    ys = {panel(fig, f"{kind}:{col}:{j}").get_ylim() for kind in ("x", "arrhenius")
+          for col in ("D_tracer", "D_jump") for j in (0, 1)}  # fmt: skip
+    assert len(ys) == 1
+
+    fig = no_warnings(make_figure, nafepo4)
+    assert len(panels(fig, "x:")) == 2 and len(panels(fig, "arrhenius:")) == 2
+
+    # one column per temperature; the Arrhenius plot needs them all, so one column of it
+    fig = no_warnings(make_figure, nafepo4, by=TEMP)
+    assert len(panels(fig, "x:")) == 8 and len(panels(fig, "arrhenius:")) == 2
+
+    # x = temperature, columns by kind: no colour bar for T (it is the axis)
+    fig = no_warnings(make_figure, nafepo4, x=TEMP, by=KIND)
+    assert panel(fig, "x:D_jump:0").get_xlabel() == "T [K]"
+    assert "T [K]" not in [ax.get_ylabel() for ax in fig.axes]
+
+
+def test_temperature_is_a_colour_bar_not_legend_entries():
+    temps = [float(t) for t in range(300, 700, 25)]  # 16 temperatures × 2 kinds: 32 curves
+    results = synthetic_results(fractions=FRACTIONS[:6], temps=temps)
+    fig = no_warnings(make_figure, results)
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "T [K]"]
+    assert len(bars) == 1
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "kind = random" in labels and "kind = correlated" in labels
+    assert "D* (tracer)" in labels and "D_σ (collective)" in labels
+    assert not any(label.endswith(" K") for label in labels), labels
+    assert len(labels) <= 8
+    line_count = sum(
+        1 for line in panel(fig, "x:D_tracer:0").get_lines() if line.get_linestyle() == "-"
+    )
+    assert line_count == 32
+
+
+def test_non_diffusive_points_are_upper_bounds(nafepo4):
+    fig = no_warnings(make_figure, nafepo4, by=KIND)
+    ax = panel(fig, "x:D_tracer:0")  # kind = random
+    bounds = {(x, y) for line in ax.get_lines() if line.get_gid() == UPPER_BOUND_GID
+              for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)}  # fmt: skip
+    expected = {
+        (r[PHI], r["D_tracer_upper"]) for r in nafepo4.summary
+        if r[KIND] == "random" and not r["diffusive"]
+    }  # fmt: skip
+    assert bounds == expected and len(bounds) == 6
+    for line in ax.get_lines():
+        if line.get_gid() == UPPER_BOUND_GID:
+            assert line.get_marker() == "v" and line.get_linestyle() == "None"
+    # the 300 K random curve is broken at the non-diffusive fractions, never bridged
+    d0 = next(r["D_tracer"] for r in nafepo4.summary
+              if (r[KIND], r[PHI], r[TEMP]) == ("random", 0.0, 300.0))  # fmt: skip
+    (curve,) = [line for line in ax.get_lines() if d0 in list(line.get_ydata())]
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata(), dtype=float)
+    assert curve.get_linestyle() == "-"
+    assert np.all(np.isnan(y[np.isin(x, STUCK_PHI)])) and np.isnan(y).sum() == 3
+    assert np.all(np.isfinite(y[~np.isin(x, STUCK_PHI)]))
+    # the point without a complete replica is counted on its panel
+    assert "1 point without data" in legend_texts(panel(fig, "x:D_tracer:1"))
+    assert not legend_texts(ax)
+
+
+def test_withheld_activation_energy_has_no_fit_line(nafepo4):
+    fig = no_warnings(make_figure, nafepo4, by=KIND)
+    for j, withheld in ((0, 3), (1, 0)):
+        ax = panel(fig, f"arrhenius:D_tracer:{j}")
+        fits = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
+        assert len(fits) == len(FRACTIONS) - withheld
+        texts = legend_texts(ax)
+        assert any("Ea withheld" in t for t in texts) == bool(withheld), texts
+    assert "Ea withheld: φ = 0.2, 0.25, 0.3" in legend_texts(panel(fig, "arrhenius:D_jump:0"))
+
+    # few curves: one legend entry each, with its Ea or "Ea withheld"
+    results = synthetic_results(kinds=["random"], fractions=[0.0, 0.25])
+    fig = no_warnings(make_figure, results)
+    texts = legend_texts(panel(fig, "arrhenius:D_tracer:0"))
+    assert texts[0].startswith("kind = random, φ = 0: Ea = 0.600 ± 0.010 eV")
+    assert texts[1] == "kind = random, φ = 0.25: Ea withheld"
+
+
+def test_results_without_diffusive_column_count_as_diffusive():
+    results = synthetic_results(schema="old")
+    fig = no_warnings(make_figure, results, by=KIND)
+    ax = panel(fig, "x:D_tracer:0")
+    assert not [line for line in ax.get_lines() if line.get_gid() == UPPER_BOUND_GID]
+    assert not legend_texts(ax)
+
+
+def test_bad_keys_and_extension_are_refused(tmp_path, nafepo4):
+    with pytest.raises(ValueError, match=r"--x nope: not a swept key .*run\.temperature"):
+        make_figure(nafepo4, x="nope")
+    with pytest.raises(ValueError, match=r"--x microstructure\.kind: not a numeric"):
+        make_figure(nafepo4, x=KIND)
+    with pytest.raises(ValueError, match=r"--by run\.seed: not a swept key"):
+        make_figure(nafepo4, by="run.seed")
+    with pytest.raises(ValueError, match=r"unknown figure type.*'\.jpg'"):
+        plot_run(nafepo4, tmp_path / "figure.jpg")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- kmc plot
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    sweep = {
+        "microstructure.amorphous_fraction": [0.0, 0.5, 1.0],
+        "amorphous.saddle_energy": [0.3, 0.4],
+        "run.temperature": [300.0, 400.0],
+    }
+    return make_run(tmp_path_factory.mktemp("plot"), sweep, n_ions=8, n_frames=24)
+
+
+def refused(capsys, argv: list[str], *names: str) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["-o", "{tmp}/figure.jpg"], ["figure.jpg", ".jpg", ".png, .pdf or .svg"]),
+        (["-o", "{tmp}/figure"], ["unknown figure type"]),
+        (["-o", "{tmp}/no/such/dir/x.png"], ["{tmp}/no/such/dir"]),
+        (["-o", "{tmp}/adir.png"], ["adir.png", "is a directory"]),
+        (["--x", "nope"], ["nope", PHI, "amorphous.saddle_energy", TEMP]),
+        (["--by", "lattice.kind"], ["lattice.kind", PHI, TEMP]),
+        (["--x", PHI, "--by", PHI], [PHI]),
+    ],
+    ids=["jpg", "no-extension", "missing-directory", "directory", "bad-x", "bad-by", "x-is-by"],
+)
+def test_plot_command_refuses_bad_arguments_before_analyzing(
+    capsys, tmp_path, run_dir, args, names
+):
+    (tmp_path / "adir.png").mkdir()
+    results = run_dir / "results.h5"
+    results.unlink(missing_ok=True)
+    argv = ["plot", str(run_dir), *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    refused(capsys, argv, *(n.replace("{tmp}", str(tmp_path)) for n in names))
+    assert not results.exists()  # refused before _analyze rewrote results.h5
+
+
+def test_plot_command_x_by_and_vector_output(capsys, tmp_path, run_dir):
+    out = tmp_path / "figure.svg"
+    argv = ["plot", str(run_dir), "-o", str(out), "--x", "amorphous.saddle_energy"]
+    assert cli.main([*argv, "--by", PHI]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+    assert (run_dir / "results.h5").is_file()
+    pdf = tmp_path / "figure.pdf"
+    assert cli.main(["plot", str(run_dir), "-o", str(pdf)]) == 0
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_activation_energy_outside_physical_range_is_dotted():
+    results = synthetic_results(kinds=["correlated"], fractions=[0.0, 0.5])
+    results.arrhenius[0]["Ea_lower"] = 0.7  # the fitted 0.6 eV lies below the range
+    fig = no_warnings(make_figure, results)
+    ax = panel(fig, "arrhenius:D_tracer:0")
+    fits = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
+    assert sorted(line.get_linestyle() for line in fits) == ["-", ":"]
+    assert "(outside physical range)" in legend_texts(ax)[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "fit, Ea outside physical range" in labels
