@@ -14,11 +14,16 @@ value belongs to one landscape realization (random barriers on a ring, a crystal
 mixture) each replica is divided by the exact value of its own realization and the mean ratio
 is compared with 1:
 
-- ring: the landscape is rebuilt from the task's seed with
-  :func:`kmc.experiment.build_landscape` (the same random numbers run_task draws first) and
-  the harmonic mean of its bond rates gives D = a² / ⟨1/Γ_b⟩;
-- mixture: the same config with ``run.method = "network"`` (the same seed, so the same
-  landscapes) gives the exact dilute-limit D of each realization by the sparse solve.
+- ring: the landscape is rebuilt from the task's landscape seed with
+  :func:`kmc.experiment.build_landscape` (exactly as run_task builds it) and the harmonic
+  mean of its bond rates gives D = a² / ⟨1/Γ_b⟩;
+- mixture: the same config with ``run.method = "network"`` (the same landscape seeds, so the
+  same landscapes) gives the exact dilute-limit D of each realization by the sparse solve.
+
+Every replica must pass the diffusive test of :func:`kmc.analysis.diffusive_test` (else its
+D is nan and the case fails): each case's run is long enough for the tracer MSD to grow by
+well over 100 a² over [T/4, T/2], and has enough ions (several hundred) for the slope ratio
+to be resolved, whatever the run length.
 
 ``--quick`` uses fewer replicas and shorter runs, still with every relative error below
 2.5 % (a 10 % bias fails by more than 4 errors). Everything is seeded: a given build of the
@@ -75,7 +80,7 @@ class Case:
     ``value(task, observables)`` is the per-replica number (``observables`` are the task
     observables of :func:`kmc.experiment.run_task`, D in cm²/s). If ``exact`` is given it is
     the exact value of that replica's own realization (a function of the task, or
-    ``"network"`` for the ``run.method = "network"`` task with the same seed) and the
+    ``"network"`` for the ``run.method = "network"`` task with the same landscape seed) and the
     per-replica number is ``value / exact``. ``quick`` maps dotted config keys to the values
     ``--quick`` uses instead.
     """
@@ -151,8 +156,8 @@ def _scaled(key: str, scale: float) -> Callable[[Any, Mapping[str, float]], floa
     return value
 
 
-# Free walker: box sizes chosen so that the ``count`` walkers fit (the config requires
-# count ≤ free sites even without exclusion); the box size does not matter for D.
+# Free walker: the box size does not matter for D (independent walkers may outnumber the
+# sites, but these boxes hold the 400 walkers anyway).
 _FREE_WALKER_CELLS = {
     "chain": (512,),
     "square": (24, 24),
@@ -167,7 +172,8 @@ _FREE_WALKER_CELLS = {
 def free_walker_case(kind: str, *, expected: float | None = None, seed: int = 101) -> Case:
     """Independent walkers on a uniform ``kind`` lattice (a = 2 Å, S = 0.3 eV, 300 K):
     D = z Γ a² / (2d). ``expected`` replaces the exact value (to show that a wrong one
-    fails)."""
+    fails). A free walker's MSD is H a² after H hops, so the MSD grows by H/4 a² over
+    [T/4, T/2]: 1000 (quick 800) hops give 250 (200) a², past the diffusive test's 100."""
     hop = 2.0
     exact = _free_walker_d(kind, hop, SADDLE, T)
     return Case(
@@ -182,7 +188,7 @@ def free_walker_case(kind: str, *, expected: float | None = None, seed: int = 10
             hop_distance=hop,
             ions={"count": 400, "exclusion": False},
             run={
-                "hops_per_ion": 400,
+                "hops_per_ion": 1000,
                 "equilibration_hops_per_ion": 0,
                 "frames": 50,
                 "replicas": 40,
@@ -190,46 +196,52 @@ def free_walker_case(kind: str, *, expected: float | None = None, seed: int = 10
             },
         ),
         value=_tracer,
-        quick={"run.replicas": 12, "run.hops_per_ion": 200},
+        quick={"run.replicas": 12, "run.hops_per_ion": 800},
     )
 
 
 def _lattice_gas_cases() -> list[Case]:
-    """Uniform rates on the square lattice at c = 0.5: D* = (1 − c) f D0 with f = 0.7128 ±
-    0.003 (32², where the box shifts f by far less than that), and D_σ = (1 − c) D0.
+    """Uniform rates on the square lattice at c = 0.5, 32² (N_s = 1024 sites, N = 512 ions),
+    both from the same runs: D* = (1 − c) f D0 with f = 0.7128 ± 0.003 (the box shifts f by far
+    less than that), and D_σ.
 
-    D_σ rests on one collective coordinate per replica, so a replica's estimate scatters by
-    ≈ 100 % whatever its size: it takes thousands of replicas, which is affordable only on a
-    small box (8², 32 ions). There the fixed ion number shows: an ion sees an empty
-    neighbour with probability (N_s − N)/(N_s − 1), not 1 − c, and the collective
-    displacement is a martingale (uniform rates: no drift in any configuration), so exactly
-    D_σ / (D0 (1 − c)) = N_s / (N_s − 1) = 64/63 — the (1 − c) D0 of docs/physics.md for N_s → ∞.
-    """
+    D_σ: with uniform rates the summed displacement is a martingale (no drift in any
+    configuration), and an ion sees an empty neighbour with probability (N_s − N)/(N_s − 1)
+    at fixed N, so exactly D_σ / (D0 (1 − c)) = N_s / (N_s − 1) = 1024/1023 at every lag —
+    the (1 − c) D0 of docs/physics.md for N_s → ∞. It is read from the fine summed
+    displacement at the shortest lag (:func:`kmc.analysis.collective_lag`), which makes one
+    replica's estimate about as precise as its D* (a few %), so the same 32² runs serve both.
+    (Earlier, read from the frames over [T/4, T/2], it scattered by ≈ 100 % per replica and
+    needed thousands of 8² replicas; 32 ions per replica cannot resolve the diffusive test's
+    slope ratio.) 1000 hops per ion: the tracer MSD grows by ≈ f · 250 ≈ 180 a² over
+    [T/4, T/2]."""
     c = 0.5
     scale = (1 - c) * _free_walker_d("square", 1.0, SADDLE, T)
-    small = 8
-    n_sites = small * small
+    side = 32
+    n_sites = side * side
+    runs = _config(
+        "lattice-gas",
+        "square",
+        (side, side),
+        ions={"concentration": c, "exclusion": True},
+        run={
+            "hops_per_ion": 1000,
+            "equilibration_hops_per_ion": 200,
+            "frames": 60,
+            "replicas": 32,
+            "seed": 211,
+        },
+    )
+    quick = {"run.replicas": 12}
     return [
         Case(
             name="lattice gas c=0.5 D_sigma",
             lattice="square",
             quantity="Ds/D0(1-c)",
             expected=n_sites / (n_sites - 1),
-            config=_config(
-                "lattice-gas-collective",
-                "square",
-                (small, small),
-                ions={"concentration": c, "exclusion": True},
-                run={
-                    "hops_per_ion": 300,
-                    "equilibration_hops_per_ion": 100,
-                    "frames": 20,
-                    "replicas": 6400,
-                    "seed": 201,
-                },
-            ),
+            config=runs,
             value=_scaled("D_jump", scale),
-            quick={"run.replicas": 2400},
+            quick=quick,
         ),
         Case(
             name="lattice gas c=0.5 D* = f",
@@ -237,21 +249,9 @@ def _lattice_gas_cases() -> list[Case]:
             quantity="D*/D0(1-c)",
             expected=F_HALF_FILLED_SQUARE[0],
             expected_error=F_HALF_FILLED_SQUARE[1],
-            config=_config(
-                "lattice-gas-tracer",
-                "square",
-                (32, 32),
-                ions={"concentration": c, "exclusion": True},
-                run={
-                    "hops_per_ion": 1000,
-                    "equilibration_hops_per_ion": 200,
-                    "frames": 60,
-                    "replicas": 32,
-                    "seed": 211,
-                },
-            ),
+            config=runs,
             value=_scaled("D_tracer", scale),
-            quick={"run.replicas": 12, "run.hops_per_ion": 600},
+            quick=quick,
         ),
     ]
 
@@ -259,9 +259,10 @@ def _lattice_gas_cases() -> list[Case]:
 def _single_vacancy_case() -> Case:
     """One vacancy on simple cubic: every vacancy jump (rate zΓ) moves one of the N − 1 ions,
     so D* = f Γ a² / (N − 1) with f = 0.6531. The fit window needs a few hundred jumps per
-    ion to be past the correlated regime; a random placement is already in equilibrium. The
-    full run (8³, error ≈ 0.004) resolves f better than the quick one (6³, whose box shifts
-    f by less than the quick error ≈ 0.008)."""
+    ion to be past the correlated regime, and the diffusive test an MSD growth of 100 a² over
+    [T/4, T/2], ≈ f H/4 a² after H hops per ion: 1000 hops give ≈ 160 a². A random placement
+    is already in equilibrium. The full run (8³, 24 replicas) resolves f better than the
+    quick one (6³, 12 replicas, whose box shifts f by less than the quick error)."""
     d_vacancy = _free_walker_d("cubic", 1.0, SADDLE, T)  # Γ a²
 
     def f(task, observables: Mapping[str, float]) -> float:
@@ -286,12 +287,7 @@ def _single_vacancy_case() -> Case:
             },
         ),
         value=f,
-        quick={
-            "lattice.cells": [6, 6, 6],
-            "ions.count": 6**3 - 1,
-            "run.replicas": 12,
-            "run.hops_per_ion": 400,
-        },
+        quick={"lattice.cells": [6, 6, 6], "ions.count": 6**3 - 1, "run.replicas": 12},
     )
 
 
@@ -299,7 +295,8 @@ def _random_traps_case() -> Case:
     """Common saddle 0.3 eV, Gaussian site energies of width σ = kT on simple cubic 12³:
     over realizations D / D_clean = exp(−σ²/2(kT)²) = exp(−1/2). (A realization's own value
     1/⟨1/Γ_i⟩ over its 1728 sites scatters by ≈ 3 % and is biased by ≈ 0.1 %; the scatter is
-    in the replica error.)"""
+    in the replica error.) An MSD of ≈ H a² after H hops: 1000 (quick 800) hops per walker
+    grow it by ≈ 250 (200) a² over [T/4, T/2], past the diffusive test's 100."""
     sigma = BOLTZMANN_EV * T
     return Case(
         name="random traps sigma=kT D/D_clean",
@@ -318,7 +315,7 @@ def _random_traps_case() -> Case:
             },
             microstructure={"kind": "random", "amorphous_fraction": 1.0},
             run={
-                "hops_per_ion": 600,
+                "hops_per_ion": 1000,
                 "equilibration_hops_per_ion": 0,
                 "frames": 50,
                 "replicas": 48,
@@ -326,7 +323,7 @@ def _random_traps_case() -> Case:
             },
         ),
         value=_scaled("D_tracer", _free_walker_d("cubic", 2.0, SADDLE, T)),
-        quick={"run.replicas": 12, "run.hops_per_ion": 400},
+        quick={"run.replicas": 12, "run.hops_per_ion": 800},
     )
 
 
@@ -334,7 +331,7 @@ def _ring_exact(task) -> float:
     """a² / ⟨1/Γ_b⟩ over the bonds of the task's own ring (cm²/s), from its landscape."""
     from kmc.experiment import build_landscape
 
-    land = build_landscape(task.config, np.random.default_rng(task.seed))
+    land = build_landscape(task.config, np.random.default_rng(task.landscape_seed))
     if np.ptp(land.site_energy) != 0 or land.blocked.any():
         raise ValueError("the ring check needs equal site energies and no blocked sites")
     kt = BOLTZMANN_EV * task.config.run.temperature
@@ -348,9 +345,10 @@ def _ring_case() -> Case:
     realization D = a² / ⟨1/Γ_b⟩ (the harmonic mean of the bond rates). The MSD is linear
     only after the ring's slowest mode has relaxed (τ ≈ L²/(4π² D), ≈ 7 mean hop times
     here; with 24 sites and 2000 hops the fit window opened at 1.5 τ and D came out 5 %
-    high), so the window (from 10 % of the run) opens past 10 τ. The config allows at most
-    one walker per site and one walker's D scatters by ≈ 100 % whatever the run length, so
-    many small replicas (16 walkers each)."""
+    high), so the window [T/4, T/2] opens far past it. One walker's D, and its MSD slope
+    ratio, scatter by ≈ 100 % whatever the run length, so each replica runs 640 independent
+    walkers on its ring (they may outnumber the sites): the diffusive test's slope ratio is
+    then resolved (error ≈ 0.04) and one replica's D scatters by ≈ 6 %."""
     return Case(
         name="ring random barriers D/D_exact",
         lattice="chain",
@@ -361,7 +359,7 @@ def _ring_case() -> Case:
             "chain",
             (16,),
             hop_distance=1.5,
-            ions={"count": 16, "exclusion": False},
+            ions={"count": 640, "exclusion": False},
             amorphous={
                 "site_energy": 0.0,
                 "saddle_energy": {"dist": "uniform", "low": 0.25, "high": 0.35},
@@ -371,19 +369,20 @@ def _ring_case() -> Case:
                 "hops_per_ion": 4000,
                 "equilibration_hops_per_ion": 0,
                 "frames": 40,
-                "replicas": 1440,
+                "replicas": 48,
                 "seed": 501,
             },
         ),
         value=_tracer,
         exact=_ring_exact,
-        quick={"run.replicas": 240},
+        quick={"run.replicas": 16},
     )
 
 
 def _mixture_cases() -> list[Case]:
     """Crystal/amorphous mixtures, kMC (independent walkers) against the exact network solve
-    of the same realization (the ``run.method = "network"`` task with the same seed):
+    of the same realization (the ``run.method = "network"`` task with the same landscape
+    seed):
 
     - simple cubic 10³, φ = 0.6 random amorphous sites, crystal saddle 0.5 eV, amorphous
       normal(0.3, 0.03) eV, interface 0.4 eV, 500 K (the setup of tests/test_network.py);
@@ -515,9 +514,9 @@ def _replica_values(case: Case, runs: _Runs, quick: bool) -> np.ndarray:
         reference["run"]["method"] = "network"
         exact_runs = runs.observables(reference)
         for (task, _), (ref_task, _) in zip(measured, exact_runs, strict=True):
-            # the same seed, so the same landscape realization
-            assert task.seed.spawn_key == ref_task.seed.spawn_key
-            assert task.seed.entropy == ref_task.seed.entropy
+            # the same landscape seed, so the same landscape realization
+            assert task.landscape_seed.spawn_key == ref_task.landscape_seed.spawn_key
+            assert task.landscape_seed.entropy == ref_task.landscape_seed.entropy
         exact = np.array([case.value(t, obs) for t, obs in exact_runs], dtype=float)
     elif callable(case.exact):
         exact = np.array([case.exact(task) for task, _ in measured], dtype=float)

@@ -15,8 +15,11 @@ import scipy.constants
 
 from kmc.analysis import (
     BOLTZMANN_EV,
+    DiffusiveTest,
     arrhenius,
+    collective_lag,
     diffusion_coefficient,
+    diffusive_test,
     fit_window,
     msd,
     nernst_einstein,
@@ -237,7 +240,8 @@ def test_transport_on_exactly_linear_msd():
     # Each ion steps by s along a new orthogonal axis every frame (d = F - 1), so
     # |r(k+m) - r(k)|² = m s² for every origin: the MSD is exactly linear and the tracer D
     # is s² / (2 d dt). All N ions move identically, so |Σ Δr|² / N = N m s²: D_jump is
-    # N times larger and H_R = 1/N exactly.
+    # N times larger and H_R = 1/N exactly. 10 frames give no fine collective series
+    # (collective_lag: None), so D_jump is the collective slope over the same window.
     n_frames, n_ions, s, dt = 10, 4, 1.5, 2e-12
     dim = n_frames - 1
     steps = np.zeros((n_frames, dim))
@@ -257,12 +261,33 @@ def test_transport_on_exactly_linear_msd():
     e, k = scipy.constants.e, scipy.constants.k
     sigma = (n_ions / volume * 1e30) * e**2 * (d_jump * 1e-4) / (k * temperature) / 100
     assert result["conductivity"] == pytest.approx(sigma, rel=1e-10)
-    # MSD reaches 10 a² = 0.1 Å² at once; window = [10 %, 50 %] of T = 9 dt → lags 1..4.
-    assert result["diffusive"] is True
-    assert result["fit_start"] == pytest.approx(dt, rel=1e-9)
-    assert result["fit_stop"] == pytest.approx(4 * dt, rel=1e-9)
-    for key in ("D_tracer", "D_jump", "haven_ratio", "conductivity", "fit_start", "fit_stop"):
+    # T = 9 dt: window [T/4, T/2] = from the first lag >= 2.25 dt to the first >= 4.5 dt,
+    # lags 3..5 dt. Diffusive test: growth MSD(5 dt) - MSD(3 dt) = 2 s² = 450 a² (a = 0.1);
+    # slopes over [T/8, T/4] (lags 2..3) and [T/4, T/2] (3..5) are both s²/dt: ratio 1, and
+    # the 4 identical one-ion groups give a jackknife error of exactly 0.
+    assert result["diffusive"] is True and result["diffusive_reason"] == ""
+    assert result["fit_start"] == pytest.approx(3 * dt, rel=1e-9)
+    assert result["fit_stop"] == pytest.approx(5 * dt, rel=1e-9)
+    assert result["msd_growth"] == pytest.approx(2 * s**2 / 0.1**2, rel=1e-10)
+    assert result["slope_ratio"] == pytest.approx(1.0, rel=1e-10)
+    assert result["slope_ratio_err"] == pytest.approx(0.0, abs=1e-10)
+    assert np.isnan(result["jump_lag"])
+    for key in ("D_tracer_upper", "D_jump_upper", "conductivity_upper"):
+        assert np.isnan(result[key]), key  # bounds only for non-diffusive runs
+    for key in (
+        "D_tracer",
+        "D_jump",
+        "haven_ratio",
+        "conductivity",
+        "fit_start",
+        "fit_stop",
+        "msd_growth",
+        "slope_ratio",
+        "jump_lag",
+        "D_tracer_upper",
+    ):
         assert type(result[key]) is float, key
+    assert type(result["diffusive_reason"]) is str
 
     charged = transport(
         times, positions, temperature=temperature, volume=volume, hop_distance=0.1, charge=2
@@ -271,34 +296,146 @@ def test_transport_on_exactly_linear_msd():
 
 
 def test_transport_matches_diffusion_coefficient():
+    # Frames only (no fine series; 60 frames are too few for collective_lag): both D are the
+    # slopes over fit_window's [T/4, T/2], tracer and collective alike. Growth over the
+    # window ≈ 2·2·0.3·1.5 Å² = 1.8 Å² = 720 a² with a = 0.05 Å; 200 ions resolve the slope
+    # ratio (jackknife error ≈ 0.07).
     rng = np.random.default_rng(600)
-    times, positions = brownian(rng, [0.3, 0.3], n_frames=60, n_ions=20, dt=0.1)
-    result = transport(times, positions, temperature=300.0, volume=1e4, hop_distance=0.5)
-    tracer = diffusion_coefficient(times, positions, hop_distance=0.5)
-    jump = diffusion_coefficient(times, positions, hop_distance=0.5, collective=True)
+    times, positions = brownian(rng, [0.3, 0.3], n_frames=60, n_ions=200, dt=0.1)
+    a = 0.05
+    result = transport(times, positions, temperature=300.0, volume=1e4, hop_distance=a)
+    assert result["diffusive"], result["diffusive_reason"]
+    tracer = diffusion_coefficient(times, positions, hop_distance=a)
+    jump = diffusion_coefficient(times, positions, hop_distance=a, collective=True)
     assert result["D_tracer"] == pytest.approx(tracer * 1e-16, rel=1e-12)
     assert result["D_jump"] == pytest.approx(jump * 1e-16, rel=1e-12)
+    assert np.isnan(result["jump_lag"])
     # The collective fit uses the tracer window (same lags), not its own.
     lags, tracer_msd = msd(times, positions)
-    window, _ = fit_window(lags, tracer_msd, 0.5)
+    window, diffusive = fit_window(lags, tracer_msd, a)
+    assert diffusive is True
     explicit = diffusion_coefficient(
-        times, positions, hop_distance=0.5, collective=True, window=window
+        times, positions, hop_distance=a, collective=True, window=window
     )
     assert explicit == pytest.approx(jump, rel=1e-12)
     assert result["fit_start"] == pytest.approx(lags[window][0])
     assert result["fit_stop"] == pytest.approx(lags[window][-1])
+    # T = 5.9 s: the window runs from the first lag >= T/4 = 1.475 s to the first >= T/2
+    assert (result["fit_start"], result["fit_stop"]) == pytest.approx((1.5, 3.0))
 
 
 def test_transport_haven_ratio_nan_when_jump_not_positive():
-    # Two ions moving in exactly opposite directions: the summed displacement is zero.
-    n_frames = 20
-    path = np.cumsum(np.ones((n_frames, 1)), axis=0)
-    positions = np.stack([path, -path], axis=1)
+    # Ions in mirrored pairs (r and -r, interleaved): each ion is a diffusive Brownian walker,
+    # but the summed displacement, given as the fine series, is identically zero: D_jump = 0
+    # exactly and H_R = D*/D_jump is undefined (nan), not infinite.
+    rng = np.random.default_rng(601)
+    times, half = brownian(rng, [1.0, 1.0], n_frames=101, n_ions=100, dt=1.0)
+    positions = np.empty((101, 200, 2))
+    positions[:, 0::2], positions[:, 1::2] = half, -half
+    fine_times = np.linspace(0.0, times[-1], 16 * 100 + 1)
     result = transport(
-        np.arange(float(n_frames)), positions, temperature=300, volume=100, hop_distance=1
+        times,
+        positions,
+        temperature=300,
+        volume=1e4,
+        hop_distance=0.1,
+        collective=(fine_times, np.zeros((fine_times.size, 2))),
     )
-    assert result["D_jump"] == pytest.approx(0.0, abs=1e-25)
+    assert result["diffusive"], result["diffusive_reason"]
+    assert result["D_tracer"] > 0
+    assert result["D_jump"] == 0.0
     assert np.isnan(result["haven_ratio"])
+    assert result["conductivity"] == 0.0
+
+
+def test_transport_reads_d_jump_at_the_collective_lag():
+    """With a fine summed-displacement series, D_jump is the secant MSD_X(m δ)/(2 d N m δ) at
+    m = collective_lag(series), MSD_X averaged over every time origin of the series
+    (computed here by brute force), and jump_lag = m δ."""
+    rng = np.random.default_rng(602)
+    n_ions, dim, frames, dt = 30, 2, 41, 0.5
+    fine = np.cumsum(rng.normal(size=(16 * (frames - 1) + 1, n_ions, dim)), axis=0) * 0.2
+    fine_times = dt / 16 * np.arange(fine.shape[0])
+    series = (fine - fine[0]).sum(axis=1)
+    series[1::3] += 5.0  # a bounded short-time excess: collective_lag must look past it
+    m = collective_lag(series)
+    assert m is not None and m > 1
+    result = transport(
+        fine_times[::16],
+        fine[::16],
+        temperature=300.0,
+        volume=1e3,
+        hop_distance=0.01,
+        collective=(fine_times, series),
+    )
+    brute = np.mean(np.sum((series[m:] - series[:-m]) ** 2, axis=1)) / n_ions
+    delta = dt / 16
+    assert result["D_jump"] == pytest.approx(brute / (2 * dim * m * delta) * 1e-16, rel=1e-9)
+    assert result["jump_lag"] == pytest.approx(m * delta, rel=1e-12)
+
+
+def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
+    # Exact: independent Brownian walkers, D_jump = D_tracer = D = 1.5 Å²/s. With the summed
+    # displacement sampled 16x finer than the 101 frames, the secant at the shortest
+    # straight lag (here δ) averages ~1600 independent increments: its replica scatter is
+    # ≈ sqrt(2 / (3·1600)) ≈ 2 % (3 components), far below the ≈ 50 % of a collective slope
+    # over [T/4, T/2] of the frames. 16 replicas; errors from their scatter.
+    rng = np.random.default_rng(603)
+    exact, n_ions, frames = 1.5, 64, 101
+    tracer, jump, lags = [], [], []
+    for _ in range(16):
+        fine_t, fine = brownian(
+            rng, [exact] * 3, n_frames=16 * (frames - 1) + 1, n_ions=n_ions, dt=1 / 16
+        )
+        result = transport(
+            fine_t[::16],
+            fine[::16],
+            temperature=300.0,
+            volume=1e5,
+            hop_distance=0.1,
+            collective=(fine_t, (fine - fine[0]).sum(axis=1)),
+        )
+        assert result["diffusive"], result["diffusive_reason"]
+        tracer.append(result["D_tracer"] * 1e16)
+        jump.append(result["D_jump"] * 1e16)
+        lags.append(result["jump_lag"])
+    mean_jump, err_jump = replica_mean(jump)
+    mean_tracer, err_tracer = replica_mean(tracer)
+    assert_z(mean_jump, err_jump, exact, "D_jump")
+    assert_z(mean_tracer, err_tracer, exact, "D_tracer")
+    assert err_jump < 0.02 * exact  # expected ≈ 0.5 % (2 % / sqrt 16); frames alone: ≈ 12 %
+    assert err_jump <= 2 * err_tracer
+    assert np.median(lags) == pytest.approx(1 / 16)  # mostly the shortest lag
+
+
+def test_transport_of_a_rattler_is_not_diffusive_and_gives_upper_bounds():
+    """Ions confined to three sites each (x in {0, a, 2a} at random every frame, y fixed):
+    the MSD saturates at once (2·var = 4a²/3), so it never grows by 100 a² over [T/4, T/2]:
+    not diffusive ("rattling"), D*, D_σ, H_R, σ are nan, and the upper bounds are
+    MSD(T/2) / (2 d T/2), MSD averaged over origins and ions (by brute force here)."""
+    rng = np.random.default_rng(604)
+    n_frames, n_ions, a, dt = 101, 40, 2.0, 1e-12
+    positions = np.zeros((n_frames, n_ions, 2))
+    positions[:, :, 0] = a * rng.integers(0, 3, size=(n_frames, n_ions))
+    positions[:, :, 1] = 3 * a * np.arange(n_ions)
+    times = dt * np.arange(n_frames)
+    temperature, volume = 400.0, 5e3
+    result = transport(times, positions, temperature=temperature, volume=volume, hop_distance=a)
+    assert result["diffusive"] is False
+    assert "rattling" in result["diffusive_reason"]
+    assert abs(result["msd_growth"]) < 1.0
+    for key in ("D_tracer", "D_jump", "haven_ratio", "conductivity"):
+        assert np.isnan(result[key]), key
+    half = 50  # T = 100 dt: T/2 is the lag 50 dt (row 49 of lags 1..100)
+    tracer_half = brute_force_msd(positions, collective=False).sum(axis=1)[half - 1]
+    coll_half = brute_force_msd(positions, collective=True).sum(axis=1)[half - 1]
+    d_upper = tracer_half / (2 * 2 * half * dt) * 1e-16
+    jump_upper = coll_half / (2 * 2 * half * dt) * 1e-16
+    assert result["D_tracer_upper"] == pytest.approx(d_upper, rel=1e-9)
+    assert result["D_jump_upper"] == pytest.approx(jump_upper, rel=1e-9)
+    e, k = scipy.constants.e, scipy.constants.k
+    sigma_upper = (n_ions / volume * 1e30) * e**2 * (jump_upper * 1e-4) / (k * temperature) / 100
+    assert result["conductivity_upper"] == pytest.approx(sigma_upper, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- 7. Arrhenius
@@ -377,46 +514,176 @@ def test_replica_mean():
 
 
 def window_case(shape):
-    """F = 101 frames, dt = 1: lags 1..100 s, run T = 100 s, half-run lag 50 (index 49)."""
+    """F = 101 frames, dt = 1: lags 1..100 s, run T = 100 s. The diffusive test reads the MSD
+    at T/8, T/4, T/2 = the first lags >= 12.5, 25, 50: 13, 25, 50 s."""
     lags = np.arange(1, 101, dtype=float)
     return lags, shape(lags)
 
 
-def test_fit_window_starts_at_crossover():
+def test_fit_window_is_the_last_quarter_before_half_the_run():
+    """Linear MSD 8 a² per unit time (a = 2): growth over [T/4, T/2] = 8·25 = 200 a² ≥ 100,
+    slope ratio exactly 1: diffusive, window [25, 50] (both ends included)."""
     a = 2.0
-    # Sub-linear (caged) until the MSD reaches 10 a² at t = 30, linear afterwards.
-    lags, values = window_case(
-        lambda t: np.where(t <= 30, 10 * a**2 * np.sqrt(t / 30), 10 * a**2 * (1 + (t - 30) / 60))
-    )
+    lags, values = window_case(lambda t: 8 * a**2 * t)
     window, diffusive = fit_window(lags, values, a)
     assert diffusive is True
-    assert lags[window][0] == 30.0  # crossover
-    assert lags[window][-1] == 50.0  # half the run
+    assert (lags[window][0], lags[window][-1]) == (25.0, 50.0)
+    assert len(lags[window]) == 26
 
 
-def test_fit_window_never_before_ten_percent():
-    lags, values = window_case(lambda t: 10 * 2.0**2 * t / 5)  # crossover at t = 5
-    window, diffusive = fit_window(lags, values, 2.0)
+def test_fit_window_too_little_growth_is_not_diffusive():
+    """A perfectly linear MSD that grows by only 3.96 a² per unit time · 25 = 99 a² over
+    [T/4, T/2] (< 100 a²): not diffusive, same window; 101 a² is diffusive."""
+    lags, values = window_case(lambda t: 3.96 * t)
+    window, diffusive = fit_window(lags, values, 1.0)
+    assert diffusive is False
+    assert (lags[window][0], lags[window][-1]) == (25.0, 50.0)
+    _, diffusive = fit_window(lags, 4.04 * lags, 1.0)
     assert diffusive is True
-    assert (lags[window][0], lags[window][-1]) == (10.0, 50.0)
 
 
-@pytest.mark.parametrize("crossover", [70.0, np.inf])  # after the half-run / never
-def test_fit_window_non_diffusive_fallback(crossover):
-    lags, values = window_case(lambda t: 10 * t / crossover)  # a = 1: 10 a² at the crossover
+def test_fit_window_falling_slope_is_not_diffusive():
+    """MSD = 100 a² sqrt(t) (a cluster being explored): growth 100 (sqrt 50 − 5) = 207 a²,
+    but the slope ratio (sqrt 50 − sqrt 25)/25 ÷ (sqrt 25 − sqrt 13)/12 = 0.713 is more than
+    0.2 below 1: not diffusive."""
+    lags, values = window_case(lambda t: 100 * np.sqrt(t))
     window, diffusive = fit_window(lags, values, 1.0)
     assert diffusive is False
     assert (lags[window][0], lags[window][-1]) == (25.0, 50.0)
 
 
 def test_fit_window_keeps_three_lags():
-    lags, values = window_case(lambda t: 10 * t / 49)  # crossover at 49, 2 lags before 50
-    window, diffusive = fit_window(lags, values, 1.0)
-    assert diffusive is True
-    assert list(lags[window]) == [48.0, 49.0, 50.0]
-    # The shortest accepted run (8 frames, 7 lags) still gets a 3-lag window.
-    window, _ = fit_window(np.arange(1.0, 8.0), np.zeros(7), 1.0)
-    assert len(range(*window.indices(7))) >= 3
+    # The shortest accepted run (8 frames, 7 lags, T = 7): [T/4, T/2] runs from the first lag
+    # >= 1.75 to the first >= 3.5, lags 2, 3, 4: the window always holds at least 3 lags.
+    window, _ = fit_window(np.arange(1.0, 8.0), 500 * np.arange(1.0, 8.0), 1.0)
+    assert list(np.arange(1.0, 8.0)[window]) == [2.0, 3.0, 4.0]
+    for n_lags in range(7, 40):
+        lags = np.arange(1.0, n_lags + 1)
+        window, _ = fit_window(lags, 500 * lags, 1.0)
+        assert len(lags[window]) >= 3
+        assert lags[window][0] >= n_lags / 4 and lags[window][-1] < n_lags / 2 + 1
+
+
+# --------------------------------------------------------------------------- diffusive test
+
+
+def kinked_groups(late_slopes, early_slope=10.0):
+    """One MSD per group on window_case's lags: slope ``early_slope`` up to t = 25, then
+    early_slope · r_g. Each group's early slope over [13, 25] is early_slope and its late
+    slope over [25, 50] early_slope · r_g, so the slope ratio of the mean MSD is mean(r_g),
+    and its jackknife error over the G groups is that of a mean: std(r_g, ddof=1)/sqrt(G)."""
+    lags = np.arange(1, 101, dtype=float)
+    r = np.asarray(late_slopes, dtype=float)[:, None]
+    groups = early_slope * np.where(lags <= 25, lags, 25 + r * (lags - 25))
+    return lags, groups
+
+
+def test_diffusive_test_clean_linear():
+    """Linear MSD 10 a²/s (a = 0.5 Å): growth exactly 250 a², ratio exactly 1, no error."""
+    lags, values = window_case(lambda t: 10 * 0.25 * t)
+    test = diffusive_test(lags, values, 0.5)
+    assert isinstance(test, DiffusiveTest)
+    assert test.diffusive is True and test.reason == ""
+    assert test.growth == pytest.approx(250.0, rel=1e-12)
+    assert test.slope_ratio == pytest.approx(1.0, rel=1e-12)
+    assert np.isnan(test.slope_ratio_err)  # no groups given
+    # with 8 identical groups the jackknife error is exactly zero
+    test = diffusive_test(lags, values, 0.5, np.tile(values, (8, 1)))
+    assert test.diffusive and test.slope_ratio_err == pytest.approx(0.0, abs=1e-12)
+
+
+def test_diffusive_test_rattling():
+    """MSD saturating at 3 a² (rattling in a cage): growth 0 < 100 a²."""
+    lags, values = window_case(lambda t: 3.0 * (1 - np.exp(-t)))
+    test = diffusive_test(lags, values, 1.0)
+    assert test.diffusive is False
+    assert "rattling" in test.reason and "100" in test.reason
+    assert test.growth == pytest.approx(3.0 * (np.exp(-25) - np.exp(-50)), abs=1e-12)
+
+
+def test_diffusive_test_falling_slope():
+    """MSD = 100 sqrt(t) a²: growth 207 a², ratio (sqrt 50 − 5)/25 ÷ (5 − sqrt 13)/12."""
+    lags, values = window_case(lambda t: 100 * np.sqrt(t))
+    test = diffusive_test(lags, values, 1.0)
+    exact_ratio = (np.sqrt(50) - 5) / 25 / ((5 - np.sqrt(13)) / 12)
+    assert test.diffusive is False
+    assert "falling" in test.reason
+    assert test.slope_ratio == pytest.approx(exact_ratio, rel=1e-12)
+    assert test.growth == pytest.approx(100 * (np.sqrt(50) - 5), rel=1e-12)
+
+
+def test_diffusive_test_rising_slope_resolved():
+    """Late slopes 1.4 and 1.6 times the early one in alternate groups: ratio 1.5 ± 0.038
+    (std(ddof=1)/sqrt(8) = 0.1069/2.83): more than 0.2 and 2 errors above 1: "rising"."""
+    lags, groups = kinked_groups([1.4, 1.6] * 4)
+    test = diffusive_test(lags, groups.mean(axis=0), 1.0, groups)
+    assert test.diffusive is False and "rising" in test.reason
+    assert test.slope_ratio == pytest.approx(1.5, rel=1e-12)
+    exact_err = np.std([1.4, 1.6] * 4, ddof=1) / np.sqrt(8)
+    assert test.slope_ratio_err == pytest.approx(exact_err, rel=1e-9)
+
+
+def test_diffusive_test_not_resolved():
+    """Group ratios 0.2 and 1.8 alternating: mean exactly 1, but the jackknife error
+    0.8·sqrt(8/7)/sqrt(8) = 0.302 > 0.2: "not resolved" (a noisy run is not diffusive even
+    if its ratio happens to be 1)."""
+    lags, groups = kinked_groups([0.2, 1.8] * 4)
+    test = diffusive_test(lags, groups.mean(axis=0), 1.0, groups)
+    assert test.diffusive is False and "not resolved" in test.reason
+    assert test.slope_ratio == pytest.approx(1.0, rel=1e-12)
+    assert test.slope_ratio_err == pytest.approx(0.8 * np.sqrt(8 / 7) / np.sqrt(8), rel=1e-9)
+
+
+def test_diffusive_test_change_within_two_errors_is_noise():
+    """Group ratios 0.85 and 1.75: ratio 1.3, 0.3 above 1 (more than 0.2), but its error
+    0.45·sqrt(8/7)/sqrt(8) = 0.170 (< 0.2, resolved) puts it within 2 errors: diffusive.
+    Without the groups the same mean MSD is "rising"."""
+    lags, groups = kinked_groups([0.85, 1.75] * 4)
+    values = groups.mean(axis=0)
+    test = diffusive_test(lags, values, 1.0, groups)
+    assert test.slope_ratio == pytest.approx(1.3, rel=1e-12)
+    assert test.slope_ratio_err == pytest.approx(0.45 * np.sqrt(8 / 7) / np.sqrt(8), rel=1e-9)
+    assert test.diffusive is True and test.reason == ""
+    alone = diffusive_test(lags, values, 1.0)
+    assert alone.diffusive is False and "rising" in alone.reason
+
+
+def test_diffusive_test_not_growing_early():
+    """Flat over [T/8, T/4] then a jump of 200 a²: no early slope, so no ratio."""
+    lags, values = window_case(lambda t: np.where(t > 25, 200.0 * (t - 25) / 25, 0.0))
+    test = diffusive_test(lags, values, 1.0)
+    assert test.diffusive is False and "not growing" in test.reason
+
+
+# --------------------------------------------------------------------------- collective lag
+
+
+def test_collective_lag_of_brownian_motion_is_one():
+    """An exact Brownian series (no short-time excess: a straight line through the origin at
+    every lag) of 16 001 samples: the shortest lag, 1."""
+    rng = np.random.default_rng(801)
+    series = np.cumsum(rng.normal(size=(16_001, 3)), axis=0)
+    assert collective_lag(series) == 1
+
+
+def test_collective_lag_skips_a_saturating_excess():
+    """Brownian (unit variance per step and component) plus independent noise of standard
+    deviation σ on every sample: MSD(m) = 3 (m + 2σ²), intercept A = 6σ² > 0 at every lag,
+    relative A/MSD = 2σ²/(m + 2σ²). σ = 3: the lag grows past the excess (> 1); σ = 30: it
+    is never negligible below a quarter of a block, so the lag is T/16 = 1000 samples."""
+    rng = np.random.default_rng(802)
+    brown = np.cumsum(rng.normal(size=(16_001, 3)), axis=0)
+    moderate = collective_lag(brown + 3.0 * rng.normal(size=brown.shape))
+    assert moderate is not None and moderate > 1
+    assert moderate & (moderate - 1) == 0  # a doubling of the sample spacing
+    assert collective_lag(brown + 30.0 * rng.normal(size=brown.shape)) == 16_000 // 16
+
+
+def test_collective_lag_none_for_short_series():
+    """Eight blocks of at least 16 samples are needed: 127 samples give None, 128 a lag."""
+    rng = np.random.default_rng(803)
+    assert collective_lag(np.cumsum(rng.normal(size=(127, 2)), axis=0)) is None
+    assert collective_lag(np.cumsum(rng.normal(size=(128, 2)), axis=0)) is not None
 
 
 # --------------------------------------------------------------------------- 9. validation
@@ -455,6 +722,16 @@ def test_input_validation():
         transport(times, positions, temperature=300, volume=0, hop_distance=1)
     with pytest.raises(ValueError, match="tracer_msd"):
         fit_window(np.arange(1.0, 10.0), np.zeros(8), 1.0)
+    fine_times = np.linspace(0.0, 9.0, 145)
+    fine = np.cumsum(rng.normal(size=(145, 2)), axis=0)
+    for bad, word in (
+        ((fine_times, fine[:, :1]), "shape"),  # d components per sample
+        ((fine_times, fine[:-1]), "shape"),
+        ((fine_times, np.where(np.arange(145)[:, None] == 7, np.inf, fine)), "finite"),
+        ((np.linspace(0.0, 8.0, 145), fine), "same run"),
+    ):
+        with pytest.raises(ValueError, match=word):
+            transport(times, positions, temperature=300, volume=10, hop_distance=1, collective=bad)
     with pytest.raises(ValueError, match="temperatures"):
         arrhenius([300.0, 300.0], [1.0, 2.0], [0.1, 0.1])
     with pytest.raises(ValueError, match="values"):

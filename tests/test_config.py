@@ -203,11 +203,74 @@ def test_task_order_count_and_seeds(tmp_path):
     assert task.config.run.temperature == 400.0
     assert task.config.sweep == ()
     assert task.config.lattice == config.lattice
-    spawned = np.random.SeedSequence(20261123).spawn(72)
+    # Seeds (documented in kmc.config.expand_tasks): task k's ions and kernel stream come
+    # from SeedSequence(run.seed, spawn_key=(1, k)); its landscape L from
+    # SeedSequence(run.seed, spawn_key=(0, L)), L = (index of the point's non-run/non-ions
+    # values in order of first appearance) * replicas + replica. Here the only such key is
+    # the amorphous fraction (point order: phi slowest), so L = phi_index * 4 + replica.
+    phis = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     for t in tasks:
-        assert t.seed.entropy == spawned[t.index].entropy
-        assert t.seed.spawn_key == spawned[t.index].spawn_key
-        assert np.array_equal(t.seed.generate_state(4), spawned[t.index].generate_state(4))
+        own = np.random.SeedSequence(20261123, spawn_key=(1, t.index))
+        assert t.seed.entropy == 20261123 and t.seed.spawn_key == (1, t.index)
+        assert np.array_equal(t.seed.generate_state(4), own.generate_state(4))
+        phi_index = phis.index(t.point["microstructure.amorphous_fraction"])
+        landscape = phi_index * 4 + t.replica
+        assert t.landscape == landscape
+        assert t.landscape_seed.entropy == 20261123
+        assert t.landscape_seed.spawn_key == (0, landscape)
+        shared = np.random.SeedSequence(20261123, spawn_key=(0, landscape))
+        assert np.array_equal(t.landscape_seed.generate_state(4), shared.generate_state(4))
+    # every task has its own ion/kernel stream, distinct from every landscape stream
+    states = {tuple(t.seed.generate_state(2)) for t in tasks}
+    states |= {tuple(t.landscape_seed.generate_state(2)) for t in tasks}
+    assert len(states) == 72 + 6 * 4
+    # tasks differing only in run.temperature share landscape index and seed ...
+    by_point = {(t.point["microstructure.amorphous_fraction"], t.replica): [] for t in tasks}
+    for t in tasks:
+        by_point[t.point["microstructure.amorphous_fraction"], t.replica].append(t)
+    for group in by_point.values():
+        assert [t.point["run.temperature"] for t in group] == [300.0, 350.0, 400.0]
+        assert len({t.landscape for t in group}) == 1
+        assert len({tuple(t.landscape_seed.generate_state(4)) for t in group}) == 1
+        assert len({t.index for t in group}) == 3  # ... but not the ion/kernel seed
+    # ... while a different phi or a different replica gives a different landscape
+    assert len({t.landscape for t in tasks}) == len(by_point) == 6 * 4
+    assert len({tuple(t.landscape_seed.generate_state(4)) for t in tasks}) == 6 * 4
+
+
+def test_landscapes_shared_across_run_and_ions_keys_only():
+    """ions.* and run.* sweeps reuse the landscape; any other swept key gets a new one, in
+    order of first appearance (not of position in the product)."""
+    data = {
+        "lattice": {"kind": "square", "cells": [4, 4], "hop_distance": 1.0},
+        "ions": {"concentration": 0.25},
+        "crystal": {"saddle_energy": 0.3},
+        "amorphous": {"saddle_energy": 0.5},
+        "run": {"replicas": 2, "seed": 7},
+        "sweep": {
+            "ions.concentration": [0.25, 0.5],
+            "crystal.saddle_energy": [0.3, 0.4, 0.5],
+            "run.hops_per_ion": [10, 20],
+        },
+    }
+    tasks = expand_tasks(parse_config(data))
+    assert len(tasks) == 2 * 3 * 2 * 2
+    for t in tasks:
+        saddle_index = (0.3, 0.4, 0.5).index(t.config.crystal.saddle_energy.value)
+        assert t.landscape == saddle_index * 2 + t.replica
+        assert t.landscape_seed.spawn_key == (0, t.landscape)
+        assert t.seed.spawn_key == (1, t.index)
+    # the first task of the second concentration reuses landscape 0, not a new one
+    second = [t for t in tasks if t.point["ions.concentration"] == 0.5]
+    assert [t.landscape for t in second[:2]] == [0, 1]
+    assert config_module.landscape_keys(tasks[0].plain_point) == {
+        "crystal.saddle_energy": {"dist": "constant", "value": 0.3}
+    }
+    # run.seed changes every stream
+    other = expand_tasks(parse_config({**data, "run": {"replicas": 2, "seed": 8}}))
+    assert not np.array_equal(
+        other[0].landscape_seed.generate_state(4), tasks[0].landscape_seed.generate_state(4)
+    )
 
 
 def test_sweep_lattice_cells_kind_and_distribution_parameter():

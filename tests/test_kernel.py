@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kmc import analysis, kernel, landscape, lattice
+from kmc import analysis, config, experiment, kernel, landscape, lattice
 from kmc.distributions import Distribution
 
 T = 300.0
@@ -296,6 +296,93 @@ def test_every_hop_goes_to_a_lattice_neighbour_along_its_hop_vector(kind, concen
     assert np.allclose(
         np.mod(lat.positions[traj.sites] - wrapped + 1e-9, traj.box), 1e-9, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("kind", ["square", "honeycomb", "fcc"])
+@pytest.mark.parametrize("concentration", [0.3, 0.8])  # ions driven / vacancies driven
+def test_collective_displacement_is_the_exact_sum_of_the_ion_displacements(kind, concentration):
+    """Trajectory.collective (from hops counted per basis site and direction) is
+    Σ_i (r_i(t) − r_i(0)) exactly: at every 16th sample it equals the sum over the frames'
+    unwrapped positions (to 1e-9 Å), on a grid whose every 16th time is a frame time. The
+    samples in between are checked against a second run from the same generator with a frame
+    at every fine time (the hop sequence does not depend on the frame times: the same hops
+    and the same run length)."""
+    cells = {"square": (8, 8), "honeycomb": (6, 6), "fcc": (4, 4, 4)}[kind]
+    lat = lattice.build(kind, cells, hop_distance=1.5)
+    land = disordered_landscape(lat, 4, {"dist": "normal", "mean": 0, "sigma": 0.05}, 0.3)
+    frames = 30
+    traj = kernel.simulate(
+        land, T, rng(5), concentration=concentration, hops_per_ion=50, frames=frames
+    )
+    per = kernel.COLLECTIVE_PER_FRAME
+    assert per == 16
+    assert traj.collective_times.shape == (per * (frames - 1) + 1,)
+    assert traj.collective.shape == (per * (frames - 1) + 1, lat.dim)
+    assert traj.collective_times[0] == 0.0
+    np.testing.assert_array_equal(traj.collective_times[::per], traj.times)
+    summed = (traj.positions - traj.positions[0]).sum(axis=1)
+    np.testing.assert_allclose(traj.collective[::per], summed, rtol=0, atol=1e-9)
+    assert np.abs(summed).max() > 5 * lat.hop_distance  # the ions did move
+    fine = kernel.simulate(
+        land, T, rng(5), concentration=concentration, hops_per_ion=50, frames=per * (frames - 1) + 1
+    )
+    assert fine.hops == traj.hops
+    np.testing.assert_array_equal(fine.times, traj.collective_times)
+    fine_summed = (fine.positions - fine.positions[0]).sum(axis=1)
+    np.testing.assert_allclose(traj.collective, fine_summed, rtol=0, atol=1e-9)
+
+
+def test_walkers_have_no_collective_series():
+    land = uniform_landscape(lattice.build("square", (6, 6)))
+    traj = kernel.simulate(land, T, rng(1), count=5, exclusion=False, hops_per_ion=20, frames=10)
+    assert traj.collective is None and traj.collective_times is None
+
+
+@pytest.mark.parametrize(("kind", "z", "n_sites"), [("square", 4, 1024), ("triangular", 6, 2048)])
+def test_d_jump_of_the_half_filled_lattice_gas_through_the_config(kind, z, n_sites):
+    """Issue 9, must-show 4: uniform lattice gas, c = 0.5 on 32×32 conventional cells (square:
+    N_s = 1024 sites; triangular, two sites per conventional cell: N_s = 2048), N = c N_s
+    ions, the default run (2000 hops per ion, 200 equilibration, 100 frames), 8 replicas,
+    config → tasks → run_task.
+
+    Exact: with uniform rates Γ = ν exp(−S/kT) every ion hops to each empty neighbour at rate
+    Γ, so the summed displacement X = Σ_i Δr_i has no drift (the vectors to the z neighbours
+    sum to zero, and ion–ion pairs cancel): X is a martingale whose squared increments
+    accumulate at a² Γ × (number of occupied–empty neighbour pairs). In equilibrium a given
+    ordered neighbour pair is occupied–empty with probability (N/N_s)(N_s − N)/(N_s − 1), so
+    d⟨|X|²⟩/dt = a² Γ z N (N_s − N)/(N_s − 1), and at every lag
+    D_σ = ⟨|X|²⟩/(2 d N t) = D0 (1 − c) N_s/(N_s − 1), D0 = z Γ a²/(2d).
+
+    D_jump must be within 4 standard errors (from the 8 replicas) of it, with a relative
+    error ≤ 6 %, and at most twice D_tracer's relative error (the build target)."""
+    data = {
+        "name": f"d-sigma-{kind}",
+        "lattice": {"kind": kind, "cells": [32, 32], "hop_distance": 1.0},
+        "ions": {"species": "Li", "concentration": 0.5, "exclusion": True},
+        "crystal": {"attempt_frequency": NU, "site_energy": 0.0, "saddle_energy": 0.3},
+        "amorphous": {"site_energy": 0.0, "saddle_energy": 0.3},
+        "microstructure": {"kind": "random", "amorphous_fraction": 0.0},
+        "run": {"temperature": T, "replicas": 8},
+    }
+    cfg = config.parse_config(data)
+    assert (cfg.run.hops_per_ion, cfg.run.equilibration_hops_per_ion, cfg.run.frames) == (
+        2000,
+        200,
+        100,
+    )
+    tasks = config.expand_tasks(cfg)
+    assert len(tasks) == 8
+    observables = [experiment.run_task(task).observables for task in tasks]
+    assert all(obs["diffusive"] == 1 for obs in observables)
+    assert experiment.build_landscape(cfg, rng(0)).lattice.n_sites == n_sites
+    d0 = z * NU * np.exp(-0.3 / KT) * 1.0**2 / (2 * 2) * 1e-16  # cm²/s
+    exact = d0 * 0.5 * n_sites / (n_sites - 1)
+    jump, jump_err = analysis.replica_mean([obs["D_jump"] for obs in observables])
+    tracer, tracer_err = analysis.replica_mean([obs["D_tracer"] for obs in observables])
+    rel_jump, rel_tracer = jump_err / jump, tracer_err / tracer
+    assert abs(jump - exact) < Z_MAX * jump_err, (jump, jump_err, exact)
+    assert rel_jump <= 0.06, rel_jump
+    assert rel_jump <= 2 * rel_tracer, (rel_jump, rel_tracer)
 
 
 @pytest.mark.parametrize(

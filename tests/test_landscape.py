@@ -173,3 +173,83 @@ def test_one_generator_makes_it_reproducible():
 def test_bad_arguments_name_the_argument(call, word):
     with pytest.raises(ValueError, match=word):
         call(lattice.build("square", (4, 4)))
+
+
+def test_digest_identifies_the_realization():
+    """Equal digests exactly for equal realizations: the same generator seed gives the same
+    digest, another seed, one changed energy (by one ulp), a changed mask or ν another."""
+    lat = lattice.build("cubic", (4, 4, 4), 2.0)
+    blocked = landscape.blocked_sites(lat, 0.1, rng(3))
+    a = make(lat, seed=5, crystal=CRYSTAL, amorphous=GLASS, blocked=blocked)
+    b = make(lat, seed=5, crystal=CRYSTAL, amorphous=GLASS, blocked=blocked)
+    digest = a.digest()
+    assert isinstance(digest, str) and len(digest) == 64 and int(digest, 16) >= 0
+    assert b.digest() == digest and a.digest() == digest  # deterministic
+    assert make(lat, seed=6, crystal=CRYSTAL, amorphous=GLASS, blocked=blocked).digest() != digest
+
+    def changed(**fields):
+        return landscape.Landscape(**{**a.__dict__, **fields}).digest()
+
+    assert changed() == digest
+    energy = a.site_energy.copy()
+    energy[7] = np.nextafter(energy[7], np.inf)
+    assert changed(site_energy=energy) != digest
+    saddle = a.saddle_energy.copy()
+    saddle[0] = np.nextafter(saddle[0], -np.inf)
+    assert changed(saddle_energy=saddle) != digest
+    assert changed(amorphous=~a.amorphous & ~a.blocked) != digest
+    assert changed(blocked=np.zeros_like(a.blocked)) != digest
+    assert changed(attempt_frequency=2e13) != digest
+    other_lattice = lattice.build("cubic", (4, 4, 4), 2.5)
+    assert changed(lattice=other_lattice) != digest
+
+
+def test_activation_range_by_hand():
+    """Ring of 4 sites (bonds 0-1, 1-2, 2-3, 3-0), site 3 blocked: the free bonds are 0-1 and
+    1-2 with barrier tops B = max(S, ε_i, ε_j) = max(0.3, 0.0, 0.1) = 0.3 and
+    max(0.2, 0.1, 0.25) = 0.25; free ε in {0.0, 0.1, 0.25}. Range = [min B − max ε,
+    max B − min ε] = [0.25 − 0.25, 0.3 − 0.0] = [0.0, 0.3]; the blocked site's energy (−1)
+    and its bonds' saddles (5) do not count."""
+    lat = lattice.build("chain", (4,), 1.0)
+    ends = [tuple(sorted(e)) for e in lat.bond_ends.tolist()]
+    saddles = {(0, 1): 0.3, (1, 2): 0.2, (2, 3): 5.0, (0, 3): 5.0}
+    land = landscape.Landscape(
+        lat,
+        blocked=np.array([False, False, False, True]),
+        amorphous=np.zeros(4, dtype=bool),
+        site_energy=np.array([0.0, 0.1, 0.25, -1.0]),
+        saddle_energy=np.array([saddles[e] for e in ends]),
+        attempt_frequency=1e13,
+    )
+    lower, upper = land.activation_range()
+    assert lower == pytest.approx(0.0, abs=1e-15) and upper == pytest.approx(0.3, abs=1e-15)
+    assert type(lower) is float and type(upper) is float
+    # no bond between two free sites: no range
+    lonely = landscape.Landscape(
+        **{**land.__dict__, "blocked": np.array([False, True, False, True])}
+    )
+    assert all(np.isnan(lonely.activation_range()))
+
+
+def test_arrhenius_energy_of_the_exact_d_lies_in_the_activation_range():
+    """A theorem (kmc.landscape.Landscape.activation_range): the dilute-limit D = a² G / Z,
+    G the network conductance with bond conductances ν e^(−B/kT), homogeneous of degree 1
+    and monotone in them, so −d ln G/d(1/kT) is a positive-weight average of the B; −d ln Z /
+    d(1/kT) a Boltzmann average of ε. The least-squares Arrhenius slope of the exact D over
+    300–700 K must therefore lie in [min B − max ε, max B − min ε]. A strongly disordered
+    landscape (σ_ε = 0.1 eV, saddles spread over 0.2–0.6 eV) makes the range informative."""
+    from kmc import analysis, network
+
+    lat = lattice.build("cubic", (6, 6, 6), 2.0)
+    glass = landscape.Phase(
+        Distribution.parse({"dist": "normal", "mean": 0.0, "sigma": 0.1}),
+        Distribution.parse({"dist": "uniform", "low": 0.2, "high": 0.6}),
+    )
+    blocked = landscape.blocked_sites(lat, 0.1, rng(8))
+    land = make(lat, fraction=0.7, seed=9, crystal=CRYSTAL, amorphous=glass, blocked=blocked)
+    lower, upper = land.activation_range()
+    temperatures = np.array([300.0, 400.0, 500.0, 600.0, 700.0])
+    values = [network.diffusion_coefficient(land, t) for t in temperatures]
+    ea, _ = analysis.arrhenius(temperatures, values)
+    assert lower < ea < upper, (lower, ea, upper)
+    assert upper - lower < 2.0  # the bounds are finite and not vacuous

@@ -445,7 +445,7 @@ def test_kmc_agrees_on_a_crystal_amorphous_mixture():
 CONFIG = {
     "name": "network-check",
     "lattice": {"kind": "bcc", "cells": [5, 5, 5], "hop_distance": 3.0, "blocked_fraction": 0.05},
-    "ions": {"species": "Li", "concentration": 0.1, "exclusion": True},
+    "ions": {"species": "Li", "concentration": 0.1, "exclusion": False},
     "crystal": {"attempt_frequency": 2e13, "site_energy": 0.0, "saddle_energy": 0.6},
     "amorphous": {
         "site_energy": {"dist": "normal", "mean": 0.0, "sigma": 0.04},
@@ -459,13 +459,14 @@ CONFIG = {
 
 def test_network_task_through_the_config(tmp_path):
     """run_task with run.method = "network": observables equal a direct solve of the same
-    landscape (built from the task's seed exactly as for kMC), zero frames, and the task data
-    round-trip through the task file."""
+    landscape (built from the task's landscape seed exactly as for kMC), zero frames, the
+    landscape's identity and activation range, and the task data round-trip through the task
+    file. (The network solve is the dilute limit: the config refuses it with exclusion.)"""
     cfg = config.parse_config(CONFIG)
     task = config.expand_tasks(cfg)[0]
     data = experiment.run_task(task)
 
-    land = experiment.build_landscape(task.config, rng(task.seed))
+    land = experiment.build_landscape(task.config, rng(task.landscape_seed))
     exact = network.diffusion_coefficient(land, 450.0) * 1e-16  # cm²/s
     n_ions = round(0.1 * len(land.free_sites))
     obs = data.observables
@@ -474,6 +475,11 @@ def test_network_task_through_the_config(tmp_path):
     sigma = analysis.nernst_einstein(exact, n_ions / land.lattice.volume, 450.0)
     assert obs["conductivity"] == pytest.approx(sigma, rel=1e-12)
     assert (obs["hops"], obs["simulated_time"], obs["diffusive"]) == (0, 0.0, 1)
+    assert obs["diffusive_reason"] == ""
+    assert (obs["Ea_lower"], obs["Ea_upper"]) == land.activation_range()
+    assert data.parameters["landscape"] == task.landscape == 0
+    assert data.parameters["landscape_spawn_key"] == [0, 0]
+    assert data.parameters["landscape_digest"] == land.digest()
     assert math.isnan(obs["fit_start"]) and math.isnan(obs["fit_stop"])
     assert obs["kernel_seconds"] > 0
     assert data.times.shape == (0,)
@@ -490,5 +496,8 @@ def test_network_task_through_the_config(tmp_path):
     assert back.positions.shape == (0, n_ions, 3)
     assert back.observables.keys() == obs.keys()
     for key, value in obs.items():
-        assert back.observables[key] == pytest.approx(value, nan_ok=True)
+        if isinstance(value, str):
+            assert back.observables[key] == value
+        else:
+            assert back.observables[key] == pytest.approx(value, nan_ok=True)
     assert back.parameters == data.parameters

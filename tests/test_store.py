@@ -251,7 +251,11 @@ def test_invalid_data_rejected_before_writing(tmp_path):
         {"box": np.array([1.0, -1.0, 1.0])},
         {"times": good.times[::-1]},
         {"parameters": {"x": object()}},
-        {"observables": {"D": "fast"}},
+        {"observables": {"D": [1.0, 2.0]}},  # numbers and strings only
+        {"observables": {"D": None}},
+        # the summed displacement needs one row of d components per fine time
+        {"collective_times": np.linspace(0.0, 6.0e-9, 13), "collective": np.zeros((13, 2))},
+        {"collective_times": np.linspace(0.0, 6.0e-9, 13), "collective": np.zeros((12, 3))},
     ]
     for change in bad:
         fields = {**good.__dict__, **change}
@@ -268,6 +272,54 @@ def test_float_observables_are_exact(tmp_path):
     data = TaskData(**{**data.__dict__, "observables": obs})
     write_task(tmp_path / "t.h5md", data)
     assert read_task(tmp_path / "t.h5md").observables == obs
+
+
+@pytest.mark.parametrize("dim", [3, 2, 1])
+def test_string_observables_and_collective_displacement_round_trip(tmp_path, dim):
+    """String observables (e.g. diffusive_reason, also empty or non-ASCII) come back as str;
+    the lattice gas's fine summed displacement comes back (in Å, times in s) in
+    /collective_displacement, and only when positions are read."""
+    full = make_task(dim)
+    fine_times = np.linspace(0.0, 6.0e-9, 16 * 6 + 1)
+    rng = np.random.default_rng(5)
+    collective = np.cumsum(rng.choice([-3.4, 0.0, 3.4], size=(fine_times.size, dim)), axis=0)
+    collective -= collective[0]
+    obs = {
+        **full.observables,
+        "diffusive_reason": "MSD grew only 3.2 a² over [T/4, T/2] — rattling",
+        "empty": "",
+        "D_tracer_upper": math.pi * 1e-9,
+    }
+    data = TaskData(
+        **{
+            **full.__dict__,
+            "observables": obs,
+            "collective_times": fine_times,
+            "collective": collective,
+        }
+    )
+    path = tmp_path / task_filename(data.task)
+    write_task(path, data)
+    back = read_task(path)
+    assert_same(back, data)
+    assert back.observables["diffusive_reason"] == obs["diffusive_reason"]
+    assert type(back.observables["empty"]) is str and back.observables["empty"] == ""
+    np.testing.assert_array_equal(back.collective_times, fine_times)
+    assert back.collective.dtype == np.float64 and back.collective.shape == (97, dim)
+    np.testing.assert_allclose(back.collective, collective, rtol=1e-12, atol=1e-12)
+    with h5py.File(path, "r") as f:
+        assert f["collective_displacement/time"].attrs["unit"] == "s"
+        assert f["collective_displacement/value"].attrs["unit"] == "nm"
+        np.testing.assert_allclose(f["collective_displacement/value"][()], collective / 10)
+    meta = read_task(path, positions=False)
+    assert meta.collective is None and meta.collective_times is None
+    assert meta.observables == obs
+    # a task without one (independent walkers) has none on reading back either
+    plain = tmp_path / "plain.h5md"
+    write_task(plain, full)
+    assert read_task(plain).collective is None and read_task(plain).collective_times is None
+    with h5py.File(plain, "r") as f:
+        assert "collective_displacement" not in f
 
 
 @pytest.mark.parametrize("dim", [3, 2, 1])

@@ -110,8 +110,9 @@ def test_z_adds_the_error_of_the_expected_value():
 
 
 def test_ring_exact_value_is_the_task_landscape():
-    """The harmonic mean rebuilt from the task's seed is the landscape run_task used: it
-    equals the exact network solve of the same task (run.method = "network")."""
+    """The harmonic mean rebuilt from the task's landscape seed is the landscape run_task
+    used: it equals the exact network solve of the same task (run.method = "network"), and
+    the kMC and network tasks report the same landscape digest."""
     case = case_named("ring")
     data = case.resolved_config(True)
     data["run"]["replicas"] = 2
@@ -119,8 +120,11 @@ def test_ring_exact_value_is_the_task_landscape():
     data["run"]["method"] = "network"
     network_tasks = config.expand_tasks(config.parse_config(data))
     for task, network_task in zip(tasks, network_tasks, strict=True):
-        exact = experiment.run_task(network_task).observables["D_tracer"]
+        network_data = experiment.run_task(network_task)
+        exact = network_data.observables["D_tracer"]
         assert validate._ring_exact(task) == pytest.approx(exact, rel=1e-9)
+        kmc_digest = experiment.run_task(task).parameters["landscape_digest"]
+        assert kmc_digest == network_data.parameters["landscape_digest"]
     assert validate._ring_exact(tasks[0]) != validate._ring_exact(tasks[1])
 
 
