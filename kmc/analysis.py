@@ -1,8 +1,8 @@
 """Transport estimators on plain numpy arrays: MSD, diffusion coefficients, conductivity, Ea.
 
 This module is the end of the data flow: it reads trajectories as arrays (times in s,
-unwrapped positions in Å) and never imports the rest of ``kmc``, so it can be used on any
-trajectory (a task file, an MD run, a synthetic test).
+unwrapped positions in Å) and imports nothing of ``kmc`` but :mod:`kmc.units`, so it can be
+used on any trajectory (a task file, an MD run, a synthetic test).
 
 Definitions follow docs/physics.md ("Observables"), with d the dimension and N the number of ions:
 
@@ -23,9 +23,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.constants
 import scipy.fft
 from numpy.typing import ArrayLike
+
+from kmc import units
+from kmc.units import BOLTZMANN_EV
 
 __all__ = [
     "BOLTZMANN_EV",
@@ -42,17 +44,10 @@ __all__ = [
     "transport",
 ]
 
-BOLTZMANN_EV = 8.617333262e-5
-"""Boltzmann constant in eV/K."""
 
 MIN_FRAMES = 8
 """Fewest trajectory frames a diffusion fit accepts (gives at least 3 lags in the window)."""
 
-# Unit conversions, spelled out once.
-_A2_PER_S_TO_CM2_PER_S = 1e-16  # 1 Å² = 1e-16 cm²
-_CM2_TO_M2 = 1e-4
-_PER_A3_TO_PER_M3 = 1e30
-_S_PER_M_TO_S_PER_CM = 1e-2
 
 # Relative tolerance on the spacing of frame times.
 _TIME_RTOL = 1e-6
@@ -557,11 +552,11 @@ def nernst_einstein(
         Conductivity in S/cm.
     """
     temperature = _check_positive("temperature", temperature)
-    q = charge * scipy.constants.e
-    n_si = number_density_per_A3 * _PER_A3_TO_PER_M3
-    d_si = D_jump_cm2_s * _CM2_TO_M2
-    sigma_si = n_si * q**2 * d_si / (scipy.constants.k * temperature)  # S/m
-    return float(sigma_si * _S_PER_M_TO_S_PER_CM)
+    q = charge * units.ELEMENTARY_CHARGE
+    n_si = number_density_per_A3 * units.PER_A3_TO_PER_M3
+    d_si = D_jump_cm2_s * units.CM2_TO_M2
+    sigma_si = n_si * q**2 * d_si / (units.BOLTZMANN_J * temperature)  # S/m
+    return float(sigma_si * units.S_PER_M_TO_S_PER_CM)
 
 
 def transport(
@@ -649,8 +644,8 @@ def transport(
     density = n_ions / volume
     result: dict = {}
     for key, value in (("D_tracer", d_tracer), ("D_jump", d_jump)):
-        value *= _A2_PER_S_TO_CM2_PER_S
-        bound = bounds[key] * _A2_PER_S_TO_CM2_PER_S
+        value *= units.A2_TO_CM2
+        bound = bounds[key] * units.A2_TO_CM2
         result[key] = value if test.diffusive else math.nan
         result[f"{key}_upper"] = math.nan if test.diffusive else bound
     d_jump_cm2 = result["D_jump"]

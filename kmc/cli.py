@@ -129,6 +129,7 @@ def _dry_run(config_path: str, output: str | None) -> None:
         task_memory,
     )
     from kmc.results import show_value
+    from kmc.texttable import text_table
 
     config = load_config(config_path)
     run_dir = runner.run_directory(config, output)
@@ -172,7 +173,7 @@ def _dry_run(config_path: str, output: str | None) -> None:
     to_run = len(tasks) - len(done)
     lines = [
         f"kmc run --dry-run: {config.source} → {run_dir}",
-        *_text_table(headers, rows, right=numeric),
+        *text_table(headers, rows, right=numeric),
         "",
         f"tasks:  {len(tasks)} ({len(rows)} sweep point(s) × {replicas} replica(s)); "
         f"{len(done)} already complete in {where}, {to_run} to run",
@@ -184,20 +185,6 @@ def _dry_run(config_path: str, output: str | None) -> None:
     ]
     if not runner.launcher_rank():  # under MPI only rank 0 speaks
         print("\n".join(lines))
-
-
-def _text_table(headers: list[str], rows: list[list[str]], right=frozenset()) -> list[str]:
-    """Fixed-width columns two spaces apart under a rule; columns in ``right`` (indices)
-    right-aligned. (kmc.results and kmc.validate each format their own tables.)"""
-    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
 
 
 def _analyze(run_dir: Path, recompute: bool = True):

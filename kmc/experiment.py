@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kmc import analysis, kernel, landscape, lattice, network
+from kmc import analysis, kernel, landscape, lattice, network, units
 from kmc.config import Config, Task, resolved_dict
 from kmc.store import TaskData
 
@@ -109,7 +109,7 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
     start = time.perf_counter()
     d_a2_s = network.diffusion_coefficient(land, run.temperature)
     seconds = time.perf_counter() - start
-    d_cm2_s = d_a2_s * 1e-16  # Å²/s → cm²/s
+    d_cm2_s = d_a2_s * units.A2_TO_CM2
     lat = land.lattice
     observables = {
         "D_tracer": d_cm2_s,

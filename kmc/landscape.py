@@ -20,8 +20,8 @@ from scipy.spatial import cKDTree
 
 from kmc.distributions import Distribution
 from kmc.lattice import Lattice
+from kmc.units import BOLTZMANN_EV
 
-BOLTZMANN_EV = 8.617333262e-5  # eV/K
 MICROSTRUCTURES = ("random", "correlated", "grains")
 
 

@@ -95,7 +95,8 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import cg, splu
 
-from kmc.landscape import BOLTZMANN_EV, Landscape
+from kmc.landscape import Landscape
+from kmc.units import BOLTZMANN_EV
 
 __all__ = [
     "CG_MAX_ITERATIONS",

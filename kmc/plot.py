@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from kmc.analysis import BOLTZMANN_EV
 from kmc.results import TEMPERATURE_KEY, RunResults, show_value, unit_of
 from kmc.store import atomic_write
+from kmc.units import BOLTZMANN_EV
 
 __all__ = [
     "FORMATS",

@@ -80,6 +80,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from kmc.units import ANGSTROM_PER_NM
+
 __all__ = [
     "IncompleteTaskFileError",
     "TaskData",
@@ -97,7 +99,6 @@ DISTRIBUTION = "kmc-amorph"
 #: Species that a task file can hold, with the HDF5 enumeration value (atomic number).
 SPECIES = {"Li": 3, "Na": 11}
 
-_ANGSTROM_PER_NM = 10.0
 _GZIP_LEVEL = 1
 _CHUNK_TARGET_BYTES = 256 * 1024  # frames per chunk: as many as fit (>= 1)
 _CHUNK_MAX_BYTES = 4 * 1024 * 1024  # above this a single frame is split along ions
@@ -282,7 +283,7 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     time = position.create_dataset("time", data=d["times"])
     time.attrs["unit"] = "s"  # MDAnalysis needs a str-valued (variable-length) unit
     padded = np.zeros((n_frames, n_ions, 3), dtype=np.float64)
-    padded[:, :, :dim] = d["positions"] / _ANGSTROM_PER_NM
+    padded[:, :, :dim] = d["positions"] / ANGSTROM_PER_NM
     value = position.create_dataset(
         "value", data=padded, **_storage(padded.shape, 8, compression, shuffle=False)
     )
@@ -293,8 +294,8 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     box.attrs["dimension"] = np.int32(3)
     _set_fixed_string_array(box.attrs, "boundary", ["periodic"] * dim + ["none"] * (3 - dim))
     box.attrs["kmc_lattice_dimension"] = np.int32(dim)
-    edges_nm = np.full(3, d["box"].max() / _ANGSTROM_PER_NM)
-    edges_nm[:dim] = d["box"] / _ANGSTROM_PER_NM
+    edges_nm = np.full(3, d["box"].max() / ANGSTROM_PER_NM)
+    edges_nm[:dim] = d["box"] / ANGSTROM_PER_NM
     if n_frames:
         edges = box.create_group("edges")
         edges["step"] = step
@@ -338,7 +339,7 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
         c_times, c_value = d["collective"]
         group = f.create_group(COLLECTIVE)
         group.create_dataset("time", data=c_times).attrs["unit"] = "s"
-        group.create_dataset("value", data=c_value / _ANGSTROM_PER_NM).attrs["unit"] = "nm"
+        group.create_dataset("value", data=c_value / ANGSTROM_PER_NM).attrs["unit"] = "nm"
 
     f.flush()
     h5md.attrs[COMPLETE_ATTR] = np.int32(1)  # the completion marker: always last
@@ -532,9 +533,9 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
     times = np.asarray(traj["position/time"][()], dtype=np.float64)
     edges = box_group["edges"]
     edges = edges[()] if isinstance(edges, h5py.Dataset) else edges["value"][0]
-    box = np.asarray(edges[:dim], dtype=np.float64) * _ANGSTROM_PER_NM
+    box = np.asarray(edges[:dim], dtype=np.float64) * ANGSTROM_PER_NM
     if with_positions:
-        positions = np.asarray(value[:, :, :dim], dtype=np.float64) * _ANGSTROM_PER_NM
+        positions = np.asarray(value[:, :, :dim], dtype=np.float64) * ANGSTROM_PER_NM
         sites = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)
     else:
         positions = np.empty((0, n_ions, dim), dtype=np.float64)
@@ -555,7 +556,7 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
     c_times = c_value = None
     if COLLECTIVE in f and with_positions:
         c_times = np.asarray(f[COLLECTIVE]["time"][()], dtype=np.float64)
-        c_value = np.asarray(f[COLLECTIVE]["value"][()], dtype=np.float64) * _ANGSTROM_PER_NM
+        c_value = np.asarray(f[COLLECTIVE]["value"][()], dtype=np.float64) * ANGSTROM_PER_NM
     return TaskData(
         times=times,
         positions=positions,

@@ -45,8 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from kmc.analysis import BOLTZMANN_EV, replica_mean
+from kmc.analysis import replica_mean
 from kmc.lattice import COORDINATION, DIMENSION
+from kmc.texttable import text_table
+from kmc.units import A2_TO_CM2, BOLTZMANN_EV
 
 __all__ = [
     "CASES",
@@ -64,7 +66,6 @@ Z_MAX = 4.0
 NU = 1e13  # Hz, the attempt frequency of every case
 SADDLE = 0.3  # eV, the uniform saddle of the crystalline cases
 T = 300.0  # K
-A2_TO_CM2 = 1e-16  # Å² → cm²
 F_HALF_FILLED_SQUARE = (0.7128, 0.003)  # tracer correlation factor, square lattice, c = 0.5
 F_SINGLE_VACANCY_CUBIC = 0.6531  # tracer correlation factor, simple cubic, one vacancy
 
@@ -597,15 +598,8 @@ def run_validation(
 # --------------------------------------------------------------------------------------------
 # Output
 
-_COLUMNS = (
-    ("case", "<", 38),
-    ("lattice", "<", 10),
-    ("quantity", "<", 13),
-    ("expected", ">", 20),
-    ("measured ± error", ">", 24),
-    ("z", ">", 6),
-    ("result", "<", 6),
-)
+_HEADERS = ("case", "lattice", "quantity", "expected", "measured ± error", "z", "result")
+_RIGHT = (3, 4, 5)  # the numeric columns
 
 
 def _number(value: float) -> str:
@@ -633,16 +627,7 @@ def _cells(record: Mapping[str, Any]) -> tuple[str, ...]:
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     """A fixed-width table: case, lattice, quantity, expected, measured ± error, z, result;
     then a summary line."""
-    rows = [tuple(name for name, _, _ in _COLUMNS)] + [_cells(r) for r in records]
-    lines = []
-    for row in rows:
-        lines.append(
-            "  ".join(
-                f"{text:{align}{width}}"
-                for text, (_, align, width) in zip(row, _COLUMNS, strict=True)
-            ).rstrip()
-        )
-    lines.insert(1, "-" * len(lines[0]))
+    lines = text_table(_HEADERS, [_cells(r) for r in records], right=_RIGHT)
     failed = sum(not r["passed"] for r in records)
     lines.append(
         f"{len(records) - failed} of {len(records)} checks passed (|z| < {Z_MAX:g})"
