@@ -13,7 +13,7 @@ Definitions follow docs/physics.md ("Observables"), with d the dimension and N t
 
 A run counts only once its tracer MSD is diffusive (:func:`diffusive_test`); D* is the
 slope over [T/4, T/2] (:func:`fit_window`), D_σ the secant of the collective MSD at the
-shortest lag where it is a straight line through the origin (:func:`collective_lag`);
+lag of :func:`collective_lag` (the shortest one when the rates are uniform);
 error bars belong to independent replicas (:func:`replica_mean`), not to a single fit.
 """
 
@@ -278,8 +278,8 @@ MAX_SLOPE_CHANGE = 0.2
 MAX_RATIO_ERROR = 0.2
 #: Groups of ions whose scatter gives the error of the slope ratio.
 ERROR_GROUPS = 8
-#: Time blocks of the collective series whose scatter tests its short-time intercept.
-COLLECTIVE_BLOCKS = 8
+#: Non-martingale D_σ is read at the lag T / COLLECTIVE_FRACTION (see :func:`collective_lag`).
+COLLECTIVE_FRACTION = 16
 
 
 @dataclass(frozen=True)
@@ -418,48 +418,22 @@ def _tracer_window(lags: np.ndarray) -> slice:
     return slice(start, stop)
 
 
-def collective_lag(series: ArrayLike) -> int | None:
-    """The lag, in sample spacings m, at which the collective (centre-of-mass) MSD of the
-    summed displacement ``series`` (M, d) is read as D_σ = MSD(m δ) / (2 d m δ); None if no
-    lag qualifies (docs/physics.md, "Estimators and error bars").
+def collective_lag(n_samples: int, martingale: bool) -> int:
+    """The lag, in sample spacings m, at which the collective (centre-of-mass) MSD of a
+    summed-displacement series of ``n_samples`` samples is read as D_σ = MSD(m δ)/(2 d m δ)
+    (docs/physics.md, "Estimators and error bars").
 
     Unlike the tracer's, the collective MSD is one trajectory's: its precision falls as
-    sqrt(τ / T), so the shortest lag at which the MSD is already a straight line through
-    the origin gives the best estimate. Ions rattling over low barriers add a short-time
-    excess that the secant MSD(τ)/τ would carry; it shows as a non-zero intercept
-    A = 2 MSD(τ) − MSD(2τ) (zero for a straight line through the origin). The series is cut
-    into ``COLLECTIVE_BLOCKS`` blocks in time, A/MSD(τ) is computed in each, and the lag is the
-    shortest doubling m = 1, 2, 4, ... at which the mean relative intercept is not three
-    standard errors above zero (the scatter of the blocks) at m and 2m alike (lags up to a
-    quarter of a block), else T/16, where a saturated excess has shrunk as 1/τ. None if
-    the series is too short to cut into blocks (frames only: independent walkers);
-    :func:`transport` then fits the collective MSD over [T/4, T/2].
+    sqrt(τ / T) with the lag τ. With ``martingale`` (uniform rates, no blocked site: every
+    hop is as likely as its reverse in every configuration, so the summed displacement has
+    uncorrelated increments and its MSD is exactly linear from τ = 0) the shortest lag,
+    m = 1, is unbiased and the most precise. Otherwise ions rattling over low barriers add a
+    short-time excess that no single trajectory resolves reliably at short lags, and the
+    lag is a sixteenth of the run, where the excess has shrunk as 1/τ.
     """
-    x = np.asarray(series, dtype=np.float64)
-    block = x.shape[0] // COLLECTIVE_BLOCKS
-    if block < 16:
-        return None
-    msd_blocks = np.array(
-        [_series_msd(x[b * block : (b + 1) * block]).sum(axis=1) for b in range(COLLECTIVE_BLOCKS)]
-    )
-
-    def straight(m: int) -> bool:
-        reference = msd_blocks[:, m].mean()
-        if not reference > 0:
-            return False
-        excess = (2 * msd_blocks[:, m] - msd_blocks[:, 2 * m]) / reference
-        # one-sided: rattling makes the MSD bend over (a positive intercept); a negative
-        # one would make the secant an underestimate only by noise
-        return excess.mean() <= 3 * excess.std(ddof=1) / np.sqrt(COLLECTIVE_BLOCKS)
-
-    m = 1
-    while 2 * m <= block // 4:
-        if straight(m) and straight(2 * m):
-            return m
-        m *= 2
-    # none: a sixteenth of the run, where a short-time excess has shrunk as 1/τ and the
-    # secant is still far more precise than a fit over [T/4, T/2]
-    return max(1, (x.shape[0] - 1) // 16)
+    if martingale:
+        return 1
+    return max(1, (int(n_samples) - 1) // COLLECTIVE_FRACTION)
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -568,6 +542,7 @@ def transport(
     hop_distance: float,
     charge: int = 1,
     collective: tuple[ArrayLike, ArrayLike] | None = None,
+    martingale: bool = False,
 ) -> dict:
     """All transport observables of one trajectory (one task).
 
@@ -589,6 +564,9 @@ def transport(
         Times (s, uniform from 0, ending at ``times[-1]``) and the summed displacement
         Σ_i Δr_i (Å) of all ions, sampled more finely than the frames (the kernel records it
         for the lattice gas). Default: the sum of ``positions`` at the frames.
+    martingale : bool, optional
+        True if the landscape has uniform rates and no blocked site, so that D_σ may be read
+        at the shortest lag (:func:`collective_lag`).
 
     Returns
     -------
@@ -598,8 +576,7 @@ def transport(
         :func:`diffusive_test`) and ``diffusive_reason`` (empty if diffusive),
         ``msd_growth`` (a²), ``slope_ratio`` and ``slope_ratio_err``, ``fit_start``,
         ``fit_stop`` (s, the tracer's fit window [T/4, T/2], both ends included) and
-        ``jump_lag`` (s, the lag D_jump is read at, :func:`collective_lag`; nan when no lag
-        qualified and D_jump is the collective slope over [T/4, T/2]).
+        ``jump_lag`` (s, the lag D_jump is read at, :func:`collective_lag`).
         For a non-diffusive run D_tracer, D_jump, haven_ratio and conductivity are nan and
         ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` hold upper bounds,
         MSD(T/2) / (2 d T/2) (an MSD that is still bending over lies above its long-time
@@ -622,18 +599,12 @@ def transport(
     d_tracer = float(_slope(lags[window], tracer_sum[window])) / (2 * dim)
 
     if collective is None:
-        series = (p - p[0]).sum(axis=1)
         c_lags, c_msd = lags, coll[1:].sum(axis=1)
     else:
-        series, c_lags, c_msd = _collective_series(collective, t, dim, n_ions)
-    m = collective_lag(series)
-    if m is None:  # no straight line through the origin: the slope over [T/4, T/2]
-        c_window = _tracer_window(c_lags)
-        d_jump = float(_slope(c_lags[c_window], c_msd[c_window])) / (2 * dim)
-        jump_lag = math.nan
-    else:
-        d_jump = float(c_msd[m - 1] / c_lags[m - 1]) / (2 * dim)
-        jump_lag = float(c_lags[m - 1])
+        c_lags, c_msd = _collective_series(collective, t, dim, n_ions)
+    m = collective_lag(c_lags.size + 1, martingale)
+    d_jump = float(c_msd[m - 1] / c_lags[m - 1]) / (2 * dim)
+    jump_lag = float(c_lags[m - 1])
 
     half = _lag_index(lags, 0.5 * lags[-1])
     c_half = _lag_index(c_lags, 0.5 * c_lags[-1])
@@ -676,8 +647,8 @@ def transport(
 
 def _collective_series(
     collective: tuple[ArrayLike, ArrayLike], frame_times: np.ndarray, dim: int, n_ions: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate a fine (times, Σ_i Δr_i) series; return it, its lags and its MSD / N."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a fine (times, Σ_i Δr_i) series; return its lags and its MSD / N."""
     c_t, _ = _check_times(collective[0])
     series = np.asarray(collective[1], dtype=np.float64)
     if series.shape != (c_t.size, dim):
@@ -690,7 +661,7 @@ def _collective_series(
         raise ValueError("collective displacement must span the same run as the frames")
     msd_c = _series_msd(series)[1:].sum(axis=1) / n_ions
     lags_c = (c_t[1] - c_t[0]) * np.arange(1, c_t.size)
-    return series, lags_c, msd_c
+    return lags_c, msd_c
 
 
 # --------------------------------------------------------------------------- statistics

@@ -78,8 +78,10 @@ def run_task(task: Task) -> TaskData:
         volume=traj.volume,
         hop_distance=traj.hop_distance,
         collective=collective,
+        martingale=land.uniform_rates,
     )
     observables.update(
+        uniform_rates=int(land.uniform_rates),
         hops=traj.hops,
         simulated_time=float(traj.times[-1]),
         kernel_seconds=traj.kernel_seconds,

@@ -170,6 +170,17 @@ class Landscape:
             h.update(array.tobytes())
         return h.hexdigest()
 
+    @property
+    def uniform_rates(self) -> bool:
+        """True if every hop has the same rate and no site is blocked: then every hop of
+        the lattice gas is as likely as its reverse in every configuration, and the summed
+        ion displacement has uncorrelated increments (its MSD is linear from t = 0)."""
+        if self.blocked.any() or np.ptp(self.site_energy) != 0:
+            return False
+        ends = self.lattice.bond_ends
+        top = np.maximum(self.saddle_energy, self.site_energy[ends].max(axis=1))
+        return bool(np.ptp(top) == 0)
+
     def activation_range(self) -> tuple[float, float]:
         """The range (eV) any Arrhenius activation energy of the dilute-limit D must lie in:
         [min B − max ε, max B − min ε] over the bonds between free sites, with

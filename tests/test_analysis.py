@@ -240,8 +240,8 @@ def test_transport_on_exactly_linear_msd():
     # Each ion steps by s along a new orthogonal axis every frame (d = F - 1), so
     # |r(k+m) - r(k)|² = m s² for every origin: the MSD is exactly linear and the tracer D
     # is s² / (2 d dt). All N ions move identically, so |Σ Δr|² / N = N m s²: D_jump is
-    # N times larger and H_R = 1/N exactly. 10 frames give no fine collective series
-    # (collective_lag: None), so D_jump is the collective slope over the same window.
+    # N times larger and H_R = 1/N exactly. D_jump is the secant of the collective MSD at
+    # collective_lag(10, False) = 1 frame, equal to the slope for an MSD through the origin.
     n_frames, n_ions, s, dt = 10, 4, 1.5, 2e-12
     dim = n_frames - 1
     steps = np.zeros((n_frames, dim))
@@ -271,7 +271,7 @@ def test_transport_on_exactly_linear_msd():
     assert result["msd_growth"] == pytest.approx(2 * s**2 / 0.1**2, rel=1e-10)
     assert result["slope_ratio"] == pytest.approx(1.0, rel=1e-10)
     assert result["slope_ratio_err"] == pytest.approx(0.0, abs=1e-10)
-    assert np.isnan(result["jump_lag"])
+    assert result["jump_lag"] == pytest.approx(dt, rel=1e-9)  # collective_lag(10) = 1 frame
     for key in ("D_tracer_upper", "D_jump_upper", "conductivity_upper"):
         assert np.isnan(result[key]), key  # bounds only for non-diffusive runs
     for key in (
@@ -296,28 +296,26 @@ def test_transport_on_exactly_linear_msd():
 
 
 def test_transport_matches_diffusion_coefficient():
-    # Frames only (no fine series; 60 frames are too few for collective_lag): both D are the
-    # slopes over fit_window's [T/4, T/2], tracer and collective alike. Growth over the
-    # window ≈ 2·2·0.3·1.5 Å² = 1.8 Å² = 720 a² with a = 0.05 Å; 200 ions resolve the slope
-    # ratio (jackknife error ≈ 0.07).
+    # Frames only: D_tracer is the slope over fit_window's [T/4, T/2]; D_jump the secant of
+    # the collective MSD at collective_lag(60, False) = 3 frames (by brute force here).
+    # Growth over the window ≈ 2·2·0.3·1.5 Å² = 1.8 Å² = 720 a² with a = 0.05 Å; 200 ions
+    # resolve the slope ratio (jackknife error ≈ 0.07).
     rng = np.random.default_rng(600)
     times, positions = brownian(rng, [0.3, 0.3], n_frames=60, n_ions=200, dt=0.1)
     a = 0.05
     result = transport(times, positions, temperature=300.0, volume=1e4, hop_distance=a)
     assert result["diffusive"], result["diffusive_reason"]
     tracer = diffusion_coefficient(times, positions, hop_distance=a)
-    jump = diffusion_coefficient(times, positions, hop_distance=a, collective=True)
     assert result["D_tracer"] == pytest.approx(tracer * 1e-16, rel=1e-12)
-    assert result["D_jump"] == pytest.approx(jump * 1e-16, rel=1e-12)
-    assert np.isnan(result["jump_lag"])
-    # The collective fit uses the tracer window (same lags), not its own.
+    m = collective_lag(60, martingale=False)
+    assert m == 3
+    summed = positions.sum(axis=1)
+    brute = np.mean(np.sum((summed[m:] - summed[:-m]) ** 2, axis=1)) / positions.shape[1]
+    assert result["D_jump"] == pytest.approx(brute / (2 * 2 * m * 0.1) * 1e-16, rel=1e-9)
+    assert result["jump_lag"] == pytest.approx(m * 0.1)
     lags, tracer_msd = msd(times, positions)
     window, diffusive = fit_window(lags, tracer_msd, a)
     assert diffusive is True
-    explicit = diffusion_coefficient(
-        times, positions, hop_distance=a, collective=True, window=window
-    )
-    assert explicit == pytest.approx(jump, rel=1e-12)
     assert result["fit_start"] == pytest.approx(lags[window][0])
     assert result["fit_stop"] == pytest.approx(lags[window][-1])
     # T = 5.9 s: the window runs from the first lag >= T/4 = 1.475 s to the first >= T/2
@@ -348,18 +346,19 @@ def test_transport_haven_ratio_nan_when_jump_not_positive():
     assert result["conductivity"] == 0.0
 
 
-def test_transport_reads_d_jump_at_the_collective_lag():
+@pytest.mark.parametrize("martingale", [False, True])
+def test_transport_reads_d_jump_at_the_collective_lag(martingale):
     """With a fine summed-displacement series, D_jump is the secant MSD_X(m δ)/(2 d N m δ) at
-    m = collective_lag(series), MSD_X averaged over every time origin of the series
-    (computed here by brute force), and jump_lag = m δ."""
+    m = collective_lag(samples, martingale), MSD_X averaged over every time origin of the
+    series (computed here by brute force), and jump_lag = m δ: 641 samples give m = 40
+    (T/16) in general and m = 1 for uniform rates."""
     rng = np.random.default_rng(602)
     n_ions, dim, frames, dt = 30, 2, 41, 0.5
     fine = np.cumsum(rng.normal(size=(16 * (frames - 1) + 1, n_ions, dim)), axis=0) * 0.2
     fine_times = dt / 16 * np.arange(fine.shape[0])
     series = (fine - fine[0]).sum(axis=1)
-    series[1::3] += 5.0  # a bounded short-time excess: collective_lag must look past it
-    m = collective_lag(series)
-    assert m is not None and m > 1
+    m = collective_lag(series.shape[0], martingale)
+    assert m == (1 if martingale else 40)
     result = transport(
         fine_times[::16],
         fine[::16],
@@ -367,6 +366,7 @@ def test_transport_reads_d_jump_at_the_collective_lag():
         volume=1e3,
         hop_distance=0.01,
         collective=(fine_times, series),
+        martingale=martingale,
     )
     brute = np.mean(np.sum((series[m:] - series[:-m]) ** 2, axis=1)) / n_ions
     delta = dt / 16
@@ -375,10 +375,10 @@ def test_transport_reads_d_jump_at_the_collective_lag():
 
 
 def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
-    # Exact: independent Brownian walkers, D_jump = D_tracer = D = 1.5 Å²/s. With the summed
-    # displacement sampled 16x finer than the 101 frames, the secant at the shortest
-    # straight lag (here δ) averages ~1600 independent increments: its replica scatter is
-    # ≈ sqrt(2 / (3·1600)) ≈ 2 % (3 components), far below the ≈ 50 % of a collective slope
+    # Exact: independent Brownian walkers, D_jump = D_tracer = D = 1.5 Å²/s. Their summed
+    # displacement has uncorrelated increments (martingale=True). Sampled 16x finer than the
+    # 101 frames, the secant at the shortest lag δ averages ~1600 independent increments:
+    # its replica scatter is ≈ sqrt(2 / (3·1600)) ≈ 2 % (3 components), far below the ≈ 50 % of a collective slope
     # over [T/4, T/2] of the frames. 16 replicas; errors from their scatter.
     rng = np.random.default_rng(603)
     exact, n_ions, frames = 1.5, 64, 101
@@ -394,6 +394,7 @@ def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
             volume=1e5,
             hop_distance=0.1,
             collective=(fine_t, (fine - fine[0]).sum(axis=1)),
+            martingale=True,
         )
         assert result["diffusive"], result["diffusive_reason"]
         tracer.append(result["D_tracer"] * 1e16)
@@ -405,7 +406,7 @@ def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
     assert_z(mean_tracer, err_tracer, exact, "D_tracer")
     assert err_jump < 0.02 * exact  # expected ≈ 0.5 % (2 % / sqrt 16); frames alone: ≈ 12 %
     assert err_jump <= 2 * err_tracer
-    assert np.median(lags) == pytest.approx(1 / 16)  # mostly the shortest lag
+    assert np.all(np.isclose(lags, 1 / 16))  # the shortest lag
 
 
 def test_transport_of_a_rattler_is_not_diffusive_and_gives_upper_bounds():
@@ -658,32 +659,13 @@ def test_diffusive_test_not_growing_early():
 # --------------------------------------------------------------------------- collective lag
 
 
-def test_collective_lag_of_brownian_motion_is_one():
-    """An exact Brownian series (no short-time excess: a straight line through the origin at
-    every lag) of 16 001 samples: the shortest lag, 1."""
-    rng = np.random.default_rng(801)
-    series = np.cumsum(rng.normal(size=(16_001, 3)), axis=0)
-    assert collective_lag(series) == 1
-
-
-def test_collective_lag_skips_a_saturating_excess():
-    """Brownian (unit variance per step and component) plus independent noise of standard
-    deviation σ on every sample: MSD(m) = 3 (m + 2σ²), intercept A = 6σ² > 0 at every lag,
-    relative A/MSD = 2σ²/(m + 2σ²). σ = 3: the lag grows past the excess (> 1); σ = 30: it
-    is never negligible below a quarter of a block, so the lag is T/16 = 1000 samples."""
-    rng = np.random.default_rng(802)
-    brown = np.cumsum(rng.normal(size=(16_001, 3)), axis=0)
-    moderate = collective_lag(brown + 3.0 * rng.normal(size=brown.shape))
-    assert moderate is not None and moderate > 1
-    assert moderate & (moderate - 1) == 0  # a doubling of the sample spacing
-    assert collective_lag(brown + 30.0 * rng.normal(size=brown.shape)) == 16_000 // 16
-
-
-def test_collective_lag_none_for_short_series():
-    """Eight blocks of at least 16 samples are needed: 127 samples give None, 128 a lag."""
-    rng = np.random.default_rng(803)
-    assert collective_lag(np.cumsum(rng.normal(size=(127, 2)), axis=0)) is None
-    assert collective_lag(np.cumsum(rng.normal(size=(128, 2)), axis=0)) is not None
+def test_collective_lag():
+    """Uniform rates (a martingale): the shortest lag, 1; otherwise a sixteenth of the run,
+    (samples − 1) // 16, never below one sample spacing."""
+    assert collective_lag(1601, martingale=True) == 1
+    assert collective_lag(1601, martingale=False) == 100
+    assert collective_lag(101, martingale=False) == 6
+    assert collective_lag(8, martingale=False) == 1
 
 
 # --------------------------------------------------------------------------- 9. validation
