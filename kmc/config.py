@@ -155,7 +155,7 @@ _TASK_ONLY_PREFIXES = ("run.", "ions.")
 UNSWEEPABLE = {
     "name": "the run name cannot be swept",
     "run.replicas": "cannot be swept: every sweep point gets run.replicas replicas",
-    "run.seed": "cannot be swept: every task already draws its own seed from run.seed",
+    "run.seed": "cannot be swept: every task already draws its own seeds from run.seed",
 }
 
 

@@ -1,11 +1,11 @@
 """Run the tasks of a config in a run directory, serially or shared among MPI ranks.
 
 Without an MPI launcher the run is serial and mpi4py is never imported. Under ``mpiexec``
-every rank takes the next unfinished task from a shared counter (an MPI one-sided
-fetch-and-add on rank 0), so cheap and expensive tasks balance themselves, and rank 0 works
-too. Task k's result depends only on its own seed, never on which rank ran it. Each task file
-is written atomically, so a crash loses only the tasks that were running; rerunning finishes
-the rest.
+every rank takes the next unfinished task from a dispatcher on rank 0 (a thread that
+answers requests, so rank 0 works too), so cheap and expensive tasks balance themselves.
+Task k's result depends only on its seeds (see :func:`kmc.config.expand_tasks`), never on
+which rank ran it. Each task file is written atomically, so a crash loses only the tasks
+that were running; rerunning finishes the rest.
 """
 
 from __future__ import annotations
