@@ -1,0 +1,612 @@
+"""Redraw every figure in docs/ from runs this script makes, and print docs/results.md's tables.
+
+    python docs/make_figures.py                 # every study: run, plot, check, tables
+    python docs/make_figures.py --only NAME     # one study (NAME as in STUDIES below)
+    python docs/make_figures.py --tables        # only print the tables from existing runs
+
+For each study it runs ``kmc run CONFIG -o runs/<run>`` (resumable: a rerun reuses the
+completed tasks, so a second call only redraws), then ``kmc plot runs/<run> [--x ..] [--by ..]
+-o docs/<study>.png``. The figures in docs/ are exactly that ``kmc plot`` output. It then
+checks that the same plot, drawn by :func:`kmc.plot.plot_run` from the run's ``results.h5``,
+also writes as PDF and SVG (to a temporary directory) without any warning -- issue 9's
+must-show 5 -- and prints the markdown tables of docs/results.md, computed from the data
+``kmc analyze RUN --json`` prints (read back from the ``results.h5`` that ``kmc plot`` has just
+written; :meth:`kmc.results.RunResults.to_json` is what ``kmc analyze --json`` prints), and
+the effective-medium comparisons quoted in the text. Run it from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FRACTION = "microstructure.amorphous_fraction"
+KIND = "microstructure.kind"
+TEMP = "run.temperature"
+METHOD = "run.method"
+CELLS = "lattice.cells"
+BLOCKED = "lattice.blocked_fraction"
+INTERFACE = "interface.saddle_energy"
+K_B = 8.617333262e-5  # eV/K
+FAILURES: list[str] = []  # plots that did not write cleanly as PNG, PDF and SVG
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str  # docs/<name>.png
+    config: str  # configs/<config>
+    run: str  # runs/<run>
+    x: str | None = None
+    by: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return ROOT / "runs" / self.run
+
+    @property
+    def figure(self) -> Path:
+        return ROOT / "docs" / f"{self.name}.png"
+
+
+STUDIES = [
+    Study(
+        "nafepo4_amorphization",
+        "configs/nafepo4_amorphization.toml",
+        "nafepo4-amorphization",
+        by=KIND,
+    ),
+    Study(
+        "nafepo4_kmc_check",
+        "configs/nafepo4_kmc_check.toml",
+        "nafepo4-kmc-check",
+        by=KIND,
+    ),
+    Study(
+        "lifepo4_antisite",
+        "configs/lifepo4_antisite.toml",
+        "lifepo4-antisite",
+        x=BLOCKED,
+        by=CELLS,
+    ),
+    Study(
+        "v2o5_teo2_glass_ceramic",
+        "configs/v2o5_teo2_glass_ceramic.toml",
+        "v2o5-teo2-glass-ceramic",
+        by=INTERFACE,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- run and plot
+
+
+def _kmc(*args: str) -> None:
+    """Run ``kmc ARGS`` in the repository root; its progress (stderr) is shown as it comes,
+    of its stdout (the summary table of ``kmc run``) only the last lines."""
+    exe = shutil.which("kmc")
+    if exe is None:
+        sys.exit("make_figures: the kmc command is not on PATH (pip install -e .)")
+    print("$ kmc", " ".join(args), flush=True)
+    done = subprocess.run([exe, *args], cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    for line in done.stdout.splitlines()[-3:]:
+        print("  " + line, flush=True)
+
+
+def run_and_plot(study: Study) -> None:
+    start = time.perf_counter()
+    _kmc("run", study.config, "-o", f"runs/{study.run}")
+    options = []
+    for flag, key in (("--x", study.x), ("--by", study.by)):
+        if key is not None:
+            options += [flag, key]
+    _kmc("plot", f"runs/{study.run}", *options, "-o", f"docs/{study.name}.png")
+    print(f"{study.name}: run and plot took {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def check_vector_formats(study: Study) -> None:
+    """The plot of ``study`` written as PNG, PDF and SVG to a temporary directory: each file
+    must be of its type and no warning (e.g. a matplotlib layout warning) may be raised."""
+    from kmc.plot import plot_run
+    from kmc.results import read_results
+
+    results = read_results(study.run_dir / "results.h5")
+    magic = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix, head in magic.items():
+            path = Path(tmp) / f"{study.name}{suffix}"
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                plot_run(results, path, x=study.x, by=study.by)
+            ok = path.read_bytes().startswith(head)
+            size = path.stat().st_size / 1024
+            kind = suffix[1:].upper() if ok else f"NOT a {suffix[1:].upper()} file"
+            state = "no warning" if not caught else f"FAILED: {len(caught)} warning(s)"
+            print(f"  {study.name}{suffix}: {size:.0f} KiB, {kind}, {state}")
+            for w in caught:
+                print(f"    {w.category.__name__}: {w.message}")
+            if caught or not ok:
+                FAILURES.append(f"{study.name}{suffix}")
+
+
+# --------------------------------------------------------------------------- data helpers
+
+
+def load(study: Study) -> dict:
+    """What ``kmc analyze runs/<run> --json`` prints, from the run's results.h5."""
+    from kmc.results import read_results
+
+    return json.loads(read_results(study.run_dir / "results.h5").to_json())
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def sci(v, digits: int = 2) -> str:
+    v = _num(v)
+    if not math.isfinite(v):
+        return "—"
+    mant, exp = f"{v:.{digits}e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def val(rec: dict, key: str) -> str:
+    """``mean ± err`` of a summary record, or ``< bound`` where it is non-diffusive."""
+    if not rec.get("diffusive", True):
+        return f"< {sci(rec.get(key + '_upper'))}"
+    mean, err = _num(rec.get(key)), _num(rec.get(key + "_err"))
+    if not math.isfinite(mean):
+        return "—"
+    if not math.isfinite(err) or err == 0:
+        return sci(mean)
+    return f"{sci(mean)} ± {sci(err, 1)}"
+
+
+def ea(rec: dict | None, key: str = "Ea_tracer") -> str:
+    if rec is None:
+        return "—"
+    v, e = _num(rec.get(key)), _num(rec.get(key + "_err"))
+    if not math.isfinite(v):
+        return "withheld" if "withheld" in rec.get("note", "") else "—"
+    text = f"{v:.3f} ± {e:.3f}" if math.isfinite(e) else f"{v:.3f}"
+    # kmc analyze's range flag: "<key> outside the physical range on k of n landscapes"
+    # (k may be 0 when only the mean is flagged)
+    flag = re.search(key + r" outside the physical range on (\d+) of (\d+)", rec.get("note", ""))
+    return text + (f" ⚑{flag[1]}/{flag[2]}" if flag else "")
+
+
+def find(records: list[dict], **keys) -> list[dict]:
+    out = []
+    for rec in records:
+        if all(
+            json.dumps(rec.get(k), sort_keys=True) == json.dumps(v, sort_keys=True)
+            for k, v in keys.items()
+        ):
+            out.append(rec)
+    return out
+
+
+def one(records: list[dict], **keys) -> dict | None:
+    found = find(records, **keys)
+    return found[0] if found else None
+
+
+def values_of(records: list[dict], key: str) -> list:
+    seen = []
+    for rec in records:
+        if rec[key] not in seen:
+            seen.append(rec[key])
+    return seen
+
+
+def landscape_eas(data: dict, **keys) -> list[float]:
+    return [_num(r["Ea_tracer"]) for r in find(data["arrhenius_landscapes"], **keys)]
+
+
+def ea_range(data: dict, **keys) -> str:
+    eas = [e for e in landscape_eas(data, **keys) if math.isfinite(e)]
+    return f"{min(eas):.2f}–{max(eas):.2f}" if eas else "—"
+
+
+def physical_range(data: dict, **keys) -> str:
+    rec = one(data["arrhenius"], **keys)
+    return "—" if rec is None else f"{_num(rec['Ea_lower']):.2f}–{_num(rec['Ea_upper']):.2f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def g(x: float) -> str:
+    return f"{x:g}"
+
+
+def ratios(data: dict, temperature: float, **keys) -> list[tuple[float, bool]]:
+    """kMC D* / network D per landscape at ``temperature``: (ratio or bound, kMC diffusive)."""
+    tasks = find(data["tasks"], **keys, **{TEMP: temperature})
+    exact = {t["landscape"]: _num(t["D_tracer"]) for t in tasks if t[METHOD] == "network"}
+    out = []
+    for t in tasks:
+        if t[METHOD] != "kmc" or t["landscape"] not in exact:
+            continue
+        d = _num(t["D_tracer"]) if t["diffusive"] else _num(t["D_tracer_upper"])
+        out.append((d / exact[t["landscape"]], bool(t["diffusive"])))
+    return out
+
+
+def ratio_text(pairs: list[tuple[float, bool]]) -> str:
+    """Mean and range of the per-landscape ratios of diffusive tasks; non-diffusive ones as
+    bounds."""
+    good = [r for r, ok in pairs if ok]
+    bad = [r for r, ok in pairs if not ok]
+    parts = []
+    if good:
+        rng = f" ({min(good):.2f}–{max(good):.2f})" if len(good) > 1 else ""
+        parts.append(f"{np.mean(good):.2f}{rng}")
+    if bad:
+        parts.append(f"{len(bad)} non-diff. (< {min(bad):.2g}–{max(bad):.2g})")
+    return "; ".join(parts) if parts else "—"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def table_nafepo4(data: dict) -> str:
+    s, a = data["summary"], data["arrhenius"]
+    rows = []
+    for phi in values_of(s, FRACTION):
+        r300 = one(s, **{KIND: "random", FRACTION: phi, TEMP: 300.0})
+        c300 = one(s, **{KIND: "correlated", FRACTION: phi, TEMP: 300.0})
+        r600 = one(s, **{KIND: "random", FRACTION: phi, TEMP: 600.0})
+        ar = {KIND: "random", FRACTION: phi}
+        ac = {KIND: "correlated", FRACTION: phi}
+        rows.append(
+            [
+                g(phi),
+                val(r300, "D_tracer"),
+                val(c300, "D_tracer"),
+                val(r600, "D_tracer"),
+                val(r300, "conductivity"),
+                ea(one(a, **ar)),
+                ea_range(data, **ar),
+                ea(one(a, **ac)),
+                ea_range(data, **ac),
+                physical_range(data, **ar),
+            ]
+        )
+    header = [
+        "φ",
+        "D 300 K, random [cm²/s]",
+        "D 300 K, correlated",
+        "D 600 K, random",
+        "σ 300 K, random [S/cm]",
+        "Ea random [eV]",
+        "per landscape (min–max)",
+        "Ea correlated",
+        "per landscape (min–max)",
+        "physical range, random",
+    ]
+    return table(header, rows)
+
+
+def monotonic_report(data: dict) -> str:
+    """Whether D rises with T on every landscape and every per-landscape Ea lies in range."""
+    tasks = data["tasks"]
+    by_land: dict[int, list[dict]] = {}
+    for t in tasks:
+        by_land.setdefault(t["landscape"], []).append(t)
+    falling = 0
+    for rows in by_land.values():
+        rows = sorted(rows, key=lambda r: r[TEMP])
+        d = [_num(r["D_tracer"]) for r in rows]
+        falling += any(b <= a for a, b in itertools.pairwise(d))
+    lands = data["arrhenius_landscapes"]
+    outside = [r for r in lands if "outside" in r["note"]]
+    withheld = [r for r in lands if r["note"].startswith("withheld")]
+    return (
+        f"{len(by_land)} landscapes: D rises with T on {len(by_land) - falling}; "
+        f"per-landscape Ea outside the physical range on {len(outside)}, withheld on "
+        f"{len(withheld)} of {len(lands)} fits"
+    )
+
+
+def table_kmc_check(data: dict) -> str:
+    s, a = data["summary"], data["arrhenius"]
+    rows = []
+    for kind in values_of(s, KIND):
+        for phi in values_of(s, FRACTION):
+            row = [g(phi), kind]
+            diff = []
+            for temp in (500.0, 600.0):
+                k = one(s, **{METHOD: "kmc", KIND: kind, FRACTION: phi, TEMP: temp})
+                n = one(s, **{METHOD: "network", KIND: kind, FRACTION: phi, TEMP: temp})
+                row += [
+                    val(k, "D_tracer"),
+                    val(n, "D_tracer"),
+                    ratio_text(ratios(data, temp, **{KIND: kind, FRACTION: phi})),
+                ]
+                diff.append(f"{k['diffusive_replicas']}/{k['replicas']}")
+            key = {KIND: kind, FRACTION: phi}
+            row += [
+                " · ".join(diff),
+                ea(one(a, **{METHOD: "kmc"}, **key)),
+                ea(one(a, **{METHOD: "network"}, **key)),
+            ]
+            rows.append(row)
+    header = [
+        "φ",
+        "kind",
+        "kMC D* 500 K [cm²/s]",
+        "network 500 K",
+        "kMC / network per landscape 500 K",
+        "kMC D* 600 K",
+        "network 600 K",
+        "kMC / network 600 K",
+        "kMC diffusive 500 · 600 K",
+        "Ea kMC (500–600 K) [eV]",
+        "Ea network (500–600 K)",
+    ]
+    return table(header, rows)
+
+
+def kmc_check_summary(data: dict) -> str:
+    """Counts of non-diffusive kMC tasks and of per-landscape agreement within 20 %."""
+    tasks = [t for t in data["tasks"] if t[METHOD] == "kmc"]
+    bad = [t for t in tasks if not t["diffusive"]]
+    where: dict[str, int] = {}
+    for t in bad:
+        label = f"{t[KIND]} φ = {g(t[FRACTION])}, {g(t[TEMP])} K"
+        where[label] = where.get(label, 0) + 1
+    pairs = []
+    for kind in values_of(tasks, KIND):
+        for phi in values_of(tasks, FRACTION):
+            for temp in (500.0, 600.0):
+                pairs += ratios(data, temp, **{KIND: kind, FRACTION: phi})
+    close = [ok for r, ok in pairs if abs(r - 1) <= 0.2]
+    far_diff = [r for r, ok in pairs if ok and abs(r - 1) > 0.2]
+    lines = [
+        f"kMC tasks: {len(tasks)}, non-diffusive: {len(bad)}",
+        "  " + "; ".join(f"{k}: {v}" for k, v in where.items()),
+        f"landscapes with kMC within 20 % of network: {len(close)}, "
+        f"of which flagged diffusive: {sum(close)}",
+        f"diffusive kMC tasks off by more than 20 %: {len(far_diff)} "
+        f"({', '.join(f'{r:.2f}' for r in sorted(far_diff))})",
+    ]
+    return "\n".join(lines)
+
+
+def open_channel_fraction(n_sites: int, length: int, p: float) -> float:
+    """Expected fraction of free sites in channels (of ``length`` sites) without a blocked
+    site when exactly round(p n) of ``n_sites`` are blocked (hypergeometric)."""
+    blocked = round(p * n_sites)
+    if blocked == 0:
+        return 1.0
+    open_prob = comb(n_sites - length, blocked) / comb(n_sites, blocked)
+    return n_sites * open_prob / (n_sites - blocked)
+
+
+def table_lifepo4(data: dict) -> str:
+    s, a = data["summary"], data["arrhenius"]
+    rows = []
+    for cells in values_of(s, CELLS):
+        n_sites = int(np.prod(cells))
+        clean = one(s, **{METHOD: "network", CELLS: cells, BLOCKED: 0.0, TEMP: 300.0})
+        for p in values_of(s, BLOCKED):
+            key = {CELLS: cells, BLOCKED: p}
+            k = one(s, **{METHOD: "kmc", TEMP: 300.0}, **key)
+            n = one(s, **{METHOD: "network", TEMP: 300.0}, **key)
+            rows.append(
+                [
+                    str(cells[1]),
+                    f"{100 * p:g} %",
+                    val(k, "D_tracer"),
+                    val(n, "D_tracer"),
+                    ratio_text(ratios(data, 300.0, **key)),
+                    f"{_num(n['D_tracer']) / _num(clean['D_tracer']):.3f}",
+                    f"{open_channel_fraction(n_sites, cells[1], p):.3f}",
+                    val(n, "conductivity"),
+                    ea(one(a, **{METHOD: "kmc"}, **key)),
+                    ea(one(a, **{METHOD: "network"}, **key)),
+                ]
+            )
+    header = [
+        "channel (sites)",
+        "p",
+        "kMC D* 300 K [cm²/s]",
+        "network D 300 K [cm²/s]",
+        "kMC / network per landscape",
+        "network D/D(0)",
+        "open-channel estimate",
+        "σ 300 K, network [S/cm]",
+        "Ea kMC [eV]",
+        "Ea network [eV]",
+    ]
+    return table(header, rows)
+
+
+def _interface_name(dist: dict) -> str:
+    return "= glass" if abs(dist["mean"] - 0.50) < 1e-9 else f"{0.50 - dist['mean']:.2f} eV lower"
+
+
+def table_v2o5(data: dict) -> str:
+    s, a = data["summary"], data["arrhenius"]
+    rows = []
+    for iface in values_of(s, INTERFACE):
+        for phi in values_of(s, FRACTION):
+            key = {INTERFACE: iface, FRACTION: phi}
+            k = one(s, **{METHOD: "kmc", TEMP: 300.0}, **key)
+            n = one(s, **{METHOD: "network", TEMP: 300.0}, **key)
+            rows.append(
+                [
+                    f"{1 - phi:.1f}",
+                    _interface_name(iface),
+                    val(k, "D_tracer"),
+                    val(n, "D_tracer"),
+                    ratio_text(ratios(data, 300.0, **key)),
+                    val(n, "conductivity"),
+                    ea(one(a, **{METHOD: "kmc"}, **key)),
+                    ea(one(a, **{METHOD: "network"}, **key)),
+                ]
+            )
+    header = [
+        "crystalline 1−φ",
+        "interface",
+        "kMC D* 300 K [cm²/s]",
+        "network D 300 K [cm²/s]",
+        "kMC / network per landscape",
+        "σ 300 K, network [S/cm]",
+        "Ea kMC [eV]",
+        "Ea network [eV]",
+    ]
+    return table(header, rows)
+
+
+def kmc_flags(data: dict, label: str) -> str:
+    """Non-diffusive kMC tasks and diffusive ones more than 20 % off the exact D, per point."""
+    tasks = [t for t in data["tasks"] if t[METHOD] == "kmc"]
+    bad = [t for t in tasks if not t["diffusive"]]
+    lines = [f"{label}: {len(tasks)} kMC tasks, {len(bad)} non-diffusive"]
+    swept = [k for k in tasks[0] if k in (CELLS, BLOCKED, INTERFACE, FRACTION, KIND)]
+    seen = set()
+    for t in tasks:
+        key = {k: t[k] for k in swept}
+        ident = json.dumps([key, t[TEMP]], sort_keys=True)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        pairs = ratios(data, t[TEMP], **key)
+        off = [r for r, ok in pairs if ok and abs(r - 1) > 0.2]
+        nd = [r for r, ok in pairs if not ok]
+        if off or nd:
+            shown = ", ".join(f"{k.split('.')[-1]}={json.dumps(v)}" for k, v in key.items())
+            lines.append(f"  {shown}, {g(t[TEMP])} K: {ratio_text(pairs)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- effective medium
+
+
+def ema_amorphous(temperature: float) -> float:
+    """Kirkpatrick EMA (z = 6) D of the fully amorphous NaFePO4 phase: Gaussian saddles
+    N(0.76, 0.10) eV, site energies N(0.05, 0.03) eV, a = 3.4 Å, ν = 1e13 Hz (the config)."""
+    from scipy.optimize import brentq
+
+    mu, s, em, se, a, nu = 0.76, 0.10, 0.05, 0.03, 3.4e-8, 1e13
+    b = 1 / (K_B * temperature)
+    x, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / w.sum()
+    cond = np.exp(-(s * x) * b)  # bond conductances relative to exp(-mu/kT)
+
+    def f(lg):
+        return np.sum(w * (np.exp(lg) - cond) / (cond + 2 * np.exp(lg)))
+
+    lg = brentq(f, -60, 60)
+    # D = a² ν g_m / <exp(-ε/kT)>, with <exp(-ε b)> = exp(-em b + (se b)²/2)
+    return a**2 * nu * math.exp(lg - mu * b) / math.exp(-em * b + (se * b) ** 2 / 2)
+
+
+def ema_report(nafepo4: dict | None, v2o5: dict | None) -> str:
+    from kmc import analysis
+
+    lines = []
+    if nafepo4 is not None:
+        s = nafepo4["summary"]
+        temps = [300.0, 400.0, 500.0, 600.0]
+        ema = [ema_amorphous(t) for t in temps]
+        for t, d in zip(temps, ema, strict=True):
+            n = one(s, **{KIND: "random", FRACTION: 1.0, TEMP: t})
+            lines.append(f"NaFePO4 φ = 1, {g(t)} K: EMA D = {d:.3g}, network {val(n, 'D_tracer')}")
+        e, _ = analysis.arrhenius(temps, ema)
+        lines.append(f"NaFePO4 φ = 1: EMA Ea (300–600 K) = {e:.3f} eV")
+    if v2o5 is not None:
+        s = v2o5["summary"]
+        a, nu, t = 2.8e-8, 1e13, 300.0
+        iface = {"dist": "normal", "mean": 0.50, "sigma": 0.06}
+        glass = _num(
+            one(s, **{METHOD: "network", INTERFACE: iface, FRACTION: 1.0, TEMP: t})["D_tracer"]
+        )
+        crystal = a**2 * nu * math.exp(-0.65 / (K_B * t))
+        for phi in (0.7, 0.5, 0.3):
+            f = 1 - phi  # crystal fraction
+            # Bruggeman (symmetric, 3D): (1-f)(g1-g)/(g1+2g) + f(g2-g)/(g2+2g) = 0
+            bb = (3 * phi - 1) * glass + (3 * f - 1) * crystal
+            brug = (bb + math.sqrt(bb**2 + 8 * glass * crystal)) / 4
+            beta = (crystal - glass) / (crystal + 2 * glass)
+            mg = glass * (1 + 2 * f * beta) / (1 - f * beta)  # glass matrix, crystal inclusions
+            n = one(s, **{METHOD: "network", INTERFACE: iface, FRACTION: phi, TEMP: t})
+            lines.append(
+                f"V2O5–TeO2 {100 * f:.0f} % crystals, no speed-up, 300 K: Bruggeman {brug:.3g}, "
+                f"Maxwell-Garnett {mg:.3g}, network {val(n, 'D_tracer')} "
+                f"(glass {glass:.3g}, crystal {crystal:.3g})"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def print_tables(studies: list[Study]) -> None:
+    data = {s.name: load(s) for s in studies if (s.run_dir / "results.h5").exists()}
+    if "nafepo4_amorphization" in data:
+        d = data["nafepo4_amorphization"]
+        print("\n## NaFePO4 amorphization (network)\n")
+        print(table_nafepo4(d))
+        print("\n" + monotonic_report(d))
+    if "nafepo4_kmc_check" in data:
+        d = data["nafepo4_kmc_check"]
+        print("\n## NaFePO4 kMC cross-check (kMC and network on the same landscapes)\n")
+        print(table_kmc_check(d))
+        print("\n" + kmc_check_summary(d))
+    if "lifepo4_antisite" in data:
+        d = data["lifepo4_antisite"]
+        print("\n## LiFePO4 antisites\n")
+        print(table_lifepo4(d))
+        print("\n" + kmc_flags(d, "LiFePO4"))
+    if "v2o5_teo2_glass_ceramic" in data:
+        d = data["v2o5_teo2_glass_ceramic"]
+        print("\n## V2O5-TeO2 glass ceramic\n")
+        print(table_v2o5(d))
+        print("\n" + kmc_flags(d, "V2O5-TeO2"))
+    print("\n## Effective-medium comparisons\n")
+    print(ema_report(data.get("nafepo4_amorphization"), data.get("v2o5_teo2_glass_ceramic")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = [s.name for s in STUDIES]
+    parser.add_argument("--only", choices=names, help="one study only")
+    parser.add_argument("--tables", action="store_true", help="only print the tables")
+    args = parser.parse_args(argv)
+    studies = [s for s in STUDIES if args.only in (None, s.name)]
+    start = time.perf_counter()
+    if not args.tables:
+        for study in studies:
+            run_and_plot(study)
+            check_vector_formats(study)
+    print_tables(studies)
+    print(f"\nmake_figures: total {time.perf_counter() - start:.0f} s", flush=True)
+    if FAILURES:
+        print("make_figures: plots with warnings or a wrong file type: " + ", ".join(FAILURES))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
