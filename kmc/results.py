@@ -287,6 +287,7 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
         hop_distance=hop_distance,
         charge=1,  # Li+ and Na+
         collective=collective,
+        martingale=bool(stored.get("uniform_rates", 0)),
     )
     out = {key: _number(result[key], float) for key in _RECOMPUTED}
     out["diffusive"] = bool(result["diffusive"])
@@ -412,7 +413,8 @@ def _landscape_arrhenius(records: list[dict[str, Any]], swept: list[str]) -> lis
     temperatures. Unweighted least squares of ln D against 1/kT (its error from the
     residuals needs three temperatures). Withheld (nan, with a note) if a task is not
     diffusive; a value outside the landscape's physical range [Ea_lower, Ea_upper] is kept
-    and flagged in ``note``. Empty unless the temperature was swept over two values."""
+    and flagged in ``note`` (see :func:`_outside`). Empty unless the temperature was swept
+    over two values."""
     if TEMPERATURE_KEY not in swept:
         return []
     others = [key for key in swept if key != TEMPERATURE_KEY]
@@ -429,16 +431,18 @@ def _landscape_arrhenius(records: list[dict[str, Any]], swept: list[str]) -> lis
         record: dict[str, Any] = {key: first[key] for key in others}
         record["replica"], record["landscape"] = first["replica"], first["landscape"]
         record["temperatures"] = int(np.unique(temps).size)
-        lower = float(np.nanmax([r["Ea_lower"] for r in rows]))
-        upper = float(np.nanmin([r["Ea_upper"] for r in rows]))
+        lower = _extreme(max, [r["Ea_lower"] for r in rows])
+        upper = _extreme(min, [r["Ea_upper"] for r in rows])
         record["Ea_lower"], record["Ea_upper"] = lower, upper
         stuck = sorted(r[TEMPERATURE_KEY] for r in rows if not r.get("diffusive", True))
+        # D from an MSD (kMC) scatters; D of a task without one (network) is exact
+        statistical = any(math.isfinite(r.get("msd_growth", math.nan)) for r in rows)
         notes = []
         for name, column in (("Ea_tracer", "D_tracer"), ("Ea_jump", "D_jump")):
             ea = err = math.nan
             if not stuck:
                 ea, err = analysis.arrhenius(temps, [r[column] for r in rows])
-                if _outside(ea, err, lower, upper):
+                if _outside(ea, err, lower, upper, statistical):
                     notes.append(f"{name} outside the physical range")
             record[name], record[f"{name}_err"] = float(ea), float(err)
         if stuck:
@@ -449,12 +453,26 @@ def _landscape_arrhenius(records: list[dict[str, Any]], swept: list[str]) -> lis
     return out
 
 
-def _outside(ea: float, err: float, lower: float, upper: float) -> bool:
-    """Whether ``ea`` lies outside [lower, upper] by more than three standard errors (by
-    more than round-off when the error is unknown): a kMC fit scatters about the truth."""
+def _extreme(pick, values: list[float]) -> float:
+    """``pick`` (max or min) of the finite ``values``; nan if there are none."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return pick(finite) if finite else math.nan
+
+
+def _outside(ea: float, err: float, lower: float, upper: float, statistical: bool = True) -> bool:
+    """Whether ``ea`` lies outside [lower, upper] by more than three standard errors: a kMC
+    fit scatters about the truth. An exact fit (not ``statistical``: network D) without an
+    error is judged to round-off; a statistical one without an error (two temperatures) is
+    not judged here, since its scatter is unknown -- the mean over landscapes is, with the
+    error from their scatter (:func:`_arrhenius`)."""
     if not math.isfinite(ea):
         return False
-    slack = 3 * err if math.isfinite(err) else 1e-9
+    if math.isfinite(err):
+        slack = 3 * err
+    elif statistical:
+        return False
+    else:
+        slack = 1e-9
     return ea < lower - slack or ea > upper + slack
 
 
@@ -587,7 +605,9 @@ def _table(results: RunResults) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    if any(not rec.get("diffusive", True) for rec in results.summary):
+    if any(
+        rec.get("diffusive_replicas", rec["replicas"]) < rec["replicas"] for rec in results.summary
+    ):
         lines.append(
             "< x: an upper bound: some replicas did not reach the diffusive regime (their "
             "diffusive_reason is in the task records); run longer, or use run.method = "
