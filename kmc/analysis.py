@@ -579,8 +579,9 @@ def transport(
         ``jump_lag`` (s, the lag D_jump is read at, :func:`collective_lag`).
         For a non-diffusive run D_tracer, D_jump, haven_ratio and conductivity are nan and
         ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` hold upper bounds,
-        MSD(T/2) / (2 d T/2) (an MSD that is still bending over lies above its long-time
-        line through the origin); for a diffusive run the ``_upper`` values are nan.
+        (MSD(T/2) + 2 standard errors) / (2 d T/2) (an MSD that is still bending over lies
+        above its long-time line through the origin); for a diffusive run the ``_upper``
+        values are nan.
     """
     t, dt = _check_times(times)
     if t.size < MIN_FRAMES:
@@ -606,11 +607,21 @@ def transport(
     d_jump = float(c_msd[m - 1] / c_lags[m - 1]) / (2 * dim)
     jump_lag = float(c_lags[m - 1])
 
+    # Upper bounds MSD(T/2) / (2 d T/2), raised by two standard errors of that MSD: from the
+    # scatter of the ion groups for the tracer (else, like the collective one, from the
+    # variance of a Gaussian process's MSD at lag T/2, relative sqrt(2 / (3 d)) per
+    # trajectory), so that noise in one run does not put the bound below the truth.
     half = _lag_index(lags, 0.5 * lags[-1])
     c_half = _lag_index(c_lags, 0.5 * c_lags[-1])
+    single = math.sqrt(2.0 / (3.0 * dim))
+    if groups >= 4:
+        at_half = per_group[:, 1 + half]
+        tracer_error = float(np.std(at_half, ddof=1) / math.sqrt(groups))
+    else:
+        tracer_error = float(tracer_sum[half]) * single / math.sqrt(n_ions)
     bounds = {
-        "D_tracer": float(tracer_sum[half] / lags[half]) / (2 * dim),
-        "D_jump": float(c_msd[c_half] / c_lags[c_half]) / (2 * dim),
+        "D_tracer": float(tracer_sum[half] + 2 * tracer_error) / lags[half] / (2 * dim),
+        "D_jump": float(c_msd[c_half] * (1 + 2 * single)) / c_lags[c_half] / (2 * dim),
     }
     density = n_ions / volume
     result: dict = {}

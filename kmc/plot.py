@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ _UPPER_MARKER = "v"
 UPPER_BOUND_GID = "upper_bound"
 _UNIT_TEXT = {"K": "K", "eV": "eV", "angstrom": "Å", "Hz": "Hz"}  # units shown after values
 _FEW_RECORDS = 6  # Arrhenius legends list every curve up to this many
+_LEGEND_WIDTH = 48  # characters per line of a legend entry (long ones wrap)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -355,7 +357,7 @@ class _Plan:
             for column, *_ in _OBSERVABLES
         )
         self.has_outside = self.arrhenius and any(
-            math.isfinite(ea := _float(rec.get(key))) and _outside(rec, ea)
+            math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
             for key in _EA_KEYS.values()
         )
@@ -634,9 +636,10 @@ def _ea_text(ea: float, err: float) -> str:
     return f"Ea = {ea:.3f}" + (f" ± {err:.3f}" if math.isfinite(err) else "") + " eV"
 
 
-def _outside(rec: Mapping[str, Any], ea: float) -> bool:
-    low, high = _float(rec.get("Ea_lower")), _float(rec.get("Ea_upper"))
-    return (math.isfinite(low) and ea < low) or (math.isfinite(high) and ea > high)
+def _outside(rec: Mapping[str, Any], ea_key: str) -> bool:
+    """Whether kmc.results flagged this Ea as outside the landscapes' physical range (the
+    flag allows for the fit's error; it is read, not recomputed)."""
+    return f"{ea_key} outside" in str(rec.get("note", ""))
 
 
 def _arrhenius_panel(ax, plan: _Plan, groups, column: str, filled: bool, style: str) -> None:
@@ -675,7 +678,7 @@ def _arrhenius_panel(ax, plan: _Plan, groups, column: str, filled: bool, style: 
             continue
         values = [(t, p[1], p[2]) for t, p in zip(temps, points, strict=True)
                   if p is not None and p[0] == "value"]  # fmt: skip
-        outside = _outside(rec, ea)
+        outside = _outside(rec, ea_key)
         line_style = ":" if outside else style
         if len(values) >= 2:
             line = _fit_line(*zip(*values, strict=True), ea)
@@ -706,7 +709,8 @@ def _arrhenius_panel(ax, plan: _Plan, groups, column: str, filled: bool, style: 
                 handles.append(
                     Line2D([], [], color="0.3", marker="o", markersize=4,
                            linestyle="none" if kind == "withheld" else ":",
-                           label=f"{text}: {_compact(plan, which, label_keys)}")
+                           label=textwrap.fill(f"{text}: {_compact(plan, which, label_keys)}",
+                                               _LEGEND_WIDTH, subsequent_indent="  "))
                 )  # fmt: skip
     if missing:
         handles.append(_note_handle(missing))

@@ -207,14 +207,18 @@ def _task_path(run_dir: Path, task: Task) -> Path:
 
 
 def run(
-    config_path: str | os.PathLike, output: str | os.PathLike | None = None, *, log=sys.stderr
+    config_path: str | os.PathLike, output: str | os.PathLike | None = None, *, log=None
 ) -> Path | None:
     """Run every task not yet complete; return the run directory on rank 0, else None.
+
+    Progress goes to ``log`` (default: ``sys.stderr`` as it is at the call).
 
     Raises ConfigError or RunError (on every rank) before anything is written if the config
     or the run directory is not acceptable.
     """
     from kmc import experiment  # the simulation stack, only when there is work to do
+
+    log = sys.stderr if log is None else log
 
     comm = _communicator()
     try:

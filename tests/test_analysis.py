@@ -378,8 +378,9 @@ def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
     # Exact: independent Brownian walkers, D_jump = D_tracer = D = 1.5 Å²/s. Their summed
     # displacement has uncorrelated increments (martingale=True). Sampled 16x finer than the
     # 101 frames, the secant at the shortest lag δ averages ~1600 independent increments:
-    # its replica scatter is ≈ sqrt(2 / (3·1600)) ≈ 2 % (3 components), far below the ≈ 50 % of a collective slope
-    # over [T/4, T/2] of the frames. 16 replicas; errors from their scatter.
+    # its replica scatter is ≈ sqrt(2 / (3·1600)) ≈ 2 % (3 components), far below the
+    # ≈ 50 % of a collective slope over [T/4, T/2] of the frames. 16 replicas; errors from
+    # their scatter.
     rng = np.random.default_rng(603)
     exact, n_ions, frames = 1.5, 64, 101
     tracer, jump, lags = [], [], []
@@ -413,7 +414,9 @@ def test_transport_of_a_rattler_is_not_diffusive_and_gives_upper_bounds():
     """Ions confined to three sites each (x in {0, a, 2a} at random every frame, y fixed):
     the MSD saturates at once (2·var = 4a²/3), so it never grows by 100 a² over [T/4, T/2]:
     not diffusive ("rattling"), D*, D_σ, H_R, σ are nan, and the upper bounds are
-    MSD(T/2) / (2 d T/2), MSD averaged over origins and ions (by brute force here)."""
+    (MSD(T/2) + 2 SE) / (2 d T/2), MSD averaged over origins and ions (by brute force here),
+    SE from the 8 groups of 5 ions for the tracer and the relative sqrt(2/(3d)) of a single
+    trajectory's MSD for the collective one."""
     rng = np.random.default_rng(604)
     n_frames, n_ions, a, dt = 101, 40, 2.0, 1e-12
     positions = np.zeros((n_frames, n_ions, 2))
@@ -430,8 +433,13 @@ def test_transport_of_a_rattler_is_not_diffusive_and_gives_upper_bounds():
     half = 50  # T = 100 dt: T/2 is the lag 50 dt (row 49 of lags 1..100)
     tracer_half = brute_force_msd(positions, collective=False).sum(axis=1)[half - 1]
     coll_half = brute_force_msd(positions, collective=True).sum(axis=1)[half - 1]
-    d_upper = tracer_half / (2 * 2 * half * dt) * 1e-16
-    jump_upper = coll_half / (2 * 2 * half * dt) * 1e-16
+    groups = [
+        brute_force_msd(positions[:, 5 * g : 5 * g + 5], collective=False).sum(axis=1)[half - 1]
+        for g in range(8)
+    ]
+    tracer_se = np.std(groups, ddof=1) / np.sqrt(8)
+    d_upper = (tracer_half + 2 * tracer_se) / (2 * 2 * half * dt) * 1e-16
+    jump_upper = coll_half * (1 + 2 * np.sqrt(2 / 6)) / (2 * 2 * half * dt) * 1e-16
     assert result["D_tracer_upper"] == pytest.approx(d_upper, rel=1e-9)
     assert result["D_jump_upper"] == pytest.approx(jump_upper, rel=1e-9)
     e, k = scipy.constants.e, scipy.constants.k

@@ -372,6 +372,8 @@ def test_plot_command_x_by_and_vector_output(capsys, tmp_path, run_dir):
 def test_activation_energy_outside_physical_range_is_dotted():
     results = synthetic_results(kinds=["correlated"], fractions=[0.0, 0.5])
     results.arrhenius[0]["Ea_lower"] = 0.7  # the fitted 0.6 eV lies below the range
+    # the flag is kmc.results' (it allows for the fit's error); the plot reads it
+    results.arrhenius[0]["note"] = "Ea_tracer outside the physical range on 0 of 4 landscapes"
     fig = no_warnings(make_figure, results)
     ax = panel(fig, "arrhenius:D_tracer:0")
     fits = [line for line in ax.get_lines() if len(line.get_xdata()) == 50]
