@@ -57,6 +57,7 @@ from kmc import analysis
 from kmc.config import Task, expand_tasks, load_config, resolved_dict
 from kmc.lattice import volume
 from kmc.store import IncompleteTaskFileError, TaskData, atomic_write, read_task, task_filename
+from kmc.texttable import text_table
 
 __all__ = [
     "OBSERVABLES",
@@ -592,19 +593,11 @@ def _table(results: RunResults) -> str:
         for key in OBSERVABLES:
             row.append(_cell(rec, key, scientific[key]))
         rows.append(row)
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    lines = []
     n_tasks = len(results.tasks) + len(results.missing)
     head = f"run {results.run_dir}: {len(results.tasks)} of {n_tasks} tasks complete"
     if results.missing:
         head += f" (missing: {_ranges(results.missing)})"
-    lines.append(head)
-    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines = [head, *text_table(headers, rows)]
     if any(
         rec.get("diffusive_replicas", rec["replicas"]) < rec["replicas"] for rec in results.summary
     ):
