@@ -469,7 +469,7 @@ def _outside(ea: float, err: float, lower: float, upper: float, statistical: boo
     if not math.isfinite(ea):
         return False
     if math.isfinite(err):
-        slack = 3 * err
+        slack = max(3 * err, 1e-9)  # never below round-off
     elif statistical:
         return False
     else:
