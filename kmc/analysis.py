@@ -12,8 +12,8 @@ Definitions follow docs/physics.md ("Observables"), with d the dimension and N t
 - Nernst–Einstein conductivity σ = n q² D_σ / (k_B T), n = N / V
 
 A run counts only once its tracer MSD is diffusive (:func:`diffusive_test`); D* is the
-slope over [T/4, T/2] (:func:`fit_window`), D_σ the secant of the collective MSD at the
-lag of :func:`collective_lag` (the shortest one when the rates are uniform);
+slope over [T/4, T/2] (:func:`fit_window`), D_σ comes from the collective MSD over the lags
+of :func:`collective_window` (the secant at the first lag when the rates are uniform);
 error bars belong to independent replicas (:func:`replica_mean`), not to a single fit.
 """
 
@@ -34,7 +34,7 @@ __all__ = [
     "MIN_FRAMES",
     "DiffusiveTest",
     "arrhenius",
-    "collective_lag",
+    "collective_window",
     "diffusion_coefficient",
     "diffusive_test",
     "fit_window",
@@ -278,7 +278,8 @@ MAX_SLOPE_CHANGE = 0.2
 MAX_RATIO_ERROR = 0.2
 #: Groups of ions whose scatter gives the error of the slope ratio.
 ERROR_GROUPS = 8
-#: Non-martingale D_σ is read at the lag T / COLLECTIVE_FRACTION (see :func:`collective_lag`).
+#: Non-martingale D_σ is fitted over [T / (2 F), T / (F / 2)] with F = COLLECTIVE_FRACTION,
+#: i.e. [T/32, T/8] (see :func:`collective_window`).
 COLLECTIVE_FRACTION = 16
 
 
@@ -418,22 +419,26 @@ def _tracer_window(lags: np.ndarray) -> slice:
     return slice(start, stop)
 
 
-def collective_lag(n_samples: int, martingale: bool) -> int:
-    """The lag, in sample spacings m, at which the collective (centre-of-mass) MSD of a
-    summed-displacement series of ``n_samples`` samples is read as D_σ = MSD(m δ)/(2 d m δ)
-    (docs/physics.md, "Estimators and error bars").
+def collective_window(n_lags: int, martingale: bool) -> slice:
+    """The lags (indices into lags 1..n_lags of the summed-displacement series) over which
+    D_σ is read from the collective (centre-of-mass) MSD (docs/physics.md, "Estimators and
+    error bars"): one lag means the secant MSD(τ)/(2 d τ), more a least-squares slope with an
+    intercept.
 
     Unlike the tracer's, the collective MSD is one trajectory's: its precision falls as
     sqrt(τ / T) with the lag τ. With ``martingale`` (uniform rates, no blocked site: every
     hop is as likely as its reverse in every configuration, so the summed displacement has
-    uncorrelated increments and its MSD is exactly linear from τ = 0) the shortest lag,
-    m = 1, is unbiased and the most precise. Otherwise ions rattling over low barriers add a
-    short-time excess that no single trajectory resolves reliably at short lags, and the
-    lag is a sixteenth of the run, where the excess has shrunk as 1/τ.
+    uncorrelated increments and its MSD is exactly linear from τ = 0) the first lag alone
+    is unbiased and the most precise. Otherwise ions rattling over low barriers, or
+    confined to closed segments, add a short-time excess that saturates into an offset;
+    the slope with an intercept over [T/32, T/8] removes it, at about 1.5 times the scatter
+    of a secant at T/16 and a third of that of a fit over [T/4, T/2].
     """
     if martingale:
-        return 1
-    return max(1, (int(n_samples) - 1) // COLLECTIVE_FRACTION)
+        return slice(0, 1)
+    start = max(0, n_lags // (2 * COLLECTIVE_FRACTION) - 1)
+    stop = max(start + 3, n_lags // (COLLECTIVE_FRACTION // 2))
+    return slice(start, min(stop, n_lags))
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -477,7 +482,7 @@ def diffusion_coefficient(
         component / 2); else the scalar slope of the summed MSD / (2 d).
     window : slice, optional
         Lag indices to fit. Default: :func:`fit_window`'s [T/4, T/2], for both estimates
-        (:func:`transport` reads D_σ at :func:`collective_lag` instead).
+        (:func:`transport` reads D_σ over :func:`collective_window` instead).
 
     Returns
     -------
@@ -566,7 +571,7 @@ def transport(
         for the lattice gas). Default: the sum of ``positions`` at the frames.
     martingale : bool, optional
         True if the landscape has uniform rates and no blocked site, so that D_σ may be read
-        at the shortest lag (:func:`collective_lag`).
+        from the first lag alone (:func:`collective_window`).
 
     Returns
     -------
@@ -576,7 +581,8 @@ def transport(
         :func:`diffusive_test`) and ``diffusive_reason`` (empty if diffusive),
         ``msd_growth`` (a²), ``slope_ratio`` and ``slope_ratio_err``, ``fit_start``,
         ``fit_stop`` (s, the tracer's fit window [T/4, T/2], both ends included) and
-        ``jump_lag`` (s, the lag D_jump is read at, :func:`collective_lag`).
+        ``jump_fit_start``, ``jump_fit_stop`` (s, the lags D_jump is read from,
+        :func:`collective_window`; equal for a secant).
         For a non-diffusive run D_tracer, D_jump, haven_ratio and conductivity are nan and
         ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` hold upper bounds,
         (MSD(T/2) + 2 standard errors) / (2 d T/2) (an MSD that is still bending over lies
@@ -603,9 +609,12 @@ def transport(
         c_lags, c_msd = lags, coll[1:].sum(axis=1)
     else:
         c_lags, c_msd = _collective_series(collective, t, dim, n_ions)
-    m = collective_lag(c_lags.size + 1, martingale)
-    d_jump = float(c_msd[m - 1] / c_lags[m - 1]) / (2 * dim)
-    jump_lag = float(c_lags[m - 1])
+    c_window = collective_window(c_lags.size, martingale)
+    if c_window.stop - c_window.start == 1:
+        d_jump = float(c_msd[c_window.start] / c_lags[c_window.start]) / (2 * dim)
+    else:
+        d_jump = float(_slope(c_lags[c_window], c_msd[c_window])) / (2 * dim)
+    c_fitted = c_lags[c_window]
 
     # Upper bounds MSD(T/2) / (2 d T/2), raised by two standard errors of that MSD: from the
     # scatter of the ion groups for the tracer (else, like the collective one, from the
@@ -651,7 +660,8 @@ def transport(
         slope_ratio_err=test.slope_ratio_err,
         fit_start=float(fitted[0]),
         fit_stop=float(fitted[-1]),
-        jump_lag=jump_lag,
+        jump_fit_start=float(c_fitted[0]),
+        jump_fit_stop=float(c_fitted[-1]),
     )
     return result
 

@@ -210,7 +210,7 @@ def _lattice_gas_cases() -> list[Case]:
     configuration), and an ion sees an empty neighbour with probability (N_s − N)/(N_s − 1)
     at fixed N, so exactly D_σ / (D0 (1 − c)) = N_s / (N_s − 1) = 1024/1023 at every lag —
     the (1 − c) D0 of docs/physics.md for N_s → ∞. It is read from the fine summed
-    displacement at the shortest lag (:func:`kmc.analysis.collective_lag`), which makes one
+    displacement at the first lag (:func:`kmc.analysis.collective_window`), which makes one
     replica's estimate about as precise as its D* (a few %), so the same 32² runs serve both.
     (Earlier, read from the frames over [T/4, T/2], it scattered by ≈ 100 % per replica and
     needed thousands of 8² replicas; 32 ions per replica cannot resolve the diffusive test's

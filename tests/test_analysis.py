@@ -17,7 +17,7 @@ from kmc.analysis import (
     BOLTZMANN_EV,
     DiffusiveTest,
     arrhenius,
-    collective_lag,
+    collective_window,
     diffusion_coefficient,
     diffusive_test,
     fit_window,
@@ -240,8 +240,8 @@ def test_transport_on_exactly_linear_msd():
     # Each ion steps by s along a new orthogonal axis every frame (d = F - 1), so
     # |r(k+m) - r(k)|² = m s² for every origin: the MSD is exactly linear and the tracer D
     # is s² / (2 d dt). All N ions move identically, so |Σ Δr|² / N = N m s²: D_jump is
-    # N times larger and H_R = 1/N exactly. D_jump is the secant of the collective MSD at
-    # collective_lag(10, False) = 1 frame, equal to the slope for an MSD through the origin.
+    # N times larger and H_R = 1/N exactly. D_jump is the collective slope over
+    # collective_window(9, False) = lags 1..3, exact for an exactly linear MSD.
     n_frames, n_ions, s, dt = 10, 4, 1.5, 2e-12
     dim = n_frames - 1
     steps = np.zeros((n_frames, dim))
@@ -271,7 +271,7 @@ def test_transport_on_exactly_linear_msd():
     assert result["msd_growth"] == pytest.approx(2 * s**2 / 0.1**2, rel=1e-10)
     assert result["slope_ratio"] == pytest.approx(1.0, rel=1e-10)
     assert result["slope_ratio_err"] == pytest.approx(0.0, abs=1e-10)
-    assert result["jump_lag"] == pytest.approx(dt, rel=1e-9)  # collective_lag(10) = 1 frame
+    assert (result["jump_fit_start"], result["jump_fit_stop"]) == pytest.approx((dt, 3 * dt))
     for key in ("D_tracer_upper", "D_jump_upper", "conductivity_upper"):
         assert np.isnan(result[key]), key  # bounds only for non-diffusive runs
     for key in (
@@ -283,7 +283,8 @@ def test_transport_on_exactly_linear_msd():
         "fit_stop",
         "msd_growth",
         "slope_ratio",
-        "jump_lag",
+        "jump_fit_start",
+        "jump_fit_stop",
         "D_tracer_upper",
     ):
         assert type(result[key]) is float, key
@@ -296,8 +297,8 @@ def test_transport_on_exactly_linear_msd():
 
 
 def test_transport_matches_diffusion_coefficient():
-    # Frames only: D_tracer is the slope over fit_window's [T/4, T/2]; D_jump the secant of
-    # the collective MSD at collective_lag(60, False) = 3 frames (by brute force here).
+    # Frames only: D_tracer is the slope over fit_window's [T/4, T/2]; D_jump the slope of
+    # the collective MSD over collective_window(59, False) = lags 1..7 (by brute force here).
     # Growth over the window ≈ 2·2·0.3·1.5 Å² = 1.8 Å² = 720 a² with a = 0.05 Å; 200 ions
     # resolve the slope ratio (jackknife error ≈ 0.07).
     rng = np.random.default_rng(600)
@@ -307,12 +308,17 @@ def test_transport_matches_diffusion_coefficient():
     assert result["diffusive"], result["diffusive_reason"]
     tracer = diffusion_coefficient(times, positions, hop_distance=a)
     assert result["D_tracer"] == pytest.approx(tracer * 1e-16, rel=1e-12)
-    m = collective_lag(60, martingale=False)
-    assert m == 3
+    window = collective_window(59, martingale=False)
+    assert (window.start, window.stop) == (0, 7)
     summed = positions.sum(axis=1)
-    brute = np.mean(np.sum((summed[m:] - summed[:-m]) ** 2, axis=1)) / positions.shape[1]
-    assert result["D_jump"] == pytest.approx(brute / (2 * 2 * m * 0.1) * 1e-16, rel=1e-9)
-    assert result["jump_lag"] == pytest.approx(m * 0.1)
+    lag_numbers = np.arange(1, 8)
+    brute = [
+        np.mean(np.sum((summed[m:] - summed[:-m]) ** 2, axis=1)) / positions.shape[1]
+        for m in lag_numbers
+    ]
+    slope = np.polyfit(0.1 * lag_numbers, brute, 1)[0]
+    assert result["D_jump"] == pytest.approx(slope / 4 * 1e-16, rel=1e-9)
+    assert (result["jump_fit_start"], result["jump_fit_stop"]) == pytest.approx((0.1, 0.7))
     lags, tracer_msd = msd(times, positions)
     window, diffusive = fit_window(lags, tracer_msd, a)
     assert diffusive is True
@@ -347,18 +353,19 @@ def test_transport_haven_ratio_nan_when_jump_not_positive():
 
 
 @pytest.mark.parametrize("martingale", [False, True])
-def test_transport_reads_d_jump_at_the_collective_lag(martingale):
-    """With a fine summed-displacement series, D_jump is the secant MSD_X(m δ)/(2 d N m δ) at
-    m = collective_lag(samples, martingale), MSD_X averaged over every time origin of the
-    series (computed here by brute force), and jump_lag = m δ: 641 samples give m = 40
-    (T/16) in general and m = 1 for uniform rates."""
+def test_transport_reads_d_jump_over_the_collective_window(martingale):
+    """With a fine summed-displacement series (641 samples, lags 1..640), D_jump is the
+    secant MSD_X(δ)/(2 d N δ) for uniform rates, else the least-squares slope of MSD_X over
+    lags 20..80 ([T/32, T/8]), MSD_X averaged over every time origin of the series (computed
+    here by brute force)."""
     rng = np.random.default_rng(602)
     n_ions, dim, frames, dt = 30, 2, 41, 0.5
     fine = np.cumsum(rng.normal(size=(16 * (frames - 1) + 1, n_ions, dim)), axis=0) * 0.2
     fine_times = dt / 16 * np.arange(fine.shape[0])
     series = (fine - fine[0]).sum(axis=1)
-    m = collective_lag(series.shape[0], martingale)
-    assert m == (1 if martingale else 40)
+    window = collective_window(series.shape[0] - 1, martingale)
+    lag_numbers = np.arange(window.start + 1, window.stop + 1)
+    assert (lag_numbers[0], lag_numbers[-1]) == ((1, 1) if martingale else (20, 80))
     result = transport(
         fine_times[::16],
         fine[::16],
@@ -368,10 +375,17 @@ def test_transport_reads_d_jump_at_the_collective_lag(martingale):
         collective=(fine_times, series),
         martingale=martingale,
     )
-    brute = np.mean(np.sum((series[m:] - series[:-m]) ** 2, axis=1)) / n_ions
     delta = dt / 16
-    assert result["D_jump"] == pytest.approx(brute / (2 * dim * m * delta) * 1e-16, rel=1e-9)
-    assert result["jump_lag"] == pytest.approx(m * delta, rel=1e-12)
+    brute = np.array(
+        [np.mean(np.sum((series[m:] - series[:-m]) ** 2, axis=1)) / n_ions for m in lag_numbers]
+    )
+    if martingale:
+        expected = brute[0] / delta
+    else:
+        expected = np.polyfit(delta * lag_numbers, brute, 1)[0]
+    assert result["D_jump"] == pytest.approx(expected / (2 * dim) * 1e-16, rel=1e-9)
+    assert result["jump_fit_start"] == pytest.approx(lag_numbers[0] * delta, rel=1e-12)
+    assert result["jump_fit_stop"] == pytest.approx(lag_numbers[-1] * delta, rel=1e-12)
 
 
 def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
@@ -400,7 +414,7 @@ def test_fine_collective_series_gives_d_jump_as_precise_as_d_tracer():
         assert result["diffusive"], result["diffusive_reason"]
         tracer.append(result["D_tracer"] * 1e16)
         jump.append(result["D_jump"] * 1e16)
-        lags.append(result["jump_lag"])
+        lags.append(result["jump_fit_stop"])
     mean_jump, err_jump = replica_mean(jump)
     mean_tracer, err_tracer = replica_mean(tracer)
     assert_z(mean_jump, err_jump, exact, "D_jump")
@@ -667,13 +681,13 @@ def test_diffusive_test_not_growing_early():
 # --------------------------------------------------------------------------- collective lag
 
 
-def test_collective_lag():
-    """Uniform rates (a martingale): the shortest lag, 1; otherwise a sixteenth of the run,
-    (samples − 1) // 16, never below one sample spacing."""
-    assert collective_lag(1601, martingale=True) == 1
-    assert collective_lag(1601, martingale=False) == 100
-    assert collective_lag(101, martingale=False) == 6
-    assert collective_lag(8, martingale=False) == 1
+def test_collective_window():
+    """Uniform rates (a martingale): the first lag alone; otherwise lags T/32 .. T/8 (at
+    least three), as 0-based indices into lags 1..n."""
+    assert collective_window(1600, martingale=True) == slice(0, 1)
+    assert collective_window(1600, martingale=False) == slice(49, 200)  # lags 50 .. 200
+    assert collective_window(99, martingale=False) == slice(2, 12)  # lags 3 .. 12
+    assert collective_window(7, martingale=False) == slice(0, 3)
 
 
 # --------------------------------------------------------------------------- 9. validation
