@@ -21,7 +21,8 @@ examples:
   mpiexec -n 4 kmc run configs/quickstart.toml   the same, its tasks shared among 4 ranks
   kmc run --dry-run configs/quickstart.toml  check the config and list its tasks, write nothing
   kmc analyze runs/quickstart --json         observables with error bars as one JSON object
-  kmc plot runs/quickstart -o fig.png        D*, D_σ versus amorphous fraction (PNG)
+  kmc plot runs/quickstart -o fig.pdf        D*, D_σ versus amorphous fraction (PNG/PDF/SVG)
+  kmc plot runs/x --x run.temperature --by microstructure.kind -o x.svg   small multiples
   kmc export runs/quickstart --task 0        task 0's trajectory as extended XYZ (OVITO/ASE)
   kmc validate --quick                       the physics self-checks (docs/physics.md)
 """
