@@ -52,6 +52,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import scipy.stats
 
 from kmc import analysis
 from kmc.config import Task, expand_tasks, load_config, resolved_dict
@@ -443,7 +444,8 @@ def _landscape_arrhenius(records: list[dict[str, Any]], swept: list[str]) -> lis
             ea = err = math.nan
             if not stuck:
                 ea, err = analysis.arrhenius(temps, [r[column] for r in rows])
-                if _outside(ea, err, lower, upper, statistical):
+                dof = record["temperatures"] - 2  # of the residual error
+                if _outside(ea, err, lower, upper, statistical, dof):
                     notes.append(f"{name} outside the physical range")
             record[name], record[f"{name}_err"] = float(ea), float(err)
         if stuck:
@@ -460,16 +462,27 @@ def _extreme(pick, values: list[float]) -> float:
     return pick(finite) if finite else math.nan
 
 
-def _outside(ea: float, err: float, lower: float, upper: float, statistical: bool = True) -> bool:
-    """Whether ``ea`` lies outside [lower, upper] by more than three standard errors: a kMC
-    fit scatters about the truth. An exact fit (not ``statistical``: network D) without an
-    error is judged to round-off; a statistical one without an error (two temperatures) is
-    not judged here, since its scatter is unknown -- the mean over landscapes is, with the
-    error from their scatter (:func:`_arrhenius`)."""
+def _outside(
+    ea: float,
+    err: float,
+    lower: float,
+    upper: float,
+    statistical: bool = True,
+    dof: int | None = None,
+) -> bool:
+    """Whether ``ea`` lies outside [lower, upper] by more than its error allows: the
+    two-sided 99.73 % quantile (three standard errors of a normal) of Student's t with
+    ``dof`` degrees of freedom times ``err`` (a residual error from three temperatures has
+    one: 212 standard errors; None: normal). An exact fit (not ``statistical``: network D)
+    without an error is judged to round-off; a statistical one without an error (two
+    temperatures) is not judged here, since its scatter is unknown -- the mean over
+    landscapes is, with the error from their scatter (:func:`_arrhenius`). The slack is
+    never below round-off (1e-9 eV)."""
     if not math.isfinite(ea):
         return False
     if math.isfinite(err):
-        slack = max(3 * err, 1e-9)  # never below round-off
+        factor = 3.0 if dof is None else float(scipy.stats.t.ppf(0.99865, max(dof, 1)))
+        slack = max(factor * err, 1e-9)
     elif statistical:
         return False
     else:
@@ -508,9 +521,14 @@ def _arrhenius(per_landscape: list[dict[str, Any]], swept: list[str]) -> list[di
             else:
                 ea, err = analysis.replica_mean([r[name] for r in rows])
                 outside = sum(f"{name} outside" in r["note"] for r in rows)
-                if outside or _outside(ea, err, record["Ea_lower"], record["Ea_upper"]):
+                bounds = record["Ea_lower"], record["Ea_upper"]
+                if outside:
                     notes.append(
                         f"{name} outside the physical range on {outside} of {len(rows)} landscapes"
+                    )
+                elif _outside(ea, err, *bounds, dof=len(rows) - 1):
+                    notes.append(
+                        f"{name} outside the physical range (the mean over {len(rows)} landscapes)"
                     )
             record[name], record[f"{name}_err"] = float(ea), float(err)
         record["note"] = "; ".join(notes)
