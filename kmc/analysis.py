@@ -636,7 +636,7 @@ def transport(
     result: dict = {}
     for key, value in (("D_tracer", d_tracer), ("D_jump", d_jump)):
         value *= units.A2_TO_CM2
-        bound = bounds[key] * units.A2_TO_CM2
+        bound = float(bounds[key] * units.A2_TO_CM2)
         result[key] = value if test.diffusive else math.nan
         result[f"{key}_upper"] = math.nan if test.diffusive else bound
     d_jump_cm2 = result["D_jump"]

@@ -68,6 +68,7 @@ def run_task(task: Task) -> TaskData:
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
     )
+    uniform = land.uniform_rates  # then D_σ may be read at the shortest lag
     collective = None
     if traj.collective is not None:
         collective = (traj.collective_times, traj.collective)
@@ -78,10 +79,10 @@ def run_task(task: Task) -> TaskData:
         volume=traj.volume,
         hop_distance=traj.hop_distance,
         collective=collective,
-        martingale=land.uniform_rates,
+        martingale=uniform,
     )
     observables.update(
-        uniform_rates=int(land.uniform_rates),
+        uniform_rates=int(uniform),
         hops=traj.hops,
         simulated_time=float(traj.times[-1]),
         kernel_seconds=traj.kernel_seconds,
