@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kmc import analysis, kernel, landscape, lattice, network, units
+from kmc import analysis, kernel, landscape, lattice, network, percolation, units
 from kmc.config import Config, Task, resolved_dict
 from kmc.store import TaskData
 
@@ -143,7 +143,8 @@ def _task_data(
     collective: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TaskData:
     """What a task file stores: the frames, the task's provenance (with the identity of its
-    landscape), the landscape's activation-energy range and the observables."""
+    landscape), the landscape's activation-energy range and percolation, and the
+    observables."""
     ea_lower, ea_upper = land.activation_range()
     return TaskData(
         times=times,
@@ -162,7 +163,12 @@ def _task_data(
         task=task.index,
         seed_entropy=task.seed.entropy,
         spawn_key=tuple(task.seed.spawn_key),
-        observables={**observables, "Ea_lower": ea_lower, "Ea_upper": ea_upper},
+        observables={
+            **observables,
+            "Ea_lower": ea_lower,
+            "Ea_upper": ea_upper,
+            **percolation.observables(land),
+        },
         collective_times=None if collective is None else collective[0],
         collective=None if collective is None else collective[1],
     )

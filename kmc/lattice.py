@@ -172,6 +172,14 @@ class Lattice:
         i, k = np.divmod(first, self.coordination)
         return self.hop_vectors[i % self.n_basis, k]
 
+    @cached_property
+    def bond_images(self) -> np.ndarray:
+        """(n_bonds, d) int64 periodic image each bond crosses: x_i + d_b = x_j + image · box
+        (0 for a bond inside the box, ±1 across a face)."""
+        i, j = self.bond_ends[:, 0], self.bond_ends[:, 1]
+        shifted = self.positions[i] + self.bond_vectors - self.positions[j]
+        return np.rint(shifted / self.box).astype(np.int64)
+
     @property
     def n_bonds(self) -> int:
         return len(self.bond_ends)

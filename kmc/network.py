@@ -167,7 +167,7 @@ def diffusion_tensor(
         )
         flux[bonds] = vectors[bonds] + potential[j[bonds]] - potential[i[bonds]]
     else:
-        images = _bond_images(lat, i, j, vectors)
+        images = lat.bond_images
         order = np.flatnonzero(active)[np.argsort(-g_active, kind="stable")]
         g_c = _percolation_conductances(lat.n_sites, i, j, images, order, conductance)
         for axis in range(dim):
@@ -266,12 +266,6 @@ def _conductances_and_weights(
     weight = np.zeros(lat.n_sites)
     weight[free] = np.exp(-(energy[free] - lowest) / kT)
     return conductance, weight
-
-
-def _bond_images(lat, i: np.ndarray, j: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """(n_bonds, d) int64 periodic image of each bond: x_i + d_b = x_j + image · box."""
-    positions = lat.positions
-    return np.rint((positions[i] + vectors - positions[j]) / lat.box).astype(np.int64)
 
 
 _CODE_BITS = 32

@@ -16,13 +16,16 @@ activation energies in eV):
   task is not diffusive), ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` (upper
   bounds for a non-diffusive task, else nan), ``diffusive`` (bool), ``diffusive_reason`` (empty
   when diffusive), ``msd_growth`` (a²), ``slope_ratio`` (see :func:`kmc.analysis.diffusive_test`)
-  and ``Ea_lower``, ``Ea_upper`` (the landscape's physically possible activation energies);
+  and ``Ea_lower``, ``Ea_upper`` (the landscape's physically possible activation energies),
+  ``percolating``, ``percolating_x`` (``_y``, ``_z``), ``spanning_fraction`` and
+  ``critical_barrier`` (eV; :mod:`kmc.percolation`);
 - ``summary`` (one per parameter point, in sweep order): every swept key, ``replicas`` (number
   of complete replicas), ``diffusive_replicas``, ``diffusive`` (all of them), ``note``, and
   ``X``, ``X_err`` (mean and standard error over replicas; nan unless every replica is
   diffusive) for X in ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity``, and
   ``X_upper`` (an upper bound of the mean when some replica is not diffusive, else nan) for
-  X in ``D_tracer``, ``D_jump``, ``conductivity``;
+  X in ``D_tracer``, ``D_jump``, ``conductivity``; ``percolating`` (its mean is the
+  spanning probability), ``spanning_fraction`` and ``critical_barrier`` with ``_err``;
 - ``arrhenius_landscapes`` (empty unless the temperature was swept over at least two values):
   one fit per landscape over its temperatures: the other swept keys, ``replica``,
   ``landscape``, ``temperatures``, ``Ea_tracer``, ``Ea_tracer_err``, ``Ea_jump``,
@@ -76,6 +79,10 @@ __all__ = [
 OBSERVABLES = ("D_tracer", "D_jump", "haven_ratio", "conductivity")
 #: Observables that a non-diffusive task reports only as an upper bound (``X_upper``).
 BOUNDED = ("D_tracer", "D_jump", "conductivity")
+#: Properties of a task's landscape (kmc.percolation), averaged over replicas as they are:
+#: the mean of ``percolating`` is the spanning probability.
+PERCOLATION = ("percolating", "spanning_fraction", "critical_barrier")
+_AXES = ("percolating_x", "percolating_y", "percolating_z")
 #: The swept key that makes an Arrhenius fit possible.
 TEMPERATURE_KEY = "run.temperature"
 
@@ -98,6 +105,8 @@ UNITS: dict[str, str] = {
     "Ea_jump_err": "eV",
     "Ea_lower": "eV",
     "Ea_upper": "eV",
+    "critical_barrier": "eV",
+    "critical_barrier_err": "eV",
     "D_tracer_upper": "cm^2/s",
     "D_jump_upper": "cm^2/s",
     "conductivity_upper": "S/cm",
@@ -313,6 +322,9 @@ def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) 
     record.update(_task_observables(data, recompute))
     record["Ea_lower"] = _number(stored.get("Ea_lower", math.nan), float)
     record["Ea_upper"] = _number(stored.get("Ea_upper", math.nan), float)
+    for key in (*PERCOLATION, *_AXES):
+        if key in stored:
+            record[key] = _number(stored[key], float if key != "percolating" else None)
     return record
 
 
@@ -382,6 +394,10 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = out[f"{key}_err"] = math.nan
     for key in BOUNDED:
         out[f"{key}_upper"] = math.nan
+    for key in PERCOLATION:
+        values = [float(r[key]) for r in records if key in r]
+        if len(values) == len(records) and values:
+            out[key], out[f"{key}_err"] = analysis.replica_mean(values)
     if not records:
         return out
     if not out["diffusive"]:

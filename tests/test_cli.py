@@ -145,6 +145,12 @@ TASK_KEYS = {
     "slope_ratio",
     "Ea_lower",
     "Ea_upper",
+    "percolating",
+    "percolating_x",
+    "percolating_y",
+    "percolating_z",
+    "spanning_fraction",
+    "critical_barrier",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -469,12 +475,16 @@ def test_analyze_json_records(serial_run, serial_json):
         assert record["diffusive"] == bool(stored.observables["diffusive"])
         assert record["landscape"] == stored.parameters["landscape"]
         assert record["Ea_lower"] == stored.observables["Ea_lower"]
+        fraction = stored.observables["spanning_fraction"]  # nan (null) without amorphous sites
+        assert record["spanning_fraction"] == (None if math.isnan(fraction) else fraction)
 
     summary = serial_json["summary"]
     assert [s["microstructure.amorphous_fraction"] for s in summary] == PHI
     expected = {"microstructure.amorphous_fraction", "replicas", "diffusive_replicas"}
     expected |= {"diffusive", "note", *UPPER}
     expected |= {f"{key}{suffix}" for key in OBSERVABLES for suffix in ("", "_err")}
+    percolation_keys = ("percolating", "spanning_fraction", "critical_barrier")
+    expected |= {f"{key}{suffix}" for key in percolation_keys for suffix in ("", "_err")}
     for point, record in zip(PHI, summary, strict=True):
         assert set(record) == expected
         assert record["replicas"] == 2 == record["diffusive_replicas"]
