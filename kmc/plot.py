@@ -4,8 +4,15 @@ The figure is a grid of panels that share one logarithmic D axis (constrained la
 
 - **Rows.** D* (filled markers, solid lines) in the first row and D_σ (open markers, dashed
   lines) in the second, against the x key: one row each rather than both in one panel, so
-  that 30 and more curves stay readable. When the temperature was swept over at least two
-  values, two more rows hold the Arrhenius plots of D* and D_σ against 1000/T.
+  that 30 and more curves stay readable. When the summary records carry ``percolating``
+  (results written since kmc.percolation; older ones give the figure without this row), a
+  third row holds the percolation of the amorphous phase against x on a linear 0–1 axis:
+  the spanning probability (mean of ``percolating``; filled markers, solid lines) and the
+  spanning fraction (``spanning_fraction``; open markers, dashed lines), in black. These are
+  properties of the landscape, which does not depend on the temperature, so one curve is
+  drawn per combination of the other keys (at each x the first record with a value). When
+  the temperature was swept over at least two values, two more rows hold the Arrhenius
+  plots of D* and D_σ against 1000/T.
 - **Columns.** One per value of the ``by`` key (``kmc plot RUN --by microstructure.kind``:
   random | correlated), else one.
 - **x axis.** The ``x`` key: by default the amorphous fraction, else the first numeric swept
@@ -75,6 +82,11 @@ _DPI = 120
 _MARKERS = ("o", "s", "D", "P", "X", "h", "p", "*", "<", ">")
 # (column, its label, filled markers, line style) of the two rows of each kind
 _OBSERVABLES = (("D_tracer", "D*", True, "-"), ("D_jump", "D_σ", False, "--"))
+# (column, filled markers, line style, colour) of the two series of the percolation row
+_PERCOLATION = (("percolating", True, "-", "black"), ("spanning_fraction", False, "--", "0.45"))
+_PERCOLATION_LABEL = (
+    "spanning probability (solid) and fraction of amorphous sites in spanning clusters (dashed)"
+)
 _EA_KEYS = {"D_tracer": "Ea_tracer", "D_jump": "Ea_jump"}
 _UPPER_MARKER = "v"
 #: gid of the Line2D artists that draw upper bounds (non-diffusive points).
@@ -82,6 +94,7 @@ UPPER_BOUND_GID = "upper_bound"
 _UNIT_TEXT = {"K": "K", "eV": "eV", "angstrom": "Å", "Hz": "Hz"}  # units shown after values
 _FEW_RECORDS = 6  # Arrhenius legends list every curve up to this many
 _LEGEND_WIDTH = 48  # characters per line of a legend entry (long ones wrap)
+_PERCOLATION_HEIGHT = 0.8  # height of the percolation row relative to a D row
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -180,8 +193,9 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
     """The matplotlib Figure of :func:`plot_run` (layout in the module docstring).
 
     Panel axes carry labels ``"x:<column>:<j>"`` and ``"arrhenius:<column>:<j>"`` (column
-    ``D_tracer`` or ``D_jump``, j the panel's column); upper-bound markers are Line2D
-    artists with gid :data:`UPPER_BOUND_GID`.
+    ``D_tracer`` or ``D_jump``, j the panel's column), and ``"percolation:<j>"`` for the
+    percolation row; upper-bound markers are Line2D artists with gid
+    :data:`UPPER_BOUND_GID`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -192,24 +206,32 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
     x_key, by_key = choose_keys(swept, values, x, by)
     plan = _Plan(results, x_key, by_key)
 
-    n_rows = 4 if plan.arrhenius else 2
+    perc_row = 2 if plan.percolation else None  # the percolation row, if any
+    arr_row = 3 if plan.percolation else 2  # the first Arrhenius row
+    n_rows = arr_row + (2 if plan.arrhenius else 0)
     n_cols = len(plan.columns)
     legend_rows = math.ceil(len(plan.legend_handles()) / _legend_columns(n_cols))
+    ratios = [1.0 if r != perc_row else _PERCOLATION_HEIGHT for r in range(n_rows)]
     width = 2.2 + max(3.3 * n_cols, 5.0) + (1.0 if plan.colour_temps else 0.0)
-    height = 0.8 + 2.45 * n_rows + 0.22 * legend_rows
+    height = 0.8 + 2.45 * sum(ratios) + 0.22 * legend_rows
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(n_rows, n_cols)
+    grid = fig.add_gridspec(n_rows, n_cols, height_ratios=ratios)
     axes = np.empty((n_rows, n_cols), dtype=object)  # None where a spanning panel sits
     first = None
     for r in range(n_rows):
         # one Arrhenius panel per row spans the figure when the columns are temperatures
-        spans = r >= 2 and len(plan.arrhenius_columns) == 1 and n_cols > 1
+        spans = r >= arr_row and len(plan.arrhenius_columns) == 1 and n_cols > 1
         for j in range(1 if spans else n_cols):
-            ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
-            first = ax if first is None else first
-            if r in (1, 3):
-                ax.sharex(axes[r - 1, j])
+            if r == perc_row:  # its own linear axis, shared along the row
+                ax = fig.add_subplot(grid[r, j], sharey=axes[r, 0] if j > 0 else None)
+            else:
+                ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
+                first = ax if first is None else first
+            if r in (1, perc_row):
+                ax.sharex(axes[0, j])
+            elif r == arr_row + 1:
+                ax.sharex(axes[arr_row, j])
             elif j > 0:
                 ax.sharex(axes[r, 0])
             if j > 0:
@@ -222,19 +244,28 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
             ax = axes[i, j]
             ax.set_label(f"x:{column}:{j}")
             _x_panel(ax, plan, rows, column, filled, style)
-            _decorate(ax, plan, i, j, name, x_panel=True)
+            _decorate(ax, plan, j, name, x_panel=True, top=i == 0,
+                      bottom=i == 1 and perc_row is None)  # fmt: skip
+        if perc_row is not None:
+            ax = axes[perc_row, j]
+            ax.set_label(f"percolation:{j}")
+            _percolation_panel(ax, plan, rows)
+            _decorate_percolation(ax, plan, j)
     if plan.arrhenius:
         for j, column_value in enumerate(plan.arrhenius_columns):
             groups = plan.arrhenius_groups(column_value)
             for i, (column, name, filled, style) in enumerate(_OBSERVABLES):
-                ax = axes[2 + i, j]
+                ax = axes[arr_row + i, j]
                 ax.set_label(f"arrhenius:{column}:{j}")
                 _arrhenius_panel(ax, plan, groups, column, filled, style)
-                _decorate(ax, plan, 2 + i, j, name, x_panel=False)
+                _decorate(ax, plan, j, name, x_panel=False, top=i == 0, bottom=i == 1)
 
-    _colour_bars(fig, axes, plan)
+    _colour_bars(fig, axes, plan, arr_row)
+    from matplotlib.legend_handler import HandlerTuple
+
     fig.legend(
         handles=plan.legend_handles(),
+        handler_map={_LabelledTuple: HandlerTuple(ndivide=None, pad=0.3)},
         loc="outside lower center",
         ncol=_legend_columns(n_cols),
         fontsize="small",
@@ -356,6 +387,8 @@ class _Plan:
             for row in self.summary
             for column, *_ in _OBSERVABLES
         )
+        # results written since kmc.percolation carry it (older ones: no percolation row)
+        self.percolation = any("percolating" in row for row in self.summary)
         self.has_outside = self.arrhenius and any(
             math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
@@ -453,6 +486,8 @@ class _Plan:
             Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
                    label="D_σ (collective)"),
         ]  # fmt: skip
+        if self.percolation:
+            handles.append(_percolation_handle())
         if self.has_upper:
             handles.append(
                 Line2D([], [], color="black", marker=_UPPER_MARKER, linestyle="none",
@@ -738,15 +773,19 @@ def _compact(plan: _Plan, rows: list[Mapping[str, Any]], keys: list[str], most: 
     return text + (f" (+{len(rows) - shown} more)" if shown < len(rows) else "")
 
 
-def _decorate(ax, plan: _Plan, row: int, col: int, name: str, *, x_panel: bool) -> None:
+def _decorate(
+    ax, plan: _Plan, col: int, name: str, *, x_panel: bool, top: bool, bottom: bool
+) -> None:
+    """A D panel: log axis, grid, y label in the first column; the first row of its block
+    (x or Arrhenius) has the headings, the last the x label."""
     ax.set_yscale("log")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
     if col == 0:
         ax.set_ylabel(f"{name} [cm²/s]")
-    first_of_block = row in (0, 2)
-    if first_of_block:
+    if not bottom:
         ax.tick_params(labelbottom=False)
+    if top:
         heading = "" if x_panel else "Arrhenius"
         column_value = plan.columns[col] if x_panel else plan.arrhenius_columns[col]
         if plan.by_key is not None and column_value is not None:
@@ -754,13 +793,98 @@ def _decorate(ax, plan: _Plan, row: int, col: int, name: str, *, x_panel: bool) 
             heading = f"{heading}: {where}" if heading else where
         if heading:
             ax.set_title(heading, fontsize="medium")
-    else:
+    if bottom:
         ax.set_xlabel(_axis_label(plan.x_key) if x_panel else "1000 / T [1/K]")
     if x_panel and plan.x_key in (None, FRACTION_KEY):
         ax.set_xlim(-0.05, 1.05)
 
 
-def _colour_bars(fig, axes, plan: _Plan) -> None:
+def _decorate_percolation(ax, plan: _Plan, col: int) -> None:
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    ax.grid(True, which="major", alpha=0.3)
+    if col == 0:
+        ax.set_ylabel("spanning probability")
+    ax.set_xlabel(_axis_label(plan.x_key))
+    if plan.x_key in (None, FRACTION_KEY):
+        ax.set_xlim(-0.05, 1.05)
+
+
+def _percolation_handle():
+    """One figure-legend entry for both series of the percolation row."""
+    from matplotlib.lines import Line2D
+
+    series = tuple(
+        Line2D([], [], color=colour, marker="o", markersize=5,
+               markerfacecolor=colour if filled else "white", linestyle=style)
+        for _, filled, style, colour in _PERCOLATION
+    )  # fmt: skip
+    label = textwrap.fill(_PERCOLATION_LABEL, _LEGEND_WIDTH, subsequent_indent="  ")
+    return _LabelledTuple(series, label)
+
+
+class _LabelledTuple(tuple):
+    """A tuple of handles (drawn side by side by matplotlib's HandlerTuple) with a label."""
+
+    def __new__(cls, handles, label: str):
+        out = super().__new__(cls, handles)
+        out._label = label
+        return out
+
+    def get_label(self) -> str:
+        return self._label
+
+
+def _percolation_points(rows, column: str, x_of) -> tuple[list[float], list, int]:
+    """One point per x value: the first record with a finite value of ``column`` (the
+    temperatures of a landscape coincide). Returns xs, points (``("value", mean, err)`` or
+    None) and how many x values had none."""
+    by_x: dict[float, tuple[str, float, float] | None] = {}
+    for row in rows:
+        xv = x_of(row)
+        y = _float(row.get(column)) if int(row.get("replicas", 1) or 0) > 0 else math.nan
+        point = ("value", y, _float(row.get(f"{column}_err"))) if math.isfinite(y) else None
+        if by_x.get(xv) is None:
+            by_x[xv] = point
+    xs = list(by_x)
+    points = [by_x[xv] for xv in xs]
+    return xs, points, sum(p is None or not math.isfinite(xv) for xv, p in by_x.items())
+
+
+def _percolation_panel(ax, plan: _Plan, rows) -> None:
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        curves.setdefault(_ident([row[k] for k in plan.remaining]), []).append(row)
+    missing = drawn = 0
+    for curve in curves.values():
+        for column, filled, style, colour in _PERCOLATION:
+            xs, points, empty = _percolation_points(curve, column, plan.x_of)
+            drawn += sum(p is not None for p in points)
+            if column == "percolating":
+                missing += empty
+            xs_a = np.asarray(xs, dtype=float)
+            order = np.argsort(xs_a, kind="stable")
+            xs_a = xs_a[order]
+            y = np.array([points[k][1] if points[k] else np.nan for k in order])
+            e = np.array([points[k][2] if points[k] else np.nan for k in order])
+            if not np.any(np.isfinite(y) & np.isfinite(xs_a)):
+                continue
+            ax.plot(xs_a, y, color=colour, marker=plan.marker(curve[0]), markersize=5,
+                    markerfacecolor=colour if filled else "white", markeredgecolor=colour,
+                    linestyle=style if plan.x_key is not None else "none",
+                    linewidth=1.2)  # fmt: skip
+            has_err = np.isfinite(y) & np.isfinite(e) & (e > 0)
+            if np.any(has_err):
+                ax.errorbar(xs_a[has_err], y[has_err], yerr=e[has_err], fmt="none",
+                            ecolor=colour, elinewidth=0.9, capsize=2)  # fmt: skip
+    if not drawn:
+        ax.text(0.5, 0.5, "no percolation data", transform=ax.transAxes, ha="center",
+                va="center", fontsize="small", color="0.3")  # fmt: skip
+    if missing:
+        _legend(ax, [_note_handle(missing)], symbols=False)
+
+
+def _colour_bars(fig, axes, plan: _Plan, arr_row: int) -> None:
     from matplotlib.cm import ScalarMappable
 
     if plan.colour_temps:
@@ -777,7 +901,7 @@ def _colour_bars(fig, axes, plan: _Plan) -> None:
     if plan.arrhenius and plan.x_colour and plan.x_norm is not None:
         fig.colorbar(
             ScalarMappable(norm=plan.x_norm, cmap=plan.x_cmap),
-            ax=[ax for ax in axes[2:, :].ravel() if ax is not None],
+            ax=[ax for ax in axes[arr_row:, :].ravel() if ax is not None],
             label=_axis_label(plan.x_key),
             aspect=30,
             pad=0.01,

@@ -51,11 +51,19 @@ def is_missing(kind: str, phi: float, temperature: float) -> bool:
     return kind == "correlated" and phi == 0.5 and temperature == 300.0
 
 
+def spanning(kind: str, phi: float) -> tuple[float, float]:
+    """Synthetic spanning probability and spanning fraction (threshold lower when correlated)."""
+    threshold = 0.31 if kind == "random" else 0.2
+    probability = 1.0 / (1.0 + math.exp(-(phi - threshold) / 0.03))
+    return probability, probability * phi**0.5
+
+
 def synthetic_results(
-    kinds=KINDS, fractions=FRACTIONS, temps=TEMPS, *, schema: str = "new"
+    kinds=KINDS, fractions=FRACTIONS, temps=TEMPS, *, schema: str = "new", percolation=False
 ) -> RunResults:
     """RunResults in the record layout of kmc.results (``schema="old"``: without the
-    diffusive, upper-bound and note columns, as results written before them)."""
+    diffusive, upper-bound and note columns, as results written before them; ``percolation``:
+    with the columns of kmc.percolation, absent where no replica is complete, as there)."""
     summary, arrhenius = [], []
     for kind in kinds:
         for phi in fractions:
@@ -72,6 +80,11 @@ def synthetic_results(
                     row[f"{key}_err"] = 0.1 * value if ok else math.nan
                     if key != "haven_ratio":
                         row[f"{key}_upper"] = 3 * value if stuck else math.nan
+                if percolation and not missing:
+                    probability, fraction = spanning(kind, phi)
+                    row |= {"percolating": probability, "percolating_err": 0.05,
+                            "spanning_fraction": fraction, "spanning_fraction_err": 0.02,
+                            "critical_barrier": 0.4, "critical_barrier_err": 0.01}  # fmt: skip
                 summary.append(row)
             withheld = kind == "random" and phi in STUCK_PHI
             ea = math.nan if withheld else true_ea(kind, phi)
@@ -107,6 +120,11 @@ def synthetic_results(
 @pytest.fixture(scope="module")
 def nafepo4() -> RunResults:
     return synthetic_results()
+
+
+@pytest.fixture(scope="module")
+def nafepo4_percolation() -> RunResults:
+    return synthetic_results(percolation=True)
 
 
 def panels(fig, prefix: str) -> list:
@@ -195,8 +213,12 @@ def test_import_is_cheap():
     [(".png", (PNG_MAGIC,)), (".pdf", (b"%PDF",)), (".svg", (b"<?xml", b"<svg"))],
 )
 @pytest.mark.parametrize("by", [None, KIND])
-def test_nafepo4_sweep_writes_every_format_without_warnings(tmp_path, nafepo4, suffix, magic, by):
-    out = no_warnings(plot_run, nafepo4, tmp_path / f"figure{suffix}", by=by)
+@pytest.mark.parametrize("percolation", [False, True], ids=["", "percolation"])
+def test_nafepo4_sweep_writes_every_format_without_warnings(
+    tmp_path, nafepo4, nafepo4_percolation, suffix, magic, by, percolation
+):
+    results = nafepo4_percolation if percolation else nafepo4
+    out = no_warnings(plot_run, results, tmp_path / f"figure{suffix}", by=by)
     assert out == tmp_path / f"figure{suffix}"
     data = out.read_bytes()
     assert data.startswith(magic) and len(data) > 10_000
@@ -381,3 +403,97 @@ def test_activation_energy_outside_physical_range_is_dotted():
     assert "(outside physical range)" in legend_texts(ax)[0]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "fit, Ea outside physical range" in labels
+
+
+# --------------------------------------------------------------------------- percolation
+
+
+def series(ax) -> list:
+    """The drawn curves of a panel (not error bars, not legend handles)."""
+    return [line for line in ax.get_lines() if line.get_linestyle() != "None"]
+
+
+@pytest.mark.parametrize("by", [None, KIND])
+def test_percolation_row_under_the_d_rows(nafepo4_percolation, by):
+    fig = no_warnings(make_figure, nafepo4_percolation, by=by)
+    n_cols = 2 if by else 1
+    assert len(panels(fig, "percolation:")) == n_cols
+    assert len(panels(fig, "x:")) == 2 * n_cols and len(panels(fig, "arrhenius:")) == 2 * n_cols
+    for j in range(n_cols):
+        ax = panel(fig, f"percolation:{j}")
+        assert ax.get_yscale() == "linear" and ax.get_ylim() == (-0.05, 1.05)
+        assert ax.get_xlabel() == "amorphous fraction φ"
+        # under the D rows, which now leave the x label to it
+        d_sigma = panel(fig, f"x:D_jump:{j}")
+        assert ax.get_position().y1 < d_sigma.get_position().y0
+        assert d_sigma.get_xlabel() == ""
+        assert ax.get_position().y0 > panel(fig, f"arrhenius:D_tracer:{j}").get_position().y1
+        assert ax.get_shared_x_axes().joined(ax, panel(fig, f"x:D_tracer:{j}"))
+        assert not ax.get_shared_y_axes().joined(ax, panel(fig, f"x:D_tracer:{j}"))
+    assert panel(fig, "percolation:0").get_ylabel() == "spanning probability"
+    assert panel(fig, "arrhenius:D_jump:0").get_xlabel() == "1000 / T [1/K]"
+    labels = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert any("spanning probability (solid)" in t and "spanning clusters (dashed)" in t
+               for t in labels), labels  # fmt: skip
+
+
+def test_percolation_is_one_black_set_per_combination(nafepo4_percolation):
+    """Four temperatures, identical points: one solid and one dashed curve per kind (not per
+    temperature), in black and grey, with the values of the records."""
+    fig = no_warnings(make_figure, nafepo4_percolation)
+    ax = panel(fig, "percolation:0")
+    curves = series(ax)
+    assert sorted(line.get_linestyle() for line in curves) == ["-", "-", "--", "--"]
+    colours = {line.get_color() for line in curves}
+    assert colours == {"black", "0.45"}
+    for line in curves:
+        x = list(line.get_xdata())
+        assert x == sorted(FRACTIONS)
+    solid = {tuple(np.round(line.get_ydata(), 12)) for line in curves
+             if line.get_linestyle() == "-"}  # fmt: skip
+    expected = {tuple(round(spanning(kind, phi)[0], 12) for phi in FRACTIONS) for kind in KINDS}
+    # correlated φ = 0.5 has no record at 300 K: the other temperatures give its point
+    assert solid == expected
+    assert not legend_texts(ax)  # no point without data
+    dashed = [line for line in curves if line.get_linestyle() == "--"]
+    assert all(line.get_markerfacecolor() == "white" for line in dashed)
+    # the D rows are unchanged: one curve per kind and temperature
+    assert len([line for line in panel(fig, "x:D_tracer:0").get_lines()
+                if line.get_linestyle() == "-"]) == 2 * len(TEMPS)  # fmt: skip
+
+
+def test_percolation_points_without_data_are_counted(nafepo4_percolation):
+    results = synthetic_results(kinds=["random"], fractions=[0.0, 0.5, 1.0], temps=[300.0],
+                                percolation=True)  # fmt: skip
+    del results.summary[1]["percolating"]
+    results.summary[2]["percolating"] = math.nan
+    fig = no_warnings(make_figure, results)
+    ax = panel(fig, "percolation:0")
+    assert "2 points without data" in legend_texts(ax)
+    (solid,) = [line for line in series(ax) if line.get_linestyle() == "-"]
+    assert np.isnan(solid.get_ydata()[1:]).all()
+
+
+def test_results_without_percolation_give_todays_figure(nafepo4, nafepo4_percolation):
+    for by in (None, KIND):
+        for results in (nafepo4, synthetic_results(schema="old")):
+            fig = no_warnings(make_figure, results, by=by)
+            n_cols = 2 if by else 1
+            # D*, D_σ, two Arrhenius rows, the T and φ colour bars
+            assert len(fig.axes) == 4 * n_cols + 2
+            assert not panels(fig, "percolation:")
+            labels = [t.get_text() for t in fig.legends[0].get_texts()]
+            assert not any("spanning" in label for label in labels)
+            assert panel(fig, "x:D_jump:0").get_xlabel() == "amorphous fraction φ"
+        with_row = no_warnings(make_figure, nafepo4_percolation, by=by)
+        assert len(with_row.axes) == len(fig.axes) + n_cols
+
+
+def test_percolation_row_with_temperature_columns_and_x(tmp_path, nafepo4_percolation):
+    fig = no_warnings(make_figure, nafepo4_percolation, by=TEMP)
+    assert len(panels(fig, "percolation:")) == len(TEMPS)
+    fig = no_warnings(make_figure, nafepo4_percolation, x=TEMP, by=KIND)
+    ax = panel(fig, "percolation:0")
+    assert ax.get_xlabel() == "T [K]"
+    assert len(series(ax)) == 2 * len(FRACTIONS)  # one pair per fraction, flat in T
+    check_png(no_warnings(plot_run, nafepo4_percolation, tmp_path / "t.png", by=TEMP))
