@@ -340,8 +340,11 @@ class _Progress:
         except (OSError, ValueError, KeyError):
             pass
 
-    def _rate(self, elapsed: float) -> float:
-        return self._hops / max(elapsed, 1e-9)
+    def _rate_text(self, elapsed: float) -> str:
+        """ ", 1.2e+07 hops/s", or nothing while no finished task has hopped (network)."""
+        if not self._hops:
+            return ""
+        return f", {self._hops / max(elapsed, 1e-9):.2g} hops/s"
 
     def line(self) -> str:
         """The log line: tasks, share of the work, measured hop rate, elapsed time, ETA."""
@@ -351,7 +354,7 @@ class _Progress:
         eta = f"{elapsed * left / self._done_work:.0f} s" if self._done_work else "unknown"
         return (
             f"kmc: {self._done_tasks}/{self._n_tasks} tasks done, {100 * share:.0f} % of the "
-            f"work, {self._rate(elapsed):.2g} hops/s, elapsed {elapsed:.0f} s, ETA {eta}"
+            f"work{self._rate_text(elapsed)}, elapsed {elapsed:.0f} s, ETA {eta}"
         )
 
     def _watch(self) -> None:
@@ -366,9 +369,9 @@ class _Progress:
             wait = max(self.TICK, 20 * (now - began))  # the watcher takes ≤ 5 % of a core
             if self._bar is not None:
                 self._bar.update(self._done_work - before)
-                rate = self._rate(now - self._start)
+                rate = self._rate_text(now - self._start)
                 self._bar.set_postfix_str(
-                    f"{self._done_tasks}/{self._n_tasks} tasks, {rate:.2g} hops/s", refresh=True
+                    f"{self._done_tasks}/{self._n_tasks} tasks{rate}", refresh=True
                 )
             elif self._done_tasks > logged and (stopping or now - last_line > self.LOG_EVERY):
                 last_line, logged = now, self._done_tasks

@@ -82,8 +82,8 @@ def test_progress_log_line_counts_work_not_tasks(tmp_path):
     lines = log.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert re.fullmatch(
-        r"kmc: 1/2 tasks done, 90 % of the work, 0 hops/s, elapsed \d+ s, ETA \d+ s", lines[0]
-    ), lines
+        r"kmc: 1/2 tasks done, 90 % of the work, elapsed \d+ s, ETA \d+ s", lines[0]
+    ), lines  # no hop counted yet (the finished file is unreadable): no "0 hops/s"
 
 
 def test_progress_bar_counts_hops_with_tasks_in_the_postfix(tmp_path):
@@ -91,7 +91,7 @@ def test_progress_bar_counts_hops_with_tasks_in_the_postfix(tmp_path):
     _progress_after_big_task(tmp_path, terminal)
     shown = terminal.getvalue()
     assert re.search(r"90%.*\| 2\.70k/3\.00k hops \[", shown), shown
-    assert "1/2 tasks, 0 hops/s" in shown, shown
+    assert "1/2 tasks]" in shown and "hops/s" not in shown, shown
 
 
 def test_run_logs_share_of_work_and_eta(tmp_path):
