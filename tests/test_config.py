@@ -492,6 +492,20 @@ BAD = [
     ),
     ("sweep-not-a-list", MINIMAL + '[sweep]\n"run.frames" = 10\n', "sweep.run.frames", "list"),
     ("sweep-seed", MINIMAL + '[sweep]\n"run.seed" = [1, 2]\n', "sweep.run.seed", "cannot"),
+    (
+        "sweep-duplicate",
+        MINIMAL + '[sweep]\n"run.temperature" = [300, 350, 300.0]\n',
+        "sweep.run.temperature",
+        "entry 3 (300.0) is listed twice",
+    ),
+    (
+        "sweep-duplicate-dist",
+        MINIMAL
+        + '[sweep]\n"amorphous.saddle_energy" = [0.5, { dist = "normal", mean = 0.5, sigma = 0.1 },'
+        + ' { dist = "normal", mean = 0.5, sigma = 0.1 }]\n',
+        "sweep.amorphous.saddle_energy",
+        "listed twice",
+    ),
     ("sweep-replicas", MINIMAL + '[sweep]\n"run.replicas" = [1]\n', "sweep.run.replicas", "cannot"),
     ("sweep-name", MINIMAL + '[sweep]\nname = ["a", "b"]\n', "sweep.name", "cannot"),
     (
