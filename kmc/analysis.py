@@ -194,9 +194,7 @@ def _msd_sums(
         / sizes[:, None]
     )
     tracer = _origin_averaged_msd(power.sum(axis=0).T, squares.sum(axis=0), nfft) / n_ions
-    spectrum = scipy.fft.rfft(total, n=nfft, axis=0)
-    collective = _origin_averaged_msd(spectrum.real**2 + spectrum.imag**2, total**2, nfft) / n_ions
-    return tracer, collective, per_group
+    return tracer, _series_msd(total) / n_ions, per_group
 
 
 def _series_msd(series: np.ndarray) -> np.ndarray:
