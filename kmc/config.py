@@ -11,16 +11,20 @@ key                                        type            unit       default   
 =========================================  ==============  =========  ================  ==========
 ``name``                                   string          —          file stem         no
 ``lattice.kind``                           string          —          —                 yes
-``lattice.cells``                          list of int     cells      —                 yes
-``lattice.hop_distance``                   float           Å          —                 yes
+``lattice.cells``                          list of int     cells      —                 ideal
+``lattice.hop_distance``                   float           Å          —                 ideal
+``lattice.structure``                      string (path)   —          —                 structure
+``lattice.mobile``                         string          —          —                 structure
+``lattice.cutoff``                         float           Å          —                 structure
+``lattice.supercell``                      list of 3 int   cells      —                 structure
 ``lattice.blocked_fraction``               float           —          0.0               no
 ``ions.species``                           string          —          "Li"              no
 ``ions.concentration``                     float           —          —                 one of
 ``ions.count``                             int             ions       —                 one of
 ``ions.exclusion``                         bool            —          true              no
 ``crystal.attempt_frequency``              float           Hz         1e13              no
-``crystal.site_energy``                    dist            eV         0.0               no
-``crystal.saddle_energy``                  dist or list    eV         —                 yes
+``crystal.site_energy``                    dist or table   eV         0.0               no
+``crystal.saddle_energy``                  dist/list/table eV         —                 yes
 ``amorphous.site_energy``                  dist            eV         0.0               no
 ``amorphous.saddle_energy``                dist            eV         —                 yes
 ``interface.saddle_energy``                dist            eV         amorphous saddle  no
@@ -43,16 +47,27 @@ The tables ``[lattice]``, ``[ions]``, ``[crystal]`` and ``[amorphous]`` are requ
 
 Allowed values:
 
-- ``lattice.kind``: chain | square | triangular | honeycomb | cubic | bcc | fcc.
+- ``lattice.kind``: chain | square | triangular | honeycomb | cubic | bcc | fcc (the ideal
+  lattices, which need ``cells`` and ``hop_distance``) | structure (which needs the four
+  structure keys and refuses the other two).
 - ``lattice.cells``: one integer ≥ 2 per lattice axis (1 for chain, 2 for square, triangular
   and honeycomb, 3 for cubic, bcc and fcc), counted in conventional cells.
 - ``lattice.hop_distance`` > 0; ``0 ≤ lattice.blocked_fraction < 1`` (round(f·N) of the N
   sites are blocked).
+- ``lattice.structure``: a file ASE reads (CIF, POSCAR, extxyz, ...), absolute or relative to
+  the config file's directory (else a file of that name beside the config: a run directory
+  keeps its copy there); ``lattice.mobile``: the element whose sites (with vacancy sites ``X``
+  and sites partly occupied by it) form the hop network; ``lattice.cutoff`` > 0: the longest
+  hop, Å; ``lattice.supercell``: cells along a, b, c (≥ 1 each; a hop may not join a site to
+  its own image). See :mod:`kmc.structure`.
 - ``ions.species``: Li | Na (charge +1 e). Exactly one of ``ions.concentration``
   (``0 < c < 1``, a fraction of the free sites: round(c·N_free) ions, which must be ≥ 1) and
   ``ions.count`` (``1 ≤ n ≤ N_free``; any n ≥ 1 for independent walkers) is given.
 - ``crystal.saddle_energy`` may be a list of one dist per lattice axis (its length must equal
   the lattice dimension); ``crystal.attempt_frequency`` > 0 is the one ν of the landscape.
+- On a structure, ``crystal.saddle_energy`` may be a table with one dist per hop type
+  (``{H1 = 0.27, H2 = 2.9, ...}``) and ``crystal.site_energy`` one with a dist per site type
+  (``{Na1 = 0.0}``), labels as ``kmc inspect`` prints them; a table must name every type.
 - ``microstructure.kind``: random | correlated | grains; ``0 ≤ amorphous_fraction ≤ 1``;
   ``correlation_length`` > 0 is required for correlated, ``grain_diameter`` > 0 for grains
   (each may be given, and is then checked, for the other kinds too).
@@ -66,7 +81,8 @@ Allowed values:
 ``[sweep]`` maps quoted dotted keys to non-empty lists, e.g.
 ``"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]``. Any key of the table above may be
 swept except ``name``, ``run.replicas`` and ``run.seed``; so may one parameter of a
-distribution written as a table (``"amorphous.saddle_energy.sigma" = [0.05, 0.1]``). Every
+distribution written as a table (``"amorphous.saddle_energy.sigma" = [0.05, 0.1]``), or one
+type's entry of a per-type table (``"crystal.saddle_energy.H1" = [0.3, 0.5]``). Every
 swept value is validated like the scalar it replaces, and every point of the sweep is checked
 as a whole (e.g. ``cells`` against ``kind``). The fields of :class:`Config` hold the file's own
 values; a swept key the file leaves out takes its first swept value there.
@@ -112,11 +128,14 @@ from typing import Any
 
 import numpy as np
 
+from kmc import structure as structure_module
 from kmc.distributions import _PARAMETERS as _DIST_PARAMETERS
 from kmc.distributions import Distribution
-from kmc.lattice import COORDINATION, DIMENSION
+from kmc.lattice import COORDINATION, DIMENSION, Lattice
 from kmc.lattice import KINDS as LATTICE_KINDS
+from kmc.lattice import build as build_lattice
 from kmc.lattice import site_count as lattice_site_count
+from kmc.structure import Structure, StructureError
 
 __all__ = [
     "AmorphousConfig",
@@ -146,6 +165,9 @@ __all__ = [
 ]
 
 SPECIES = ("Li", "Na")
+#: ``lattice.kind`` of a lattice read from a crystal structure file.
+STRUCTURE = "structure"
+_STRUCTURE_KEYS = ("structure", "mobile", "cutoff", "supercell")
 MICROSTRUCTURE_KINDS = ("random", "correlated", "grains")
 METHODS = ("kmc", "network")
 MEMORY_FRACTION = 0.8
@@ -201,9 +223,30 @@ def _one_line(text: str) -> str:
 @dataclass(frozen=True)
 class LatticeConfig:
     kind: str
-    cells: tuple[int, ...]
-    hop_distance: float
+    cells: tuple[int, ...] | None = None  # ideal lattices
+    hop_distance: float | None = None  # ideal lattices
     blocked_fraction: float = 0.0
+    structure: str | None = None  # kind = "structure": the path as written in the config
+    mobile: str | None = None
+    cutoff: float | None = None
+    supercell: tuple[int, ...] | None = None
+    # the structure file found for ``structure`` (absolute; not part of the config's identity)
+    structure_file: str | None = field(default=None, compare=False)
+
+    def read_structure(self) -> Structure:
+        """The hop network of ``structure`` (kind = "structure" only; cached)."""
+        assert self.structure_file is not None, "not a structure lattice"
+        return structure_module.read(self.structure_file, self.mobile, self.cutoff)
+
+    def build(self) -> Lattice:
+        """The periodic lattice this table describes."""
+        if self.kind == STRUCTURE:
+            return self.read_structure().lattice(self.supercell)
+        return build_lattice(self.kind, self.cells, self.hop_distance)
+
+    @property
+    def dim(self) -> int:
+        return 3 if self.kind == STRUCTURE else DIMENSION[self.kind]
 
 
 @dataclass(frozen=True)
@@ -217,8 +260,9 @@ class IonsConfig:
 @dataclass(frozen=True, kw_only=True)
 class CrystalConfig:
     attempt_frequency: float = 1e13
-    site_energy: Distribution
-    saddle_energy: Distribution | tuple[Distribution, ...]
+    # a dict: one distribution per site type / hop type label of a structure
+    site_energy: Distribution | dict[str, Distribution]
+    saddle_energy: Distribution | tuple[Distribution, ...] | dict[str, Distribution]
 
 
 @dataclass(frozen=True)
@@ -436,6 +480,29 @@ def _cells(value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _supercell(value: object) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(
+            f"must be a list of 3 integers (cells along a, b, c), not {_describe(value)}"
+        )
+    for n in value:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"every entry must be an integer ≥ 1, not {_describe(n)}")
+    return tuple(value)
+
+
+def _element(value: object) -> str:
+    if not isinstance(value, str) or not value.isalpha() or not 1 <= len(value) <= 3:
+        raise ValueError(f'must be an element symbol such as "Na", not {_describe(value)}')
+    return value
+
+
+def _path_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ValueError(f"must be a file path (a string), not {_describe(value)}")
+    return value
+
+
 def _distribution(value: object) -> Distribution:
     if isinstance(value, list | tuple):
         raise ValueError(
@@ -453,7 +520,28 @@ def _distribution(value: object) -> Distribution:
     return dist
 
 
-def _saddle(value: object) -> Distribution | tuple[Distribution, ...]:
+def _per_type(value: Mapping) -> dict[str, Distribution]:
+    """A table keyed by site-type or hop-type label, one distribution each."""
+    if not value:
+        raise ValueError("a per-type table needs at least one label")
+    out = {}
+    for label, item in value.items():
+        try:
+            out[str(label)] = _distribution(item)
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+    return out
+
+
+def _site_energy(value: object) -> Distribution | dict[str, Distribution]:
+    if isinstance(value, Mapping) and "dist" not in value:
+        return _per_type(value)
+    return _distribution(value)
+
+
+def _saddle(value: object) -> Distribution | tuple[Distribution, ...] | dict[str, Distribution]:
+    if isinstance(value, Mapping) and "dist" not in value:
+        return _per_type(value)
     if isinstance(value, list | tuple):
         if not 1 <= len(value) <= 3:
             raise ValueError(
@@ -484,10 +572,14 @@ class _Key:
 _TOP_KEYS = {"name": _Key(_name)}
 _SCHEMA: dict[str, dict[str, _Key]] = {
     "lattice": {
-        "kind": _Key(_choice(LATTICE_KINDS)),
-        "cells": _Key(_cells),
-        "hop_distance": _Key(_float_in(0, low_open=True)),
+        "kind": _Key(_choice((*LATTICE_KINDS, STRUCTURE))),
+        "cells": _Key(_cells, None),
+        "hop_distance": _Key(_float_in(0, low_open=True), None),
         "blocked_fraction": _Key(_float_in(0, 1, high_open=True), 0.0),
+        "structure": _Key(_path_text, None),
+        "mobile": _Key(_element, None),
+        "cutoff": _Key(_float_in(0, low_open=True), None),
+        "supercell": _Key(_supercell, None),
     },
     "ions": {
         "species": _Key(_choice(SPECIES), "Li"),
@@ -497,7 +589,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "crystal": {
         "attempt_frequency": _Key(_float_in(0, low_open=True), 1e13),
-        "site_energy": _Key(_distribution, 0.0),
+        "site_energy": _Key(_site_energy, 0.0),
         "saddle_energy": _Key(_saddle),
     },
     "amorphous": {
@@ -575,7 +667,16 @@ def _unknown_key_hint(table: str | None, key: str) -> str:
 
 def site_count(lattice: LatticeConfig) -> int:
     """Number of lattice sites (exact Python int, never overflows)."""
+    if lattice.kind == STRUCTURE:
+        return lattice.read_structure().n_sites * math.prod(lattice.supercell)
     return lattice_site_count(lattice.kind, lattice.cells)
+
+
+def coordination(lattice: LatticeConfig) -> int:
+    """Hop directions per site (the largest, for a structure)."""
+    if lattice.kind == STRUCTURE:
+        return max(len(hops) for hops in lattice.read_structure().hops)
+    return COORDINATION[lattice.kind]
 
 
 def free_site_count(lattice: LatticeConfig) -> int:
@@ -636,7 +737,83 @@ def _section(data: Mapping, table: str, kind: type):
     return kind(**{key: _value(table, values, key) for key in _SCHEMA[table]})
 
 
-def _build(data: Mapping, default_name: str) -> Config:
+def _lattice_section(data: Mapping, source: str) -> LatticeConfig:
+    """The [lattice] table: an ideal lattice (kind, cells, hop_distance) or a structure
+    (structure, mobile, cutoff, supercell), whose file is read here so that every later check
+    (site counts, per-type energy tables) sees its sites and hop types."""
+    lattice = _section(data, "lattice", LatticeConfig)
+    given = data.get("lattice", {})
+    if lattice.kind != STRUCTURE:
+        for key in ("cells", "hop_distance"):
+            if key not in given:
+                raise _Problem(f"lattice.{key}", "missing (required)")
+        for key in _STRUCTURE_KEYS:
+            if key in given:
+                raise _Problem(f"lattice.{key}", 'only used with kind = "structure"')
+        dim = DIMENSION[lattice.kind]
+        if len(lattice.cells) != dim:
+            raise _Problem(
+                "lattice.cells",
+                f"needs {dim} entr{'y' if dim == 1 else 'ies'} for a {lattice.kind} lattice "
+                f"(one per axis), not {len(lattice.cells)}",
+            )
+        return lattice
+    for key in ("cells", "hop_distance"):
+        if key in given:
+            raise _Problem(
+                f"lattice.{key}",
+                'not used with kind = "structure" (the structure gives the cell and hops; '
+                "repeat it with lattice.supercell)",
+            )
+    for key in _STRUCTURE_KEYS:
+        if key not in given:
+            raise _Problem(f"lattice.{key}", 'missing (required with kind = "structure")')
+    found = _find_structure(lattice.structure, source)
+    lattice = replace(lattice, structure_file=found)
+    try:
+        crystal = lattice.read_structure()
+        crystal.lattice(lattice.supercell)  # a supercell too small to hold every hop
+    except StructureError as exc:
+        raise _Problem(f"lattice.{exc.key}", str(exc)) from None
+    return lattice
+
+
+def _find_structure(path: str, source: str) -> str:
+    """The structure file a config names: an absolute path, or one relative to the config
+    file's directory; failing that, a file of the same name beside the config (where a run
+    directory keeps its copy)."""
+    written = Path(path).expanduser()
+    base = Path(source).parent if not source.startswith("<") else Path.cwd()
+    candidate = written if written.is_absolute() else base / written
+    if not candidate.exists() and (base / written.name).is_file():
+        candidate = base / written.name
+    if not candidate.is_file():
+        raise _Problem(
+            "lattice.structure",
+            f"{path}: no such file" + ("" if written.is_absolute() else f" (looked in {base})"),
+        )
+    return str(candidate.resolve())
+
+
+def _check_per_type(key: str, setting: object, labels: tuple[str, ...], what: str) -> None:
+    """A per-type energy table must name every type of the lattice, and only those."""
+    if not isinstance(setting, dict):
+        return
+    if labels == ("all",):
+        raise _Problem(key, f'a table per {what} needs lattice.kind = "structure"')
+    for label in setting:
+        if label not in labels:
+            raise _Problem(
+                f"{key}.{label}",
+                f"unknown {what}" + _suggest(label, labels) + f" (the structure has "
+                f"{', '.join(labels)}; see kmc inspect)",
+            )
+    missing = [label for label in labels if label not in setting]
+    if missing:
+        raise _Problem(key, f"missing {what}s {', '.join(missing)} (give one value per {what})")
+
+
+def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config:
     """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here)."""
     _check_top_level(data)
     if "name" in data:
@@ -647,14 +824,8 @@ def _build(data: Mapping, default_name: str) -> Config:
     else:
         name = default_name
 
-    lattice = _section(data, "lattice", LatticeConfig)
-    dim = DIMENSION[lattice.kind]
-    if len(lattice.cells) != dim:
-        raise _Problem(
-            "lattice.cells",
-            f"needs {dim} entr{'y' if dim == 1 else 'ies'} for a {lattice.kind} lattice "
-            f"(one per axis), not {len(lattice.cells)}",
-        )
+    lattice = _lattice_section(data, source)
+    dim = lattice.dim
 
     ions = _section(data, "ions", IonsConfig)
     free = free_site_count(lattice)
@@ -672,6 +843,13 @@ def _build(data: Mapping, default_name: str) -> Config:
         )
 
     crystal = _section(data, "crystal", CrystalConfig)
+    if lattice.kind == STRUCTURE:
+        found = lattice.read_structure()
+        site_labels, hop_labels = found.site_type_labels, found.hop_type_labels
+    else:
+        site_labels = hop_labels = ("all",)
+    _check_per_type("crystal.site_energy", crystal.site_energy, site_labels, "site type")
+    _check_per_type("crystal.saddle_energy", crystal.saddle_energy, hop_labels, "hop type")
     if isinstance(crystal.saddle_energy, tuple) and len(crystal.saddle_energy) != dim:
         raise _Problem(
             "crystal.saddle_energy",
@@ -727,6 +905,8 @@ def _sweep_key_error(key: str, data: Mapping) -> str | None:
         written = data.get(table, {}).get(name) if isinstance(data.get(table), Mapping) else None
         if isinstance(written, Mapping) and param in _DIST_PARAMETERS.get(written.get("dist"), ()):
             return None
+        if isinstance(written, Mapping) and "dist" not in written and param in written:
+            return None  # one type's energy in a per-type table
         return (
             f"unknown key: {parent} is not written as a {{dist = ...}} table with a "
             f"parameter {param!r}"
@@ -756,6 +936,8 @@ def _parse_sweep_value(key: str, value: object, data: Mapping) -> object:
     parent, _, param = key.rpartition(".")  # a distribution parameter
     table, name = parent.split(".")
     spec = dict(data[table][name])
+    if "dist" not in spec:  # one type's entry of a per-type table
+        return _distribution(value)
     spec[param] = value
     _key_spec(parent).parse(spec)  # the whole distribution must stay valid
     if param in ("values", "weights"):
@@ -837,7 +1019,7 @@ def _points(config: Config) -> Iterator[tuple[dict[str, object], Config]]:
         for key, value in point.items():
             data = _with_dotted(data, key, plain(value))
         try:
-            built = _build(data, config.name)
+            built = _build(data, config.name, config.source)
         except _Problem as problem:
             raise _point_problem(problem, point) from None
         yield point, replace(built, source=config.source, raw=config.raw)
@@ -880,7 +1062,7 @@ def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool 
         for key, value in missing:
             _set_dotted(base, key, plain(value))
         try:
-            built = _build(base, default_name)
+            built = _build(base, default_name, source)
         except _Problem as problem:
             for key, _ in missing:  # a problem with a value taken from [sweep]
                 if problem.key == key or key in problem.message:
@@ -965,6 +1147,8 @@ def plain(value: object) -> Any:
         return {"dist": value.kind} | {p: plain(getattr(value, p)) for p in params}
     if isinstance(value, tuple | list):
         return [plain(v) for v in value]
+    if isinstance(value, dict):  # a per-type energy table
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -979,8 +1163,8 @@ def resolved_dict(config: Config) -> dict:
     def table(obj) -> dict:
         return {
             key: plain(getattr(obj, key))
-            for key in obj.__dataclass_fields__
-            if getattr(obj, key) is not None
+            for key, spec in obj.__dataclass_fields__.items()
+            if getattr(obj, key) is not None and spec.compare
         }
 
     return {
@@ -1003,7 +1187,7 @@ def resolved_dict(config: Config) -> dict:
 def task_memory(config: Config) -> int:
     """Bytes one task of a sweep-free config needs at most (formula in the module docs)."""
     sites = site_count(config.lattice)
-    z = COORDINATION[config.lattice.kind]
+    z = coordination(config.lattice)
     ions = ion_count(config)
     return sites * (z * (8 + 4 + 8) + 64) + ions * (config.run.frames * (3 * 8 + 4) + 64)
 

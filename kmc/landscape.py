@@ -12,6 +12,7 @@ All randomness comes from the numpy ``Generator`` the caller passes in.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -19,10 +20,16 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from kmc.distributions import Distribution
-from kmc.lattice import Lattice
+from kmc.lattice import KINDS, Lattice
 from kmc.units import BOLTZMANN_EV
 
 MICROSTRUCTURES = ("random", "correlated", "grains")
+
+
+#: An energy setting: one distribution for every site or hop, or one per site type / hop
+#: type label of the lattice (:attr:`kmc.lattice.Lattice.site_type_labels`,
+#: :attr:`~kmc.lattice.Lattice.hop_type_labels`).
+PerType = Distribution | dict[str, Distribution]
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,13 @@ class Phase:
 
     ``saddle_energy`` may be a tuple with one distribution per lattice axis (crystal only): a
     bond then gets Σ_α cos²θ_α · S_α, with θ_α the angle between the hop and axis α, so a
-    hop along axis α gets exactly S_α on the cubic lattice.
+    hop along axis α gets exactly S_α on the cubic lattice. Either energy may be a dict keyed
+    by site-type (hop-type) label, one distribution per type (crystal only): the per-type
+    energies of a real structure, e.g. from NEB calculations.
     """
 
-    site_energy: Distribution
-    saddle_energy: Distribution | tuple[Distribution, ...]
+    site_energy: PerType
+    saddle_energy: PerType | tuple[Distribution, ...]
 
 
 def blocked_sites(lattice: Lattice, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -89,30 +98,53 @@ def microstructure(
 
 
 def _gaussian_field(lattice: Lattice, length: float, rng: np.random.Generator) -> np.ndarray:
-    """White noise on a fine periodic grid, smoothed by FFT with a Gaussian kernel of width
-    ``length``, read at the sites (nearest grid point)."""
-    box = lattice.box
-    shape = tuple(int(n) for n in np.maximum(np.ceil(2 * box / lattice.hop_distance), 4))
+    """White noise on a fine periodic grid (spacing about half the shortest hop along each
+    box vector), smoothed by FFT with a Gaussian kernel of width ``length``, read at the
+    sites (nearest grid point). The kernel is exp(−|k|² ℓ²/2) with k the Cartesian wave
+    vector of each grid mode, so the correlation is isotropic in space on a triclinic box
+    too."""
+    vectors = lattice.box_vectors
+    edges = np.linalg.norm(vectors, axis=1)
+    shape = tuple(int(n) for n in np.maximum(np.ceil(2 * edges / lattice.hop_distance), 4))
     noise = rng.standard_normal(shape)
-    kernel = np.ones(1)
-    for axis, n in enumerate(shape):
-        k = 2 * np.pi * np.fft.fftfreq(n, d=box[axis] / n)
-        kernel = np.multiply.outer(kernel, np.exp(-0.5 * (k * length) ** 2))
-    field = np.fft.ifftn(np.fft.fftn(noise) * kernel.reshape(shape)).real
-    index = np.floor(lattice.positions / box * shape).astype(int) % shape
+    if lattice.orthogonal:  # per axis (as before triclinic boxes: same landscapes)
+        box = np.diag(vectors)
+        kernel = np.ones(1)
+        for axis, n in enumerate(shape):
+            k = 2 * np.pi * np.fft.fftfreq(n, d=box[axis] / n)
+            kernel = np.multiply.outer(kernel, np.exp(-0.5 * (k * length) ** 2))
+        field = np.fft.ifftn(np.fft.fftn(noise) * kernel.reshape(shape)).real
+        index = np.floor(lattice.positions / box * shape).astype(int) % shape
+        return field[tuple(index.T)]
+    modes = np.meshgrid(*(np.fft.fftfreq(n, d=1.0 / n) for n in shape), indexing="ij")
+    # k = 2π · B m with B the reciprocal basis (columns of inv(vectors)): m_a / L_a if orthogonal
+    k = 2 * np.pi * np.tensordot(np.linalg.inv(vectors), np.stack(modes), axes=(1, 0))
+    kernel = np.exp(-0.5 * np.sum(k**2, axis=0) * length**2)
+    field = np.fft.ifftn(np.fft.fftn(noise) * kernel).real
+    index = np.floor(lattice.fractional(lattice.positions) * shape).astype(int) % shape
     return field[tuple(index.T)]
 
 
 def _distance_to_grain_centre(
     lattice: Lattice, free: np.ndarray, amorphous_fraction: float, diameter: float, rng
 ) -> np.ndarray:
-    box = lattice.box
     dim = lattice.dim
+    vectors = lattice.box_vectors
+    box_volume = abs(np.linalg.det(vectors))
     grain_volume = {1: diameter, 2: np.pi * diameter**2 / 4, 3: np.pi * diameter**3 / 6}[dim]
-    n_grains = max(1, round((1 - amorphous_fraction) * np.prod(box) / grain_volume))
-    centres = rng.random((n_grains, dim)) * box
-    tree = cKDTree(centres, boxsize=box)
-    distance, _ = tree.query(np.mod(lattice.positions[free], box))
+    n_grains = max(1, round((1 - amorphous_fraction) * box_volume / grain_volume))
+    if lattice.orthogonal:
+        box = np.diag(vectors)
+        centres = rng.random((n_grains, dim)) * box
+        tree = cKDTree(centres, boxsize=box)
+        distance, _ = tree.query(np.mod(lattice.positions[free], box))
+        return distance
+    # a triclinic box: the periodic images of the centres in the 3^d neighbouring boxes
+    # stand in for the periodic distance (exact while a grain is smaller than the box)
+    centres = rng.random((n_grains, dim)) @ vectors
+    shifts = np.array(list(itertools.product((-1, 0, 1), repeat=dim))) @ vectors
+    tree = cKDTree((centres[None] + shifts[:, None]).reshape(-1, dim))
+    distance, _ = tree.query(lattice.positions[free])
     return distance
 
 
@@ -143,15 +175,18 @@ class Landscape:
             raise ValueError(f"temperature must be > 0 K, not {temperature}")
         lat = self.lattice
         neighbours = lat.neighbours[sites]
+        bonds = lat.bond_index[sites]
         here = self.site_energy[sites][:, None]
         there = self.site_energy[neighbours]
-        barrier_top = np.maximum(np.maximum(self.saddle_energy[lat.bond_index[sites]], there), here)
+        barrier_top = np.maximum(np.maximum(self.saddle_energy[bonds], there), here)
         start = there if incoming else here
         rates = self.attempt_frequency * np.exp(
             -(barrier_top - start) / (BOLTZMANN_EV * temperature)
         )
         rates[self.blocked[sites]] = 0.0
         rates[self.blocked[neighbours]] = 0.0
+        if lat.padded:  # padding directions (index -1 above) never hop
+            rates[bonds < 0] = 0.0
         return rates
 
     def digest(self) -> str:
@@ -159,8 +194,12 @@ class Landscape:
         ran on the same landscape exactly when their digests agree."""
         h = hashlib.sha256()
         h.update(self.lattice.kind.encode())
+        extra = ()
+        if self.lattice.kind not in KINDS:  # a structure: its cell and sites shape it too
+            extra = (self.lattice.cell_vectors, self.lattice.basis)
         for array in (
             np.asarray(self.lattice.cells, dtype=np.int64),
+            *(np.ascontiguousarray(a, dtype=np.float64) for a in extra),
             self.blocked.astype(np.uint8),
             self.amorphous.astype(np.uint8),
             np.ascontiguousarray(self.site_energy, dtype=np.float64),
@@ -233,11 +272,14 @@ def generate(
         raise ValueError(f"blocked and amorphous_mask must have shape ({n},)")
     if not attempt_frequency > 0:
         raise ValueError(f"attempt_frequency must be > 0 Hz, not {attempt_frequency}")
-    if isinstance(amorphous.saddle_energy, tuple):
-        raise ValueError("only the crystal saddle can be given per axis")
+    if isinstance(amorphous.saddle_energy, tuple | dict) or isinstance(amorphous.site_energy, dict):
+        raise ValueError("only the crystal energies can be given per axis or per type")
 
     site_energy = np.empty(n)
-    site_energy[~amorphous_mask] = crystal.site_energy.sample(rng, n - amorphous_mask.sum())
+    crystal_sites = np.flatnonzero(~amorphous_mask)
+    site_energy[crystal_sites] = _per_type(
+        crystal.site_energy, lattice.site_type_of[crystal_sites], lattice.site_type_labels, rng
+    )
     site_energy[amorphous_mask] = amorphous.site_energy.sample(rng, amorphous_mask.sum())
 
     ends = lattice.bond_ends
@@ -255,9 +297,29 @@ def generate(
     )
 
 
+def _per_type(setting: PerType, types: np.ndarray, labels: tuple[str, ...], rng) -> np.ndarray:
+    """Energies of items of the given types: one draw per item from its type's distribution
+    (types in label order), or from the one distribution."""
+    if isinstance(setting, Distribution):
+        return setting.sample(rng, len(types))
+    missing = [label for label in labels if label not in setting]
+    unknown = [label for label in setting if label not in labels]
+    if missing or unknown:
+        raise ValueError(
+            f"per-type energies need exactly the labels {', '.join(labels)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unknown {', '.join(unknown)}" if unknown else "")
+        )
+    out = np.empty(len(types))
+    for t, label in enumerate(labels):
+        chosen = types == t
+        out[chosen] = setting[label].sample(rng, int(chosen.sum()))
+    return out
+
+
 def _crystal_saddles(lattice, saddle, selected, rng) -> np.ndarray:
-    if isinstance(saddle, Distribution):
-        return saddle.sample(rng, selected.sum())
+    if isinstance(saddle, Distribution | dict):
+        return _per_type(saddle, lattice.bond_types[selected], lattice.hop_type_labels, rng)
     if len(saddle) != lattice.dim:
         raise ValueError(f"per-axis saddle_energy needs {lattice.dim} values, not {len(saddle)}")
     vectors = lattice.bond_vectors[selected]

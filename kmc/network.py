@@ -168,20 +168,30 @@ def diffusion_tensor(
         flux[bonds] = vectors[bonds] + potential[j[bonds]] - potential[i[bonds]]
     else:
         images = lat.bond_images
+        # The contraction works along the box vectors, as the winding of a cluster does; on
+        # a triclinic box it is done in fractional coordinates (period 1) and the tensor of
+        # fractional displacements is turned back into Cartesian form at the end.
+        if lat.orthogonal:
+            coordinates, periods = lat.positions, lat.box
+        else:
+            vectors = lat.fractional(vectors)
+            coordinates, periods = lat.fractional(lat.positions), np.ones(dim)
         order = np.flatnonzero(active)[np.argsort(-g_active, kind="stable")]
         g_c = _percolation_conductances(lat.n_sites, i, j, images, order, conductance)
         for axis in range(dim):
             if g_c[axis] == 0.0:  # nothing winds along this axis: displacement bounded
                 continue
             strong = conductance > CONTRACTION_RATIO * g_c[axis]
-            cluster, offset = _strong_clusters(lat, i, j, images[:, axis], strong, axis)
+            cluster, offset = _strong_clusters(
+                coordinates[:, axis], periods[axis], i, j, images[:, axis], strong, axis
+            )
             # hop vector component between cluster frames
             component = vectors[:, axis] + offset[i] - offset[j]
             ci, cj = cluster[i], cluster[j]
             # a weak bond inside a cluster is a self-loop of the contracted network: its
             # component is a whole number of box lengths (0 unless it closes a winding loop)
             inside = ci == cj
-            period = lat.box[axis]
+            period = periods[axis]
             component[inside] = np.rint(component[inside] / period) * period
             # bonds far below g_c are open circuits for this axis (see the module notes)
             bonds = np.flatnonzero((conductance >= g_c[axis] / CONTRACTION_RATIO) & ~strong)
@@ -198,6 +208,8 @@ def diffusion_tensor(
             flux[bonds, axis] = component[bonds] + potential[cj[bonds]] - potential[ci[bonds]]
     # Σ_b g_b F^e_b F^f_b / Σ w (einsum, not a BLAS product: see the solver notes)
     tensor = np.einsum("be,bf->ef", flux * conductance[:, None], flux) / weight.sum()
+    if not lat.orthogonal and g_active.max() > CONTRACTION_RATIO * g_active.min():
+        tensor = lat.box_vectors.T @ tensor @ lat.box_vectors  # x = s · box vectors
     return 0.5 * (tensor + tensor.T) * landscape.attempt_frequency
 
 
@@ -350,11 +362,12 @@ def _percolation_conductances(n_sites, i, j, images, order, conductance) -> np.n
     return g_c
 
 
-def _strong_clusters(lat, i, j, images, strong, axis) -> tuple[np.ndarray, np.ndarray]:
+def _strong_clusters(x, period, i, j, images, strong, axis) -> tuple[np.ndarray, np.ndarray]:
     """Clusters of sites joined by strong bonds, labelled 0..m-1, and each site's unwrapped
-    coordinate along ``axis`` (Å) relative to its cluster root. ``images`` holds each bond's
-    periodic image along that axis; the strong bonds must not wind along it."""
-    n = lat.n_sites
+    coordinate ``x`` along ``axis`` (its box period ``period``) relative to its cluster root.
+    ``images`` holds each bond's periodic image along that axis; the strong bonds must not
+    wind along it."""
+    n = len(x)
     uf = _OffsetUnionFind(n)
     bonds = np.flatnonzero(strong)
     for a, c, image in zip(
@@ -366,8 +379,7 @@ def _strong_clusters(lat, i, j, images, strong, axis) -> tuple[np.ndarray, np.nd
     image = np.zeros(n, dtype=np.int64)
     for k in np.unique(np.concatenate([i[bonds], j[bonds]])).tolist():
         roots[k], image[k] = uf.find(k)
-    x = lat.positions[:, axis]
-    offset = x + image * lat.box[axis] - x[roots]
+    offset = x + image * period - x[roots]
     _, cluster = np.unique(roots, return_inverse=True)
     return cluster, offset
 
