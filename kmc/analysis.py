@@ -8,6 +8,7 @@ Definitions follow docs/physics.md ("Observables"), with d the dimension and N t
 
 - tracer      D*  = lim <|Δr_i(t)|²> / (2 d t)        (average over ions and time origins)
 - collective  D_σ = lim <|Σ_i Δr_i(t)|²> / (2 d N t)  (centre-of-mass / jump diffusion)
+- tensor      D*_ab = lim <Δx_a Δx_b> / (2 t), D_σ,aa likewise (trace / d = D*, D_σ)
 - Haven ratio H_R = D* / D_σ
 - Nernst–Einstein conductivity σ = n q² D_σ / (k_B T), n = N / V
 
@@ -32,6 +33,7 @@ from kmc.units import BOLTZMANN_EV
 __all__ = [
     "BOLTZMANN_EV",
     "MIN_FRAMES",
+    "TENSOR_KEYS",
     "DiffusiveTest",
     "arrhenius",
     "collective_window",
@@ -41,6 +43,8 @@ __all__ = [
     "msd",
     "nernst_einstein",
     "replica_mean",
+    "tensor_keys",
+    "tensor_observables",
     "transport",
 ]
 
@@ -110,8 +114,14 @@ def _check_positive(name: str, value: float) -> float:
 # --------------------------------------------------------------------------- MSD
 
 
-def _origin_averaged_msd(power: np.ndarray, squares: np.ndarray, nfft: int) -> np.ndarray:
+def _origin_averaged_msd(
+    power: np.ndarray, squares: np.ndarray, nfft: int, clip: bool = True
+) -> np.ndarray:
     """MSD for lags 0..F-1, per component, from the FFT sums of :func:`_msd_sums`.
+
+    The same formula gives the mean product of two components' displacements,
+    <Δx_a Δx_b>, from the cross power Re(X_a conj(X_b)) and the products x_a(k) x_b(k) in
+    place of |X|² and x(k)²; such a product can be negative, so pass ``clip=False``.
 
     Parameters
     ----------
@@ -121,6 +131,9 @@ def _origin_averaged_msd(power: np.ndarray, squares: np.ndarray, nfft: int) -> n
         Σ over trajectories of x(k)².
     nfft : int
         FFT length.
+
+    clip : bool, optional
+        Set round-off negatives to 0 (right for squares, wrong for cross products).
 
     Returns
     -------
@@ -139,18 +152,22 @@ def _origin_averaged_msd(power: np.ndarray, squares: np.ndarray, nfft: int) -> n
     autocorrelation = scipy.fft.irfft(power, n=nfft, axis=0)[:n_frames]
     result = (s1 - 2.0 * autocorrelation) / n_origins
     # Round-off can leave tiny negative values where the true MSD is zero.
-    return np.maximum(result, 0.0)
+    return np.maximum(result, 0.0) if clip else result
 
 
 def _msd_sums(
-    positions: np.ndarray, chunk_bytes: int = _DEFAULT_CHUNK_BYTES, groups: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tracer and collective MSD per component for lags 0..F-1, both shape (F, d), and the
+    positions: np.ndarray,
+    chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+    groups: int = 1,
+    cross: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Tracer and collective MSD per component for lags 0..F-1, both shape (F, d), the
     tracer MSD of ``groups`` disjoint groups of ions (contiguous in ion order), summed over
-    components, shape (groups, F).
+    components, shape (groups, F), and with ``cross`` the tracer's mean products
+    <Δx_a Δx_b> of the component pairs of :func:`_pairs` (a < b), shape (F, pairs), else None.
 
     Tracer: averaged over ions and time origins. Collective: |Σ_i Δr_i|² averaged over time
-    origins, divided by N. One pass over the ions, in chunks, so all three cost one read.
+    origins, divided by N. One pass over the ions, in chunks, so all of them cost one read.
     """
     n_frames, n_ions, dim = positions.shape
     nfft = scipy.fft.next_fast_len(2 * n_frames - 1, real=True)
@@ -164,6 +181,9 @@ def _msd_sums(
 
     power = np.zeros((groups, dim, n_freq))
     squares = np.zeros((groups, n_frames, dim))
+    pairs = _pairs(dim) if cross else []
+    cross_power = np.zeros((len(pairs), n_freq))
+    cross_squares = np.zeros((n_frames, len(pairs)))
     total = np.zeros((n_frames, dim))  # Σ_i x_i(t): the collective coordinate
     for start in range(0, n_ions, chunk):
         block = np.asarray(positions[:, start : start + chunk, :], dtype=np.float64)
@@ -184,6 +204,14 @@ def _msd_sums(
         block_power = (spectrum.real**2 + spectrum.imag**2).reshape(n_block, dim, n_freq)
         # Σ_i irfft(|X_i|²) = irfft(Σ_i |X_i|²): sum spectra now, transform back once.
         np.add.at(power, member, block_power)
+        if pairs:
+            parts = spectrum.reshape(n_block, dim, n_freq)
+            for k, (a, b) in enumerate(pairs):
+                # Re(X_a conj X_b), summed over the block's ions
+                cross_power[k] += np.einsum("if,if->f", parts.real[:, a], parts.real[:, b])
+                cross_power[k] += np.einsum("if,if->f", parts.imag[:, a], parts.imag[:, b])
+                cross_squares[:, k] += np.einsum("fi,fi->f", centred[:, :, a], centred[:, :, b])
+            del parts
         del block, centred, series, spectrum, block_power
 
     sizes = np.bincount(group_of, minlength=groups)
@@ -194,7 +222,15 @@ def _msd_sums(
         / sizes[:, None]
     )
     tracer = _origin_averaged_msd(power.sum(axis=0).T, squares.sum(axis=0), nfft) / n_ions
-    return tracer, _series_msd(total) / n_ions, per_group
+    products = None
+    if cross:
+        products = _origin_averaged_msd(cross_power.T, cross_squares, nfft, clip=False) / n_ions
+    return tracer, _series_msd(total) / n_ions, per_group, products
+
+
+def _pairs(dim: int) -> list[tuple[int, int]]:
+    """The off-diagonal component pairs (a, b), a < b, in the order xy, xz, yz."""
+    return [(a, b) for a in range(dim) for b in range(a + 1, dim)]
 
 
 def _series_msd(series: np.ndarray) -> np.ndarray:
@@ -255,7 +291,7 @@ def msd(
     chunk_bytes = int(chunk_bytes)
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive integer, got {chunk_bytes}")
-    tracer, coll, _ = _msd_sums(p, chunk_bytes)
+    tracer, coll, _, _ = _msd_sums(p, chunk_bytes)
     result = coll if collective else tracer
     result = result[1:]  # lag 0 is identically zero
     if not per_axis:
@@ -494,7 +530,7 @@ def diffusion_coefficient(
         raise ValueError(f"times must hold at least {MIN_FRAMES} frames, got {t.size}")
     p = _check_positions(positions, t.size)
     _check_positive("hop_distance", hop_distance)
-    tracer, coll, _ = _msd_sums(p)
+    tracer, coll, _, _ = _msd_sums(p)
     lags = dt * np.arange(1, t.size)
     window = _tracer_window(lags) if window is None else _check_window(window, lags.size)
     components = (coll if collective else tracer)[1:]
@@ -502,6 +538,68 @@ def diffusion_coefficient(
     if per_axis:
         return _slope(lags[window], components[window]) / 2.0
     return float(_slope(lags[window], components[window].sum(axis=1)) / (2.0 * dim))
+
+
+# --------------------------------------------------------------------------- tensor
+
+_AXIS_NAMES = "xyz"
+#: Every diffusion-tensor component a task can report (cm²/s), in record order: the tracer
+#: diagonal, the tracer off-diagonal, the collective (D_σ) diagonal. A lattice of d axes
+#: reports those of its axes only (:func:`tensor_keys`).
+TENSOR_KEYS = (
+    "D_tracer_xx",
+    "D_tracer_yy",
+    "D_tracer_zz",
+    "D_tracer_xy",
+    "D_tracer_xz",
+    "D_tracer_yz",
+    "D_jump_xx",
+    "D_jump_yy",
+    "D_jump_zz",
+)
+
+
+def tensor_keys(dim: int) -> tuple[str, ...]:
+    """The tensor components a lattice of ``dim`` (1, 2 or 3) Cartesian axes reports, in
+    :data:`TENSOR_KEYS` order: 1D ``D_tracer_xx``, ``D_jump_xx``; 2D adds ``_yy`` and
+    ``D_tracer_xy``; 3D has all nine."""
+    if dim not in (1, 2, 3):
+        raise ValueError(f"dim must be 1, 2 or 3, got {dim!r}")
+    axes = _AXIS_NAMES[:dim]
+    return tuple(key for key in TENSOR_KEYS if set(key.rsplit("_", 1)[1]) <= set(axes))
+
+
+def tensor_observables(tracer: ArrayLike, jump: ArrayLike) -> dict[str, float]:
+    """The records' names for a tracer diffusion tensor and a collective one.
+
+    Parameters
+    ----------
+    tracer : (d, d) array_like
+        Tracer tensor D*_ab (any unit; kmc records cm²/s). Symmetric: the upper triangle
+        is read.
+    jump : (d,) or (d, d) array_like
+        Collective (D_σ) tensor, or its diagonal.
+
+    Returns
+    -------
+    dict
+        ``D_tracer_xx`` ... ``D_jump_zz`` as :func:`tensor_keys` names them for d axes.
+    """
+    t = np.asarray(tracer, dtype=np.float64)
+    j = np.asarray(jump, dtype=np.float64)
+    dim = t.shape[0] if t.ndim == 2 else -1
+    if t.shape != (dim, dim) or dim not in (1, 2, 3):
+        raise ValueError(f"tracer must be a (d, d) array with d in 1..3, got shape {t.shape}")
+    if j.shape == (dim, dim):
+        j = np.diag(j)
+    if j.shape != (dim,):
+        raise ValueError(f"jump must have shape ({dim},) or ({dim}, {dim}), got {j.shape}")
+    out: dict[str, float] = {}
+    for key in tensor_keys(dim):
+        name, axes = key.rsplit("_", 1)
+        a, b = (_AXIS_NAMES.index(c) for c in axes)
+        out[key] = float(t[a, b] if name == "D_tracer" else j[a])
+    return out
 
 
 # --------------------------------------------------------------------------- conductivity
@@ -586,6 +684,13 @@ def transport(
         (MSD(T/2) + 2 standard errors) / (2 d T/2) (an MSD that is still bending over lies
         above its long-time line through the origin); for a diffusive run the ``_upper``
         values are nan.
+        The diffusion tensor (cm²/s; :func:`tensor_keys` of the d axes, none for d > 3):
+        ``D_tracer_ab`` = slope of <Δx_a Δx_b> / 2 over the tracer's window, ``D_jump_aa`` =
+        the same of the collective MSD's component a over D_jump's lags (secant or slope), so that
+        D_tracer = (D_tracer_xx + ...) / d and D_jump = (D_jump_xx + ...) / d to rounding.
+        The components share the run's diffusive verdict (nan, without bounds, when it is
+        not diffusive) and are not tested one by one: an axis without long-range transport
+        gives a component near 0 (either sign), to be judged by its error over replicas.
     """
     t, dt = _check_times(times)
     if t.size < MIN_FRAMES:
@@ -596,22 +701,32 @@ def transport(
     n_ions, dim = p.shape[1], p.shape[2]
     groups = ERROR_GROUPS if n_ions >= 2 * ERROR_GROUPS else (n_ions if n_ions >= 4 else 1)
 
-    tracer, coll, per_group = _msd_sums(p, groups=groups)
+    tracer, coll, per_group, products = _msd_sums(p, groups=groups, cross=1 < dim <= 3)
     lags = dt * np.arange(1, t.size)
     tracer_sum = tracer[1:].sum(axis=1)
     test = diffusive_test(lags, tracer_sum, hop_distance, per_group[:, 1:] if groups >= 4 else None)
     window = _tracer_window(lags)
     d_tracer = float(_slope(lags[window], tracer_sum[window])) / (2 * dim)
+    # The tensor D_ab = slope of <Δx_a Δx_b> / 2 over the same window: its trace / d is
+    # d_tracer (the slope is linear in the MSD).
+    tracer_tensor = np.diag(_slope(lags[window], tracer[1:][window]) / 2.0)
+    if products is not None:
+        off_diagonal = _slope(lags[window], products[1:][window]) / 2.0
+        for (a, b), value in zip(_pairs(dim), off_diagonal, strict=True):
+            tracer_tensor[a, b] = tracer_tensor[b, a] = value
 
     if collective is None:
-        c_lags, c_msd = lags, coll[1:].sum(axis=1)
+        c_lags, c_axes = lags, coll[1:]  # (L, d): per axis
     else:
-        c_lags, c_msd = _collective_series(collective, t, dim, n_ions)
+        c_lags, c_axes = _collective_series(collective, t, dim, n_ions)
+    c_msd = c_axes.sum(axis=1)
     c_window = collective_window(c_lags.size, martingale)
     if c_window.stop - c_window.start == 1:
         d_jump = float(c_msd[c_window.start] / c_lags[c_window.start]) / (2 * dim)
+        jump_diagonal = c_axes[c_window.start] / c_lags[c_window.start] / 2.0
     else:
         d_jump = float(_slope(c_lags[c_window], c_msd[c_window])) / (2 * dim)
+        jump_diagonal = _slope(c_lags[c_window], c_axes[c_window]) / 2.0
     c_fitted = c_lags[c_window]
 
     # Upper bounds MSD(T/2) / (2 d T/2), raised by two standard errors of that MSD: from the
@@ -649,6 +764,14 @@ def transport(
         if test.diffusive
         else nernst_einstein(result["D_jump_upper"], density, temperature, charge)
     )
+    if dim > 3:  # not a lattice's trajectory: no Cartesian names for the components
+        pass
+    elif test.diffusive:
+        result.update(
+            tensor_observables(tracer_tensor * units.A2_TO_CM2, jump_diagonal * units.A2_TO_CM2)
+        )
+    else:
+        result.update(dict.fromkeys(tensor_keys(dim), math.nan))
     fitted = lags[window]
     result.update(
         diffusive=test.diffusive,
@@ -667,7 +790,7 @@ def transport(
 def _collective_series(
     collective: tuple[ArrayLike, ArrayLike], frame_times: np.ndarray, dim: int, n_ions: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a fine (times, Σ_i Δr_i) series; return its lags and its MSD / N."""
+    """Validate a fine (times, Σ_i Δr_i) series; return its lags and its MSD / N per axis."""
     c_t, _ = _check_times(collective[0])
     series = np.asarray(collective[1], dtype=np.float64)
     if series.shape != (c_t.size, dim):
@@ -678,7 +801,7 @@ def _collective_series(
         raise ValueError("collective displacement must be finite")
     if abs(c_t[-1] - frame_times[-1]) > _TIME_RTOL * frame_times[-1]:
         raise ValueError("collective displacement must span the same run as the frames")
-    msd_c = _series_msd(series)[1:].sum(axis=1) / n_ions
+    msd_c = _series_msd(series)[1:] / n_ions  # (M - 1, d): per axis
     lags_c = (c_t[1] - c_t[0]) * np.arange(1, c_t.size)
     return lags_c, msd_c
 

@@ -1,4 +1,4 @@
-"""The ``kmc`` command: run, analyze, plot, export and validate (see ``kmc --help``).
+"""The ``kmc`` command: run, inspect, analyze, plot, export and validate (``kmc --help``).
 
 Bad input (a config, an argument, a run directory) ends with one line on stderr and exit
 status 2, before anything on disk is changed; an internal failure exits with status 1, and
@@ -20,6 +20,7 @@ examples:
   kmc run configs/quickstart.toml            run a sweep (run directory runs/quickstart)
   mpiexec -n 4 kmc run configs/quickstart.toml   the same, its tasks shared among 4 ranks
   kmc run --dry-run configs/quickstart.toml  check the config and list its tasks, write nothing
+  kmc inspect configs/lifepo4_structure.toml the sites and hop types of a config's lattice
   kmc analyze runs/quickstart --json         observables with error bars as one JSON object
   kmc plot runs/quickstart -o fig.pdf        D*, D_σ versus amorphous fraction (PNG/PDF/SVG)
   kmc plot runs/x --x run.temperature --by microstructure.kind -o x.svg   small multiples
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         help="check the config, list the tasks with their memory and disk, write nothing",
     )
 
+    inspect = commands.add_parser(
+        "inspect", help="print the sites and hop types of a config's lattice (energy keys)"
+    )
+    inspect.add_argument("config", help="TOML config file")
+
     analyze = commands.add_parser("analyze", help="recompute observables, write results.h5")
     analyze.add_argument("run_dir", metavar="RUN", help="run directory")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
@@ -110,6 +116,41 @@ def _run(args) -> None:
         figure = _plot(results, run_dir / "plot.png")
         print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
         print(f"next:    kmc analyze {run_dir} --json    (kmc export {run_dir} --task 0)")
+
+
+def _inspect(config_path: str) -> None:
+    """The lattice of a config as a user assigns energies to it: for a structure, its site
+    types and hop types (the keys of per-type crystal energy tables); then the supercell and
+    the crystal energies the config gives each type."""
+    from kmc.config import STRUCTURE, load_config, plain
+
+    config = load_config(config_path, check_memory=False)
+    lat_cfg = config.lattice
+    if lat_cfg.kind == STRUCTURE:
+        print(lat_cfg.read_structure().describe())
+        where = f"supercell {' × '.join(map(str, lat_cfg.supercell))}"
+    else:
+        where = f"{lat_cfg.kind}, cells {' × '.join(map(str, lat_cfg.cells))}"
+    lattice = lat_cfg.build()
+    print(
+        f"\nlattice: {where}: {lattice.n_sites} sites, {lattice.n_bonds} bonds, up to "
+        f"{lattice.coordination} hops per site, shortest hop {lattice.hop_distance:.4g} Å"
+    )
+    for key in ("site_energy", "saddle_energy"):
+        print(f"crystal.{key} = {_energy_text(plain(getattr(config.crystal, key)))}")
+
+
+def _energy_text(value) -> str:
+    """A config energy as written in TOML (constants as bare numbers)."""
+    if isinstance(value, dict) and value.get("dist") == "constant":
+        return f"{value['value']:g}"
+    if isinstance(value, dict) and "dist" in value:
+        return "{" + ", ".join(f"{k} = {v!r}" for k, v in value.items()) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_energy_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_energy_text(v) for v in value) + "]"
+    return repr(value)
 
 
 def _dry_run(config_path: str, output: str | None) -> None:
@@ -248,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "run":
             _run(args)
+        elif args.command == "inspect":
+            _inspect(args.config)
         elif args.command == "analyze":
             outcome = _analyze(_check_run_dir(args.run_dir))
             print(outcome.to_json() if args.json else outcome.table())

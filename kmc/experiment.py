@@ -94,7 +94,9 @@ def run_task(task: Task) -> TaskData:
 def network_task(task: Task, land: landscape.Landscape) -> TaskData:
     """The exact dilute-limit result of one landscape (:mod:`kmc.network`): no trajectory.
 
-    D = tr(D)/d of a single ion is both the tracer and the jump coefficient (Haven ratio 1).
+    D = tr(D)/d of a single ion is both the tracer and the jump coefficient (Haven ratio 1);
+    the exact tensor fills ``D_tracer_ab`` (and its diagonal ``D_jump_aa``) in cm²/s
+    (:func:`kmc.analysis.tensor_observables`).
     The conductivity is the Nernst–Einstein value of N independent ions, n = N / V, with N
     the task's ion count (``ions.count``, or round(c · free sites)): the dilute limit, exact
     only while ions rarely meet (no site exclusion, no correlations). The task data hold
@@ -110,9 +112,12 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         exclusion=config.ions.exclusion,
     )
     start = time.perf_counter()
-    d_a2_s = network.diffusion_coefficient(land, run.temperature)
+    tensor_a2_s = network.diffusion_tensor(land, run.temperature)
     seconds = time.perf_counter() - start
+    # tr(D)/d, as network.diffusion_coefficient defines it, from the same single solve
+    d_a2_s = float(np.trace(tensor_a2_s) / tensor_a2_s.shape[0])
     d_cm2_s = d_a2_s * units.A2_TO_CM2
+    tensor_cm2_s = tensor_a2_s * units.A2_TO_CM2
     lat = land.lattice
     observables = {
         "D_tracer": d_cm2_s,
@@ -126,6 +131,7 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "hops": 0,
         "simulated_time": 0.0,
         "kernel_seconds": seconds,
+        **analysis.tensor_observables(tensor_cm2_s, tensor_cm2_s),
     }
     no_frames = np.empty((0, n_ions), dtype=np.int32)
     return _task_data(

@@ -39,9 +39,14 @@ def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]
     positions = np.asarray(data.positions, dtype=np.float64)
     n_frames, n_ions, dim = positions.shape
     box = np.asarray(data.box, dtype=np.float64)
-    edges = np.full(3, float(box.max()))
-    edges[:dim] = box
-    lattice = " ".join(_number(edges[i]) if i == j else "0.0" for i in range(3) for j in range(3))
+    if box.ndim == 2:  # triclinic box vectors
+        lattice = " ".join(_number(x) for x in box.ravel())
+    else:
+        edges = np.full(3, float(box.max()))
+        edges[:dim] = box
+        lattice = " ".join(
+            _number(edges[i]) if i == j else "0.0" for i in range(3) for j in range(3)
+        )
     pbc = " ".join("T" if axis < dim else "F" for axis in range(3))
     head = f'Lattice="{lattice}" Properties=species:S:1:pos:R:3:site:I:1 Time='
     tail = f' pbc="{pbc}"\n'

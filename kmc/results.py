@@ -16,7 +16,10 @@ activation energies in eV):
   task is not diffusive), ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` (upper
   bounds for a non-diffusive task, else nan), ``diffusive`` (bool), ``diffusive_reason`` (empty
   when diffusive), ``msd_growth`` (a²), ``slope_ratio`` (see :func:`kmc.analysis.diffusive_test`)
-  and ``Ea_lower``, ``Ea_upper`` (the landscape's physically possible activation energies),
+  then the diffusion tensor (:data:`kmc.analysis.TENSOR_KEYS`, the axes the lattice has:
+  ``D_tracer_xx``, ``_yy``, ``_zz``, ``D_tracer_xy``, ``_xz``, ``_yz``, ``D_jump_xx``, ``_yy``,
+  ``_zz``; nan when the task is not diffusive; exact for the network method), and
+  ``Ea_lower``, ``Ea_upper`` (the landscape's physically possible activation energies),
   ``percolating``, ``percolating_x`` (``_y``, ``_z``), ``spanning_fraction`` and
   ``critical_barrier`` (eV; :mod:`kmc.percolation`);
 - ``summary`` (one per parameter point, in sweep order): every swept key, ``replicas`` (number
@@ -25,7 +28,9 @@ activation energies in eV):
   diffusive) for X in ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity``, and
   ``X_upper`` (an upper bound of the mean when some replica is not diffusive, else nan) for
   X in ``D_tracer``, ``D_jump``, ``conductivity``; ``percolating`` (its mean is the
-  spanning probability), ``spanning_fraction`` and ``critical_barrier`` with ``_err``;
+  spanning probability), ``spanning_fraction`` and ``critical_barrier`` with ``_err``; and
+  the tensor components of the tasks with ``_err`` (as D_tracer: nan unless every replica is
+  diffusive; no bounds);
 - ``arrhenius_landscapes`` (empty unless the temperature was swept over at least two values):
   one fit per landscape over its temperatures: the other swept keys, ``replica``,
   ``landscape``, ``temperatures``, ``Ea_tracer``, ``Ea_tracer_err``, ``Ea_jump``,
@@ -44,6 +49,7 @@ run's resolved ``config_json``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -116,6 +122,7 @@ UNITS: dict[str, str] = {
     "crystal.attempt_frequency": "Hz",
     "microstructure.correlation_length": "angstrom",
     "microstructure.grain_diameter": "angstrom",
+    **{key: "cm^2/s" for name in analysis.TENSOR_KEYS for key in (name, f"{name}_err")},
 }
 _ENERGY_KEYS = ("site_energy", "saddle_energy")
 
@@ -270,17 +277,21 @@ def _check_task_file(path: Path, data: TaskData, task: Task) -> None:
 
 
 def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
-    """The transport observables of one task (see ``_RECOMPUTED``), recomputed from its
-    trajectory (and, for the lattice gas, its fine summed-displacement series).
+    """The transport observables of one task (see ``_RECOMPUTED``) and its diffusion tensor
+    (:func:`kmc.analysis.tensor_keys` of its axes), recomputed from its trajectory (and, for
+    the lattice gas, its fine summed-displacement series).
 
     Without ``recompute``, and for a file with too few frames for a fit (zero for
     ``run.method = "network"``, which solves for D without a trajectory), the observables
-    stored at run time are kept.
+    stored at run time are kept (a file written before the tensor was recorded gives nan
+    components).
     """
     stored = data.observables
+    dim = data.positions.shape[2]
+    tensor = analysis.tensor_keys(dim) if 1 <= dim <= 3 else ()
     if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
         out: dict[str, Any] = {
-            key: _number(stored.get(key, math.nan), float) for key in _RECOMPUTED
+            key: _number(stored.get(key, math.nan), float) for key in (*_RECOMPUTED, *tensor)
         }
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
@@ -300,7 +311,7 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
         collective=collective,
         martingale=bool(stored.get("uniform_rates", 0)),
     )
-    out = {key: _number(result[key], float) for key in _RECOMPUTED}
+    out = {key: _number(result[key], float) for key in (*_RECOMPUTED, *tensor)}
     out["diffusive"] = bool(result["diffusive"])
     out["diffusive_reason"] = str(result["diffusive_reason"])
     return out
@@ -369,6 +380,8 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
     diffusive.
 
     If every replica is diffusive: ``X``, ``X_err`` for each observable and ``X_upper`` nan.
+    The tensor components the records carry get ``X``, ``X_err`` the same way (nan, and no
+    bound, when a replica is not diffusive); a component near 0 is a value like any other.
     Otherwise ``X`` and ``X_err`` are nan (a mean over values some of which are only bounds
     is not a value), and ``X_upper`` is the mean over replicas of the value or, for a
     non-diffusive replica, its upper bound: an upper bound of the mean.
@@ -398,6 +411,11 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         values = [float(r[key]) for r in records if key in r]
         if len(values) == len(records) and values:
             out[key], out[f"{key}_err"] = analysis.replica_mean(values)
+    tensor = [k for k in analysis.TENSOR_KEYS if records and all(k in r for r in records)]
+    for key in tensor:
+        out[key] = out[f"{key}_err"] = math.nan
+        if out["diffusive"]:
+            out[key], out[f"{key}_err"] = analysis.replica_mean([r[key] for r in records])
     if not records:
         return out
     if not out["diffusive"]:
@@ -640,6 +658,7 @@ def _table(results: RunResults) -> str:
             "diffusive_reason is in the task records); run longer, or use run.method = "
             '"network" for the exact dilute-limit D'
         )
+    lines.extend(_diagonal_block(results))
     if results.arrhenius:
         temps = sorted({rec[TEMPERATURE_KEY] for rec in results.summary})
         lines.append("")
@@ -660,6 +679,71 @@ def _table(results: RunResults) -> str:
                 line += f"  [{rec['note']}]"
             lines.append(line)
     return "\n".join(lines)
+
+
+#: The tracer diagonal, shown in its own block when some point resolves an anisotropy.
+_DIAGONAL = ("D_tracer_xx", "D_tracer_yy", "D_tracer_zz")
+
+
+def _diagonal_block(results: RunResults) -> list[str]:
+    """Lines of the block of D_tracer_xx, _yy, _zz per point, or none when no point
+    resolves an anisotropy (:func:`_anisotropic`): an isotropic run's table stays as it
+    was. The off-diagonal and D_jump components are in --json and results.h5 only."""
+    exact = _exact_points(results)
+    shown = [key for key in _DIAGONAL if any(key in rec for rec in results.summary)]
+    if len(shown) < 2 or not any(
+        _anisotropic(rec, shown, _point_id(rec, results.swept) in exact) for rec in results.summary
+    ):
+        return []
+    headers = [*results.swept, *(f"{key} [cm^2/s]" for key in shown)]
+    rows = []
+    for rec in results.summary:
+        row = [show_value(rec[key]) for key in results.swept]
+        row.extend(
+            _mean_err(rec.get(k, math.nan), rec.get(f"{k}_err", math.nan), True) for k in shown
+        )
+        rows.append(row)
+    return [
+        "",
+        "Diffusion tensor, diagonal (mean ± standard error over replicas), shown since some",
+        "point is anisotropic beyond 4 standard errors (all components: --json, results.h5):",
+        *text_table(headers, rows),
+    ]
+
+
+def _point_id(rec: Mapping[str, Any], swept: list[str]) -> str:
+    return json.dumps([rec.get(key) for key in swept], sort_keys=True)
+
+
+def _exact_points(results: RunResults) -> set[str]:
+    """The points whose every task was solved exactly (network: no MSD, msd_growth nan)."""
+    statistical = {
+        _point_id(rec, results.swept)
+        for rec in results.tasks
+        if math.isfinite(rec.get("msd_growth", math.nan))
+    }
+    return {_point_id(rec, results.swept) for rec in results.tasks} - statistical
+
+
+def _anisotropic(rec: Mapping[str, Any], keys: list[str], exact: bool) -> bool:
+    """Whether two diagonal components of a summary point differ by more than 4 standard
+    errors of their difference (errors over replicas, taken as independent; never less
+    than 1e-9 relative), or, without errors, at an exact point (one network replica) by more
+    than 1e-9 relative; a point without errors otherwise (one kMC replica) or without values
+    (not diffusive) cannot tell."""
+    for a, b in itertools.combinations(keys, 2):
+        va, vb = rec.get(a, math.nan), rec.get(b, math.nan)
+        if not (math.isfinite(va) and math.isfinite(vb)):
+            continue
+        ea, eb = rec.get(f"{a}_err", math.nan), rec.get(f"{b}_err", math.nan)
+        slack = 1e-9 * max(abs(va), abs(vb))
+        if math.isfinite(ea) and math.isfinite(eb):
+            slack = max(slack, 4.0 * math.hypot(ea, eb))
+        elif not exact:
+            continue
+        if abs(va - vb) > slack:
+            return True
+    return False
 
 
 def _ea(rec: Mapping[str, Any], key: str) -> str:

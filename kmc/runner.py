@@ -10,6 +10,7 @@ that were running; rerunning finishes the rest.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -164,7 +165,13 @@ def run_directory(config: Config, output: str | os.PathLike | None = None) -> Pa
 def _comparable(config: Config) -> dict:
     described = resolved_dict(config)
     described.pop("name", None)  # the name only picks the default directory
+    if config.lattice.structure_file is not None:  # the file's content, not its path
+        described["lattice"]["structure"] = _file_digest(config.lattice.structure_file)
     return described
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_run_directory(config: Config, run_dir: Path) -> bool:
@@ -196,6 +203,10 @@ def _prepare(config: Config, run_dir: Path) -> None:
     exists = check_run_directory(config, run_dir)
     (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
     if not exists:
+        structure = config.lattice.structure_file
+        if structure is not None:  # the run directory stays complete without its source
+            with store.atomic_write(run_dir / Path(structure).name) as temporary:
+                shutil.copyfile(structure, temporary)
         with store.atomic_write(run_dir / "config.toml") as temporary:
             shutil.copyfile(config.source, temporary)
     for stale in (run_dir / "tasks").glob(".task-*.tmp.*"):

@@ -16,7 +16,8 @@ dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded):
                                        +kmc_lattice_dimension d
             edges
                 step, time             hard links to position/step and position/time
-                value    float64 (F, 3) +unit "nm"; padded axes hold a placeholder (see below)
+                value    float64 (F, 3) +unit "nm"; padded axes hold a placeholder (see below);
+                         (F, 3, 3) box vectors as rows for a triclinic structure supercell
         lattice_site
             step, time                 hard links to position/step and position/time
             value    int32 (F, N)      lattice site index of each ion in each frame
@@ -121,7 +122,7 @@ class TaskData:
     times: np.ndarray  # (F,) s, frame times of the production run, times[0] == 0
     positions: np.ndarray  # (F, N, d) float64 unwrapped ion positions, Å, d in {1, 2, 3}
     sites: np.ndarray  # (F, N) int32 lattice site index of each ion in each frame
-    box: np.ndarray  # (d,) float64 periodic orthorhombic box edges, Å
+    box: np.ndarray  # (d,) float64 orthorhombic box edges, or (3, 3) triclinic box vectors, Å
     species: str  # "Li" or "Na"
     parameters: dict  # fully resolved config: nested str -> (str|int|float|bool|list|dict)
     task: int  # task index
@@ -212,7 +213,10 @@ def _validate(data: TaskData) -> dict[str, Any]:
     info = np.iinfo(np.int32)
     if sites.size and (sites.min() < info.min or sites.max() > info.max):
         raise ValueError("sites do not fit in int32")
-    if box.shape != (dim,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
+    if box.shape == (dim, dim) and dim == 3:  # a triclinic box: its vectors as rows
+        if not np.all(np.isfinite(box)) or not np.linalg.det(box) > 0:
+            raise ValueError(f"box vectors must be finite and right-handed, got {data.box!r}")
+    elif box.shape != (dim,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
         raise ValueError(f"box must hold {dim} positive edge lengths, got {data.box!r}")
     if data.species not in SPECIES:
         raise ValueError(f"species must be one of {sorted(SPECIES)}, got {data.species!r}")
@@ -294,13 +298,18 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     box.attrs["dimension"] = np.int32(3)
     _set_fixed_string_array(box.attrs, "boundary", ["periodic"] * dim + ["none"] * (3 - dim))
     box.attrs["kmc_lattice_dimension"] = np.int32(dim)
-    edges_nm = np.full(3, d["box"].max() / ANGSTROM_PER_NM)
-    edges_nm[:dim] = d["box"] / ANGSTROM_PER_NM
+    if d["box"].ndim == 2:  # triclinic: H5MD's (3, 3) box vectors
+        edges_nm = d["box"] / ANGSTROM_PER_NM
+    else:
+        edges_nm = np.full(3, d["box"].max() / ANGSTROM_PER_NM)
+        edges_nm[:dim] = d["box"] / ANGSTROM_PER_NM
     if n_frames:
         edges = box.create_group("edges")
         edges["step"] = step
         edges["time"] = time
-        edge_value = edges.create_dataset("value", data=np.tile(edges_nm, (n_frames, 1)))
+        edge_value = edges.create_dataset(
+            "value", data=np.tile(edges_nm, (n_frames,) + (1,) * edges_nm.ndim)
+        )
     else:  # no frames (run.method = "network"): H5MD's time-independent box
         edge_value = box.create_dataset("edges", data=edges_nm)
     edge_value.attrs["unit"] = "nm"
@@ -533,7 +542,7 @@ def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
     times = np.asarray(traj["position/time"][()], dtype=np.float64)
     edges = box_group["edges"]
     edges = edges[()] if isinstance(edges, h5py.Dataset) else edges["value"][0]
-    box = np.asarray(edges[:dim], dtype=np.float64) * ANGSTROM_PER_NM
+    box = np.asarray(edges[:dim], dtype=np.float64) * ANGSTROM_PER_NM  # (d,) or (3, 3)
     if with_positions:
         positions = np.asarray(value[:, :, :dim], dtype=np.float64) * ANGSTROM_PER_NM
         sites = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)

@@ -61,7 +61,7 @@ class HopType:
     label: str
     length: float  # Å
     ends: tuple[str, str]  # site type labels of the two ends
-    per_site: dict[str, int]  # hops of this type out of one site, per site type
+    per_site: dict[str, float]  # hops of this type out of one site (mean), per site type
     direction: tuple[float, float, float]  # unit vector of one representative hop
     count: int  # bonds of this type per cell
 
@@ -135,8 +135,8 @@ class Structure:
         lines += ["", "hop types (crystal.saddle_energy keys)"]
         rows = []
         for t in self.hop_type_info:
-            per_site = ", ".join(f"{n} from {label}" for label, n in t.per_site.items())
-            direction = "(" + ", ".join(f"{x:+.3f}" for x in t.direction) + ")"
+            per_site = ", ".join(f"{n:.3g} from {label}" for label, n in t.per_site.items())
+            direction = "(" + ", ".join(f"{x + 0.0:+.3f}" for x in t.direction) + ")"
             rows.append(
                 [t.label, f"{t.length:.4f}", f"{t.ends[0]}-{t.ends[1]}", per_site,
                  str(t.count), direction, _axis_name(self.cell, t.direction)]
@@ -403,9 +403,8 @@ def _hop_types(pairs, orbit, positions, cell, site_types, site_info):
         members = np.flatnonzero(orbit == o)
         starts = site_types[[pairs[n][0] for n in members]]
         per_site = {}
-        for t in np.unique(starts):
-            n_start = int(np.sum(starts == t))
-            per_site[labels[t]] = n_start // site_info[t].count
+        for t in np.unique(starts):  # a whole number when the types are symmetry orbits
+            per_site[labels[t]] = float(np.sum(starts == t)) / site_info[t].count
         n0 = members[0]
         ends = sorted((labels[site_types[pairs[n0][0]]], labels[site_types[pairs[n0][1]]]))
         rep = vectors[n0] / lengths[n0]

@@ -977,3 +977,94 @@ def test_quickstart_as_the_readme_says(background):
     assert not np.any(diffusive[phi == 0.1])
     # the amorphous phase conducts, the crystal (1.6 eV barriers) does not
     assert np.all(d_tracer[phi == 1.0] > 1e3 * d_tracer[phi == 0.0])
+
+
+# --------------------------------------------------------------------------- structures
+
+_STRUCTURE_CONFIG = """\
+name = "olivine"
+[lattice]
+kind = "structure"
+structure = "LiFePO4_olivine.cif"
+mobile = "Li"
+cutoff = 6.0
+supercell = [1, 3, 2]
+[ions]
+count = 8
+exclusion = false
+[crystal]
+saddle_energy = {H1 = 0.3, H2 = 0.65, H3 = 0.8, H4 = 0.8}
+[amorphous]
+saddle_energy = 0.5
+[run]
+method = "network"
+replicas = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def structure_run(work, repo_root) -> tuple[Path, Path]:
+    """A finished network run on olivine LiFePO4 (its CIF copied beside the config)."""
+    pytest.importorskip("ase")
+    folder = work / "structure"
+    folder.mkdir()
+    shutil.copy(repo_root / "structures" / "LiFePO4_olivine.cif", folder)
+    config = write(folder / "olivine.toml", _STRUCTURE_CONFIG)
+    run_dir = folder / "run"
+    ok(kmc("run", config, "-o", run_dir))
+    return config, run_dir
+
+
+def test_structure_run_is_complete_without_its_source(structure_run, tmp_path):
+    """The run directory keeps a copy of the structure: moved away from the config and the
+    CIF, it still analyzes and resumes (nothing to redo), and its D tensor is the olivine
+    one (b fastest)."""
+    _, run_dir = structure_run
+    assert (run_dir / "LiFePO4_olivine.cif").is_file()
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved)
+    out = analyze_json(moved)
+    record = out["tasks"][0]
+    assert record["D_tracer_yy"] > 1e3 * record["D_tracer_xx"]
+    again = ok(kmc("run", moved / "config.toml", "-o", moved))
+    assert "1 already complete" in again.stderr or "already" in again.stderr
+
+
+def test_inspect_prints_sites_and_hop_types(structure_run):
+    config, _ = structure_run
+    out = ok(kmc("inspect", config)).stdout
+    assert "Pnma (62)" in out and "Li1" in out and "4a" in out
+    assert re.search(r"H1\s+3\.003\d\s+Li1-Li1\s+2 from Li1", out)
+    assert "crystal.saddle_energy = {H1 = 0.3" in out
+
+
+@pytest.mark.parametrize(
+    ("edits", "key"),
+    [
+        ((('structure = "LiFePO4_olivine.cif"', 'structure = "nowhere.cif"'),),
+         "lattice.structure"),
+        ((('structure = "LiFePO4_olivine.cif"', 'structure = "garbage.cif"'),),
+         "lattice.structure"),
+        ((('mobile = "Li"', 'mobile = "Na"'),), "lattice.mobile"),
+        ((("cutoff = 6.0", "cutoff = 2.0"),), "lattice.cutoff"),
+        ((("supercell = [1, 3, 2]", "supercell = [1, 3, 1]"),), "lattice.supercell"),
+        ((("H4 = 0.8}", "H4 = 0.8, H9 = 1.0}"),), "crystal.saddle_energy.H9"),
+        (((", H4 = 0.8}", "}"),), "crystal.saddle_energy"),
+        ((('kind = "structure"', 'kind = "structure"\ncells = [2, 2, 2]'),), "lattice.cells"),
+        ((('mobile = "Li"\n', ""),), "lattice.mobile"),
+    ],
+    ids=["missing-file", "unreadable", "no-mobile-site", "no-hops", "small-supercell",
+         "unknown-hop-type", "missing-hop-type", "cells-with-structure", "no-mobile-key"],
+)  # fmt: skip
+def test_bad_structure_input_exits_2_and_touches_nothing(structure_run, edits, key):
+    config, run_dir = structure_run
+    (config.parent / "garbage.cif").write_text("data_x\nnot a crystal at all\n")
+    before = snapshot(run_dir)
+    bad = write(config.parent / "bad.toml", edit(_STRUCTURE_CONFIG, *edits))
+    for command in (("run", bad, "-o", run_dir), ("inspect", bad)):
+        process = kmc(*command)
+        assert process.returncode == 2, process.stderr
+        lines = process.stderr.strip().splitlines()
+        assert len(lines) == 1 and f": {key}: " in lines[0], lines
+        assert "Traceback" not in process.stderr
+    assert snapshot(run_dir) == before

@@ -32,7 +32,13 @@ import scipy.constants
 import scipy.stats
 
 import kmc.results
-from kmc.analysis import BOLTZMANN_EV, MIN_GROWTH_HOPS2, diffusion_coefficient
+from kmc.analysis import (
+    BOLTZMANN_EV,
+    MIN_GROWTH_HOPS2,
+    diffusion_coefficient,
+    tensor_keys,
+    tensor_observables,
+)
 from kmc.config import expand_tasks, load_config, resolved_dict
 from kmc.results import RunResults, analyze_run, read_results, write_results
 from kmc.runner import run as kmc_run
@@ -55,6 +61,15 @@ CELLS = {1: [256], 2: [16, 16], 3: [8, 8, 8]}
 OBS = ("D_tracer", "D_jump", "haven_ratio", "conductivity")
 BOUNDED = ("D_tracer", "D_jump", "conductivity")
 UPPER = tuple(f"{key}_upper" for key in BOUNDED)
+#: The diffusion-tensor components of a 3D run, in record order
+TENSOR = (
+    "D_tracer_xx", "D_tracer_yy", "D_tracer_zz", "D_tracer_xy", "D_tracer_xz", "D_tracer_yz",
+    "D_jump_xx", "D_jump_yy", "D_jump_zz",
+)  # fmt: skip
+#: An anisotropic shape of the synthetic diffusion tensor, D_ab = true_d(T, φ) · SHAPE_ab:
+#: trace / 3 = 1 (so D_tracer is true_d as for the isotropic runs), D_xx ≠ D_yy ≠ D_zz and
+#: off-diagonal elements of both signs (positive definite: eigenvalues ≈ 1.73, 0.94, 0.33).
+SHAPE = np.array([[1.6, 0.3, 0.0], [0.3, 1.0, -0.2], [0.0, -0.2, 0.4]])
 
 CONFIG = """\
 name = "synthetic"
@@ -131,12 +146,15 @@ def synthetic_task(
     caged: bool = False,
     exact: bool = False,
     ea_range: tuple[float, float] = EA_RANGE,
+    shape: np.ndarray | None = None,
 ) -> TaskData:
     """Brownian trajectory with D = true_d(T, φ), FRAME_HOPS hops per axis per frame, and
     (like the lattice-gas kernel's) its summed displacement FINE times finer than the frames;
     with ``caged`` the ions instead sit anywhere within ±HOP of their start (per axis,
     uniform and independently at every sample); with ``exact`` no trajectory at all, only
-    the exact D stored (what run.method = "network" writes)."""
+    the exact D (and tensor) stored (what run.method = "network" writes). ``shape`` (d × d,
+    trace d) makes the tensor anisotropic: D_ab = true_d · shape_ab, increments of
+    covariance 2 D dt (default: the identity)."""
     temperature = task.config.run.temperature
     fraction = task.config.microstructure.amorphous_fraction
     d_a2 = true_d(temperature, fraction) * 1e16  # Å²/s
@@ -144,6 +162,7 @@ def synthetic_task(
     rng = np.random.default_rng([11, task.index])
     start = rng.uniform(0.0, 8.0, size=(1, n_ions, dim))
     n_fine = FINE * (n_frames - 1) + 1
+    shape = np.eye(dim) if shape is None else np.asarray(shape)
     fine_times = collective = None
     if exact:
         n_frames = 0
@@ -152,8 +171,8 @@ def synthetic_task(
         if caged:
             fine = start + rng.uniform(-HOP, HOP, size=(n_fine, n_ions, dim))
         else:
-            scale = math.sqrt(2.0 * d_a2 * dt / FINE)
-            steps = rng.normal(size=(n_fine - 1, n_ions, dim)) * scale
+            chol = np.linalg.cholesky(2.0 * d_a2 * dt / FINE * shape)
+            steps = rng.normal(size=(n_fine - 1, n_ions, dim)) @ chol.T
             fine = np.concatenate([start, start + np.cumsum(steps, axis=0)])
         positions = fine[::FINE]
         fine_times = dt / FINE * np.arange(n_fine)
@@ -185,6 +204,7 @@ def synthetic_task(
     if exact:
         d_cm2 = true_d(temperature, fraction)
         observables.update(D_tracer=d_cm2, D_jump=d_cm2, haven_ratio=1.0, conductivity=1e-3)
+        observables.update(tensor_observables(d_cm2 * shape, d_cm2 * shape))
         for key in (*UPPER, "msd_growth", "slope_ratio"):
             observables[key] = math.nan
         observables["hops"] = 0
@@ -222,6 +242,7 @@ def make_run(
     caged: Callable | None = None,
     exact: bool = False,
     ea_range: tuple[float, float] = EA_RANGE,
+    shape: np.ndarray | None = None,
 ) -> Path:
     """A complete synthetic run directory under ``root``; ``caged(task)`` picks the tasks
     whose ions only rattle."""
@@ -248,6 +269,7 @@ def make_run(
             caged=caged is not None and caged(task),
             exact=exact,
             ea_range=ea_range,
+            shape=shape,
         )
         write_task(run / "tasks" / task_filename(task.index), data, compression=None)
     return run
@@ -267,12 +289,13 @@ def results(run_dir) -> RunResults:
 
 TASK_KEYS = [
     "task", "replica", "landscape", *DEFAULT_SWEEP, "hops", "simulated_time", "kernel_seconds",
-    *OBS, *UPPER, "diffusive", "diffusive_reason", "msd_growth", "slope_ratio", "Ea_lower",
-    "Ea_upper",
+    *OBS, *UPPER, "diffusive", "diffusive_reason", "msd_growth", "slope_ratio", *TENSOR,
+    "Ea_lower", "Ea_upper",
 ]  # fmt: skip
 SUMMARY_KEYS = [
     *DEFAULT_SWEEP, "replicas", "diffusive_replicas", "diffusive", "note",
     *(c for k in OBS for c in (k, f"{k}_err")), *UPPER,
+    *(c for k in TENSOR for c in (k, f"{k}_err")),
 ]  # fmt: skip
 LANDSCAPE_FIT_KEYS = [
     "microstructure.amorphous_fraction", "replica", "landscape", "temperatures", "Ea_lower",
@@ -752,6 +775,131 @@ def test_task_without_trajectory_keeps_stored_values(tmp_path, monkeypatch):
     assert res.tasks[0]["D_tracer"] > 0 and res.tasks[0]["D_tracer"] != 2e-7
 
 
+# --------------------------------------------------------------------------- diffusion tensor
+
+#: Replicas of the anisotropic run: enough that |z| < 4 is a fair test with the standard
+#: error estimated from them (Student t, 15 degrees of freedom: P(|t| > 4) ≈ 1e-3).
+ANISO_REPLICAS = 16
+ANISO_SWEEP = {"run.temperature": [300.0, 400.0]}
+
+
+@pytest.fixture(scope="module")
+def anisotropic(tmp_path_factory) -> RunResults:
+    root = tmp_path_factory.mktemp("anisotropic")
+    return analyze_run(make_run(root, ANISO_SWEEP, replicas=ANISO_REPLICAS, shape=SHAPE))
+
+
+def test_task_records_carry_the_tensor_and_its_trace(anisotropic):
+    """Every task record holds the nine components of its 3D tensor, recomputed from the
+    trajectory; D_tracer and D_jump are the traces / 3 of the same fits (rel 1e-12)."""
+    for rec in anisotropic.tasks:
+        assert rec["diffusive"], rec
+        assert [key for key in rec if key.startswith(("D_tracer_", "D_jump_"))] == [
+            *UPPER[:2],
+            *TENSOR,
+        ]
+        assert all(isinstance(rec[key], float) for key in TENSOR)
+        diagonal = rec["D_tracer_xx"] + rec["D_tracer_yy"] + rec["D_tracer_zz"]
+        assert rec["D_tracer"] == pytest.approx(diagonal / 3, rel=1e-12)
+        jump = rec["D_jump_xx"] + rec["D_jump_yy"] + rec["D_jump_zz"]
+        assert rec["D_jump"] == pytest.approx(jump / 3, rel=1e-12)
+
+
+def test_summary_recovers_an_anisotropic_tensor(anisotropic):
+    """Exact: D*_ab = true_d(T, φ = 0.25) · SHAPE_ab (D_xx : D_yy : D_zz = 1.6 : 1.0 : 0.4,
+    D_xy = 0.3, D_xz = 0, D_yz = -0.2 in units of true_d), D_σ,aa = D*_aa (independent
+    ions). At both temperatures every component's mean over the 16 replicas lies within 4
+    standard errors (from the replicas' scatter, ``X_err``) of the exact value; the
+    diagonal's errors are below 6 % of the component."""
+    axes = {"x": 0, "y": 1, "z": 2}
+    for point in anisotropic.summary:
+        assert point["diffusive"] and point["replicas"] == ANISO_REPLICAS
+        d = true_d(point["run.temperature"], 0.25)
+        for key in TENSOR:
+            pair = key.rsplit("_", 1)[1]
+            exact = d * SHAPE[axes[pair[0]], axes[pair[1]]]
+            mean, error = point[key], point[f"{key}_err"]
+            z = (mean - exact) / error
+            assert abs(z) < Z_MAX, (key, point["run.temperature"], mean, error, exact, z)
+            if pair[0] == pair[1]:  # measured 2.4-3.3 %
+                assert error < 0.06 * abs(exact), (key, error / exact)
+
+
+def test_table_shows_the_diagonal_only_for_a_resolved_anisotropy(anisotropic, results, mixed):
+    """The summary table keeps its columns; a block of D_tracer_xx, _yy, _zz per point
+    follows when some point's diagonal differs by more than 4 standard errors (the
+    anisotropic run: D_xx - D_zz ≈ 1.2 true_d, its error ≈ 3 %), and not for isotropic
+    runs."""
+    text = anisotropic.table()
+    head = text.splitlines()[1].split()
+    assert head == [
+        "run.temperature", "replicas", "diffusive", "D_tracer", "[cm^2/s]", "D_jump",
+        "[cm^2/s]", "haven_ratio", "conductivity", "[S/cm]",
+    ]  # fmt: skip
+    assert "Diffusion tensor, diagonal" in text
+    block = text.split("Diffusion tensor, diagonal")[1].splitlines()
+    assert block[2].replace(" [cm^2/s]", "").split() == [
+        "run.temperature",
+        *(f"D_tracer_{c}{c}" for c in "xyz"),
+    ]
+    assert "D_tracer_xy" not in text and "D_jump_xx" not in text
+    assert [line.count("±") for line in block[4:6]] == [3, 3]  # one row per point
+    for isotropic in (results, mixed):
+        assert "Diffusion tensor" not in isotropic.table()
+
+
+def test_json_and_results_h5_carry_the_tensor(anisotropic, tmp_path):
+    payload = json.loads(anisotropic.to_json())
+    for rec in payload["tasks"]:
+        assert all(isinstance(rec[key], float) for key in TENSOR)
+    for rec, ours in zip(payload["summary"], anisotropic.summary, strict=True):
+        for key in TENSOR:
+            assert rec[key] == ours[key] and rec[f"{key}_err"] == ours[f"{key}_err"]
+    back = read_results(write_results(anisotropic, tmp_path / "results.h5"))
+    for name in ("tasks", "summary"):
+        for a, b in zip(getattr(anisotropic, name), getattr(back, name), strict=True):
+            assert list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    with h5py.File(tmp_path / "results.h5") as f:
+        for key in TENSOR:
+            assert f[f"tasks/{key}"].attrs["unit"] == "cm^2/s"
+            assert f[f"summary/{key}_err"].attrs["unit"] == "cm^2/s"
+            assert f[f"summary/{key}"].dtype == np.float64
+
+
+def test_non_diffusive_points_have_no_tensor(mixed):
+    """A caged task's components are nan, and so are the mean and error of every point with
+    a caged replica (no bound: the scalar D_tracer_upper bounds the trace)."""
+    for rec in mixed.tasks:
+        assert all(math.isnan(rec[key]) for key in TENSOR) == (not rec["diffusive"]), rec
+    for point in mixed.summary:
+        for key in TENSOR:
+            assert math.isnan(point[key]) == (not point["diffusive"])
+            assert f"{key}_upper" not in point
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_exact_tensor_is_kept_and_shown(tmp_path, dim):
+    """Tasks without a trajectory (run.method = "network") keep the exact tensor they
+    stored, to the bit; one replica gives no error, and the table's diagonal block is shown
+    for an exact anisotropy (> 1e-9 relative), not for an exact isotropic tensor. A 2D run
+    has the components of its two axes only."""
+    shape = np.diag([1.5, 0.5]) if dim == 2 else SHAPE
+    for name, tensor in (("aniso", shape), ("iso", np.eye(dim))):
+        res = analyze_run(
+            make_run(tmp_path / name, ANISO_SWEEP, replicas=1, dim=dim, exact=True, shape=tensor)
+        )
+        keys = tensor_keys(dim)
+        for rec in res.tasks:
+            d = true_d(rec["run.temperature"], 0.25)
+            expected = tensor_observables(d * tensor, d * tensor)
+            assert {k: rec[k] for k in keys} == expected
+            assert not any(k in rec for k in TENSOR if k not in keys)
+        for point in res.summary:
+            assert all(math.isnan(point[f"{k}_err"]) for k in keys)
+            assert not any(k in point for k in TENSOR if k not in keys)
+        assert ("Diffusion tensor, diagonal" in res.table()) == (name == "aniso")
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -807,7 +955,7 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-@pytest.mark.parametrize("which", ["results", "mixed"])
+@pytest.mark.parametrize("which", ["results", "mixed", "anisotropic"])
 def test_results_h5_round_trip(tmp_path, request, which):
     results = request.getfixturevalue(which)
     path = write_results(results, tmp_path / "results.h5")
