@@ -20,7 +20,7 @@ examples:
   kmc run configs/quickstart.toml            run a sweep (run directory runs/quickstart)
   mpiexec -n 4 kmc run configs/quickstart.toml   the same, its tasks shared among 4 ranks
   kmc run --dry-run configs/quickstart.toml  check the config and list its tasks, write nothing
-  kmc inspect configs/lifepo4_structure.toml the sites and hop types of a config's lattice
+  kmc inspect configs/lifepo4_antisite_structure.toml   sites and hop types of its lattice
   kmc analyze runs/quickstart --json         observables with error bars as one JSON object
   kmc plot runs/quickstart -o fig.pdf        D*, D_σ versus amorphous fraction (PNG/PDF/SVG)
   kmc plot runs/x --x run.temperature --by microstructure.kind -o x.svg   small multiples
@@ -258,8 +258,18 @@ def _export(args) -> None:
     if not store.is_complete(task_file):
         raise _UsageError(f"{task_file}: no complete task {args.task} in this run")
     out = _output_file(args.output or Path(args.run_dir) / f"task-{args.task}.extxyz", "-o")
-    frames = export.export_extxyz(task_file, out)
+    frames = export.export_extxyz(task_file, out, framework=_framework(Path(args.run_dir)))
     print(f"{out}: {frames} frames")
+
+
+def _framework(run_dir: Path):
+    """The framework atoms of a structure run's supercell (None for an ideal lattice)."""
+    from kmc.config import STRUCTURE, load_config
+
+    lattice = load_config(run_dir / "config.toml", check_memory=False).lattice
+    if lattice.kind != STRUCTURE:
+        return None
+    return lattice.read_structure().framework(lattice.supercell)
 
 
 def _validate(args) -> bool:

@@ -11,8 +11,11 @@ Positions are the unwrapped ion positions in Å (so they may lie outside the box
 ASE keep them as given), with zero components for the axes a 1D or 2D lattice lacks; numbers
 have 12 significant digits. The box is the periodic orthorhombic cell in Å; a missing axis
 gets the placeholder edge the task file uses (the largest real edge) and ``F`` in ``pbc``.
-``site`` is the lattice site index of the ion, ``Time`` the frame time in seconds. The text
-is written directly (ASE is not needed).
+``site`` is the lattice site index of the ion, ``Time`` the frame time in seconds. A
+triclinic box (a structure supercell) is written as its three box vectors. For a run on a
+crystal structure the framework atoms (the structure's other atoms, repeated over the
+supercell, fixed) can follow the ions in every frame, with ``site`` −1, so that OVITO shows the
+electrode with its framework. The text is written directly (ASE is not needed).
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ from kmc.store import atomic_write, read_task
 __all__ = ["export_extxyz"]
 
 
-def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+def export_extxyz(
+    task_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    framework: tuple[list[str], np.ndarray] | None = None,
+) -> int:
     """Write the trajectory of ``task_file`` to the extended-XYZ file ``out``.
+
+    ``framework`` (symbols, (M, 3) positions in Å) adds fixed atoms to every frame.
 
     Returns the number of frames written (0 for a task without a trajectory, such as one
     computed with ``run.method = "network"``; the file is then empty). The output is written
@@ -52,10 +62,18 @@ def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]
     tail = f' pbc="{pbc}"\n'
     row = f"{data.species} {{}} {{}} {{}} {{}}\n"
     zeros = ["0.0"] * (3 - dim)
+    fixed = ""
+    if framework is not None:
+        symbols, where = framework
+        fixed = "".join(
+            f"{symbol} {' '.join(_number(c) for c in xyz)} -1\n"
+            for symbol, xyz in zip(symbols, np.asarray(where).tolist(), strict=True)
+        )
+    n_atoms = n_ions + (len(framework[0]) if framework is not None else 0)
 
     with atomic_write(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         for frame in range(n_frames):
-            handle.write(f"{n_ions}\n{head}{_number(data.times[frame])}{tail}")
+            handle.write(f"{n_atoms}\n{head}{_number(data.times[frame])}{tail}")
             coords = positions[frame].tolist()
             sites = data.sites[frame].tolist()
             handle.write(
@@ -63,6 +81,7 @@ def export_extxyz(task_file: str | os.PathLike[str], out: str | os.PathLike[str]
                     row.format(*[_number(c) for c in xyz], *zeros, site)
                     for xyz, site in zip(coords, sites, strict=True)
                 )
+                + fixed
             )
     return n_frames
 

@@ -116,6 +116,13 @@ class Structure:
         except ValueError as exc:
             raise StructureError("supercell", str(exc)) from None
 
+    def framework(self, supercell: tuple[int, ...] | list[int]) -> tuple[list[str], np.ndarray]:
+        """The framework atoms (symbols, (M, 3) Cartesian Å) repeated over a supercell, for
+        export next to the ions."""
+        shifts = np.array(list(np.ndindex(*supercell)), dtype=float) @ self.cell
+        positions = (shifts[:, None, :] + self.framework_positions[None]).reshape(-1, 3)
+        return list(self.framework_symbols) * len(shifts), positions
+
     def describe(self) -> str:
         """The sites and hop types found, as text tables (what ``kmc inspect`` prints)."""
         from kmc.texttable import text_table

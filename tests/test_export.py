@@ -9,9 +9,9 @@ from kmc.export import export_extxyz
 from kmc.store import TaskData, read_task, write_task
 
 
-def make_task_file(tmp_path, dim: int, n_frames: int = 6, n_ions: int = 5):
+def make_task_file(tmp_path, dim: int, n_frames: int = 6, n_ions: int = 5, box=None):
     rng = np.random.default_rng(dim)
-    box = np.array([13.6, 10.2, 6.8][:dim])
+    box = np.array([13.6, 10.2, 6.8][:dim]) if box is None else box
     steps = rng.choice([-3.4, 0.0, 3.4], size=(n_frames - 1, n_ions, dim))
     start = rng.uniform(0, 6.8, size=(1, n_ions, dim))
     data = TaskData(
@@ -71,3 +71,21 @@ def test_export_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         export_extxyz(tmp_path / "task-000000.h5md", tmp_path / "out.xyz")
     assert not (tmp_path / "out.xyz").exists()
+
+
+def test_triclinic_box_and_framework(tmp_path):
+    """A triclinic box comes back as its three vectors, and framework atoms follow the ions
+    in every frame, unchanged, with site -1."""
+    ase_io = pytest.importorskip("ase.io")
+    box = np.array([[13.6, 0.0, 0.0], [2.0, 10.2, 0.0], [1.0, 1.5, 6.8]])
+    task_file = make_task_file(tmp_path, 3, box=box)
+    framework = (["Fe", "O"], np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    out = tmp_path / "traj.extxyz"
+    assert export_extxyz(task_file, out, framework=framework) == 6
+    stored = read_task(task_file)
+    for k, atoms in enumerate(ase_io.read(out, index=":", format="extxyz")):
+        np.testing.assert_allclose(atoms.cell.array, box, rtol=1e-12)
+        assert atoms.get_chemical_symbols() == ["Li"] * 5 + ["Fe", "O"]
+        np.testing.assert_allclose(atoms.positions[:5], stored.positions[k], atol=1e-9)
+        np.testing.assert_allclose(atoms.positions[5:], framework[1], atol=1e-12)
+        assert list(atoms.arrays["site"][5:]) == [-1, -1]

@@ -217,6 +217,16 @@ def test_olivine_anisotropy_and_antisite_blocking():
     assert d_cut[2, 2] == pytest.approx(d[2, 2], rel=0.2)  # across channels: barely touched
 
 
+def test_framework_repeats_over_the_supercell():
+    """Olivine's framework (Fe4 P4 O16 per cell) repeated over 2 x 3 x 1 cells: 6 copies,
+    shifted by whole cell vectors."""
+    read = structure.read(OLIVINE, "Li", 6.0)
+    symbols, positions = read.framework((2, 3, 1))
+    assert len(symbols) == 6 * 24 and symbols.count("Fe") == 24
+    shift = positions[24:48] - positions[:24]
+    np.testing.assert_allclose(shift, np.tile(read.cell[1], (24, 1)), atol=1e-12)
+
+
 def test_maricite_has_no_short_na_hop():
     """Maricite NaFePO4: Na on one 4c orbit, no Na–Na distance below 4.3 Å (no channels)."""
     read = structure.read(MARICITE, "Na", 5.1)
