@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kmc import analysis, kernel, landscape, lattice, network, percolation, units
+from kmc import analysis, kernel, landscape, network, percolation, units
 from kmc.config import Config, Task, resolved_dict
 from kmc.store import TaskData
 
@@ -22,7 +22,7 @@ from kmc.store import TaskData
 def build_landscape(config: Config, rng: np.random.Generator) -> landscape.Landscape:
     """The landscape realization a (sweep-free) config describes."""
     lat_cfg, micro = config.lattice, config.microstructure
-    lat = lattice.build(lat_cfg.kind, lat_cfg.cells, lat_cfg.hop_distance)
+    lat = lat_cfg.build()
     blocked = landscape.blocked_sites(lat, lat_cfg.blocked_fraction, rng)
     amorphous = landscape.microstructure(
         lat,
