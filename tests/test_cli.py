@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import kmc.runner  # before any capsys: see below
-from kmc.analysis import fit_window
+from kmc.analysis import TENSOR_KEYS, fit_window
 from kmc.store import is_complete, read_task, task_filename
 
 # kmc.runner is imported here, before any test's capsys: its run(..., log=sys.stderr) binds
@@ -151,6 +151,7 @@ TASK_KEYS = {
     "percolating_z",
     "spanning_fraction",
     "critical_barrier",
+    *TENSOR_KEYS,  # the test configs are cubic: every component applies
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
