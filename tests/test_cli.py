@@ -484,6 +484,7 @@ def test_analyze_json_records(serial_run, serial_json):
     expected = {"microstructure.amorphous_fraction", "replicas", "diffusive_replicas"}
     expected |= {"diffusive", "note", *UPPER}
     expected |= {f"{key}{suffix}" for key in OBSERVABLES for suffix in ("", "_err")}
+    expected |= {f"{key}{suffix}" for key in TENSOR_KEYS for suffix in ("", "_err")}
     percolation_keys = ("percolating", "spanning_fraction", "critical_barrier")
     expected |= {f"{key}{suffix}" for key in percolation_keys for suffix in ("", "_err")}
     for point, record in zip(PHI, summary, strict=True):
