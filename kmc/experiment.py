@@ -165,6 +165,10 @@ def _task_data(
             "landscape": task.landscape,
             "landscape_spawn_key": list(task.landscape_seed.spawn_key),
             "landscape_digest": land.digest(),
+            # what the estimators need, typed, so that analysis never reads the config schema
+            "temperature": float(task.config.run.temperature),
+            "hop_distance": float(land.lattice.hop_distance),
+            "volume": float(land.lattice.volume),
         },
         task=task.index,
         seed_entropy=task.seed.entropy,

@@ -296,16 +296,23 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
         return out
-    config = data.parameters["config"]
-    hop_distance = float(config["lattice"]["hop_distance"])
+    params = data.parameters
+    if "hop_distance" in params:  # the task's own metadata
+        temperature, hop_distance = float(params["temperature"]), float(params["hop_distance"])
+        box_volume = float(params["volume"])
+    else:  # a file of an earlier version (an ideal lattice): from its stored config
+        config = params["config"]
+        temperature = float(config["run"]["temperature"])
+        hop_distance = float(config["lattice"]["hop_distance"])
+        box_volume = volume(data.box, hop_distance)
     collective = None
     if data.collective is not None:
         collective = (data.collective_times, data.collective)
     result = analysis.transport(
         data.times,
         data.positions,
-        temperature=float(config["run"]["temperature"]),
-        volume=volume(data.box, hop_distance),
+        temperature=temperature,
+        volume=box_volume,
         hop_distance=hop_distance,
         charge=1,  # Li+ and Na+
         collective=collective,
