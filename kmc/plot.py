@@ -5,8 +5,9 @@ The figure is a grid of panels that share one logarithmic D axis (constrained la
 - **Rows.** D* (filled markers, solid lines) in the first row and D_σ (open markers, dashed
   lines) in the second, against the x key: one row each rather than both in one panel, so
   that 30 and more curves stay readable. When the summary records carry ``percolating``
-  (results written since kmc.percolation; older ones give the figure without this row), a
-  third row holds the percolation of the amorphous phase against x on a linear 0–1 axis:
+  (results written since kmc.percolation; older ones give the figure without this row) and
+  some landscape has amorphous sites (a ``spanning_fraction`` that is not nan), a third
+  row holds the percolation of the amorphous phase against x on a linear 0–1 axis:
   the spanning probability (mean of ``percolating``; filled markers, solid lines) and the
   spanning fraction (``spanning_fraction``; open markers, dashed lines), in black. These are
   properties of the landscape, which does not depend on the temperature, so one curve is
@@ -387,8 +388,11 @@ class _Plan:
             for row in self.summary
             for column, *_ in _OBSERVABLES
         )
-        # results written since kmc.percolation carry it (older ones: no percolation row)
-        self.percolation = any("percolating" in row for row in self.summary)
+        # results written since kmc.percolation carry it (older ones: no percolation row);
+        # a run without amorphous sites (spanning_fraction nan everywhere) has nothing to show
+        self.percolation = any(
+            "percolating" in row and _finite(row.get("spanning_fraction")) for row in self.summary
+        )
         self.has_outside = self.arrhenius and any(
             math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
@@ -797,6 +801,13 @@ def _decorate(
         ax.set_xlabel(_axis_label(plan.x_key) if x_panel else "1000 / T [1/K]")
     if x_panel and plan.x_key in (None, FRACTION_KEY):
         ax.set_xlim(-0.05, 1.05)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _decorate_percolation(ax, plan: _Plan, col: int) -> None:

@@ -4,12 +4,13 @@ For each structure: composition, space group (spglib, if installed),
 P-O / Fe-O / mobile-ion-O bond lengths, and mobile-ion--mobile-ion distance
 shells up to 6 A (distance, number of neighbours per site).
 """
+
 import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import ase.io
+import numpy as np
 from ase.neighborlist import neighbor_list
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,8 @@ def main():
             b = bonds(at, c, o, r)
             vals = np.concatenate(list(b.values()))
             first = next(iter(b.values()))
-            print(f"   {c}-O per site: {np.round(first, 3)}  (range {vals.min():.3f}-{vals.max():.3f})")
+            spread = f"{vals.min():.3f}-{vals.max():.3f}"
+            print(f"   {c}-O per site: {np.round(first, 3)}  (range {spread})")
         sh, same, n = shells(at, ion)
         print(f"   {ion}-{ion} shells up to 6 A ({n} {ion} sites; all sites identical: {same}):")
         for dist, cnt in sh:

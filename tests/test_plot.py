@@ -474,6 +474,17 @@ def test_percolation_points_without_data_are_counted(nafepo4_percolation):
     assert np.isnan(solid.get_ydata()[1:]).all()
 
 
+def test_no_percolation_row_without_amorphous_sites():
+    """A run without amorphous sites (olivine antisites: spanning_fraction nan everywhere,
+    percolating 0) gets no percolation row: there is no amorphous phase to span."""
+    results = synthetic_results(percolation=True)
+    for row in results.summary:
+        row["percolating"], row["spanning_fraction"] = 0.0, math.nan
+    fig = no_warnings(make_figure, results)
+    assert panels(fig, "percolation:") == []
+    assert panels(fig, "x:D_tracer:")
+
+
 def test_results_without_percolation_give_todays_figure(nafepo4, nafepo4_percolation):
     for by in (None, KIND):
         for results in (nafepo4, synthetic_results(schema="old")):
