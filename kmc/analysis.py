@@ -32,6 +32,7 @@ from kmc.units import BOLTZMANN_EV
 
 __all__ = [
     "BOLTZMANN_EV",
+    "FIELD_KEYS",
     "MIN_FRAMES",
     "TENSOR_KEYS",
     "DiffusiveTest",
@@ -559,6 +560,12 @@ TENSOR_KEYS = (
 )
 
 
+#: What a task driven by an applied field reports besides D (see :func:`transport`): the drift
+#: velocity along the field (cm/s) with its error from the ion groups, the mobility
+#: (cm²/V/s) and the field-driven conductivity σ_E = n q v / |E| (S/cm).
+FIELD_KEYS = ("drift_velocity", "drift_velocity_err", "mobility", "conductivity_field")
+
+
 def tensor_keys(dim: int) -> tuple[str, ...]:
     """The tensor components a lattice of ``dim`` (1, 2 or 3) Cartesian axes reports, in
     :data:`TENSOR_KEYS` order: 1D ``D_tracer_xx``, ``D_jump_xx``; 2D adds ``_yy`` and
@@ -644,6 +651,7 @@ def transport(
     charge: int = 1,
     collective: tuple[ArrayLike, ArrayLike] | None = None,
     martingale: bool = False,
+    field: ArrayLike | None = None,
 ) -> dict:
     """All transport observables of one trajectory (one task).
 
@@ -668,6 +676,12 @@ def transport(
     martingale : bool, optional
         True if the landscape has uniform rates and no blocked site, so that D_σ may be read
         from the first lag alone (:func:`collective_window`).
+    field : (d,) array_like, optional
+        The applied field in V/cm the run was driven by (None or zero: none). The drift
+        velocity v is then the mean ion displacement over the run divided by its length,
+        and every MSD is taken about the drift, of Δr − v τ, divided by 1 − τ/(N T) (tracer)
+        or 1 − τ/T (collective): the variance that subtracting an estimated v removes, exact
+        for increments without memory. The :data:`FIELD_KEYS` are added.
 
     Returns
     -------
@@ -691,6 +705,11 @@ def transport(
         The components share the run's diffusive verdict (nan, without bounds, when it is
         not diffusive) and are not tested one by one: an axis without long-range transport
         gives a component near 0 (either sign), to be judged by its error over replicas.
+        With a field: ``drift_velocity`` (cm/s, v·Ê), ``drift_velocity_err`` (its standard
+        error over the ion groups), ``mobility`` (v·Ê/|E|, cm²/V/s) and
+        ``conductivity_field`` (n q v·Ê / |E|, S/cm); nan when the run is not diffusive
+        about the drift (ions stuck in finite clusters polarize, and a drift measured
+        before they have done so is not the steady state's).
     """
     t, dt = _check_times(times)
     if t.size < MIN_FRAMES:
@@ -700,9 +719,22 @@ def transport(
     volume = _check_positive("volume", volume)
     n_ions, dim = p.shape[1], p.shape[2]
     groups = ERROR_GROUPS if n_ions >= 2 * ERROR_GROUPS else (n_ions if n_ions >= 4 else 1)
+    e_field = _check_field(field, dim)
+    if e_field is not None:
+        drift, drift_err = _drift(t, p, e_field, groups)
+        p = p - drift * (t - t[0])[:, None, None]  # positions about the drift
 
     tracer, coll, per_group, products = _msd_sums(p, groups=groups, cross=1 < dim <= 3)
     lags = dt * np.arange(1, t.size)
+    if e_field is not None:  # restore the variance the estimated drift removed
+        # (at the last lag, T, nothing is left for one ion or the collective: nan there)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kept = 1.0 - lags / (n_ions * (t[-1] - t[0]))
+            tracer[1:] /= kept[:, None]
+            per_group[:, 1:] /= kept
+            if products is not None:
+                products[1:] /= kept[:, None]
+            coll[1:] /= (1.0 - lags / (t[-1] - t[0]))[:, None]
     tracer_sum = tracer[1:].sum(axis=1)
     test = diffusive_test(lags, tracer_sum, hop_distance, per_group[:, 1:] if groups >= 4 else None)
     window = _tracer_window(lags)
@@ -718,7 +750,9 @@ def transport(
     if collective is None:
         c_lags, c_axes = lags, coll[1:]  # (L, d): per axis
     else:
-        c_lags, c_axes = _collective_series(collective, t, dim, n_ions)
+        c_lags, c_axes = _collective_series(
+            collective, t, dim, n_ions, None if e_field is None else drift
+        )
     c_msd = c_axes.sum(axis=1)
     c_window = collective_window(c_lags.size, martingale)
     if c_window.stop - c_window.start == 1:
@@ -772,6 +806,17 @@ def transport(
         )
     else:
         result.update(dict.fromkeys(tensor_keys(dim), math.nan))
+    if e_field is not None:
+        magnitude = float(np.linalg.norm(e_field))
+        along = float(drift @ e_field) / magnitude * units.ANGSTROM_TO_CM  # cm/s
+        ok = test.diffusive
+        result["drift_velocity"] = along if ok else math.nan
+        result["drift_velocity_err"] = drift_err * units.ANGSTROM_TO_CM if ok else math.nan
+        result["mobility"] = along / magnitude if ok else math.nan
+        result["conductivity_field"] = (
+            density * units.PER_A3_TO_PER_CM3 * charge * units.ELEMENTARY_CHARGE * along
+            / magnitude if ok else math.nan
+        )  # fmt: skip
     fitted = lags[window]
     result.update(
         diffusive=test.diffusive,
@@ -787,10 +832,46 @@ def transport(
     return result
 
 
+def _check_field(field: ArrayLike | None, dim: int) -> np.ndarray | None:
+    """The field as a (d,) float array in V/cm, or None for no (or a zero) field."""
+    if field is None:
+        return None
+    try:
+        e = np.asarray(field, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"field must be {dim} numbers in V/cm, got {field!r}") from None
+    if e.shape != (dim,) or not np.all(np.isfinite(e)):
+        raise ValueError(f"field must be {dim} finite components in V/cm, got {field!r}")
+    return e if np.any(e) else None
+
+
+def _drift(
+    t: np.ndarray, p: np.ndarray, field: np.ndarray, groups: int
+) -> tuple[np.ndarray, float]:
+    """Drift velocity (Å/s, (d,)): the mean displacement over the run / its length (for a
+    steady state the increments are stationary, so this is unbiased); and the standard
+    error of its component along the field from the scatter of the ion groups (nan with
+    fewer than 4 groups)."""
+    span = t[-1] - t[0]
+    moved = (np.asarray(p[-1], dtype=np.float64) - p[0]) / span  # (N, d)
+    unit = field / np.linalg.norm(field)
+    if groups < 4:
+        return moved.mean(axis=0), math.nan
+    member = np.arange(moved.shape[0]) * groups // moved.shape[0]
+    along = moved @ unit
+    means = np.bincount(member, weights=along) / np.bincount(member)
+    return moved.mean(axis=0), float(np.std(means, ddof=1) / math.sqrt(groups))
+
+
 def _collective_series(
-    collective: tuple[ArrayLike, ArrayLike], frame_times: np.ndarray, dim: int, n_ions: int
+    collective: tuple[ArrayLike, ArrayLike],
+    frame_times: np.ndarray,
+    dim: int,
+    n_ions: int,
+    drift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a fine (times, Σ_i Δr_i) series; return its lags and its MSD / N per axis."""
+    """Validate a fine (times, Σ_i Δr_i) series; return its lags and its MSD / N per axis
+    (with a drift (Å/s): of Σ_i Δr_i − N v t, divided by 1 − τ/T, as in :func:`transport`)."""
     c_t, _ = _check_times(collective[0])
     series = np.asarray(collective[1], dtype=np.float64)
     if series.shape != (c_t.size, dim):
@@ -801,8 +882,13 @@ def _collective_series(
         raise ValueError("collective displacement must be finite")
     if abs(c_t[-1] - frame_times[-1]) > _TIME_RTOL * frame_times[-1]:
         raise ValueError("collective displacement must span the same run as the frames")
-    msd_c = _series_msd(series)[1:] / n_ions  # (M - 1, d): per axis
     lags_c = (c_t[1] - c_t[0]) * np.arange(1, c_t.size)
+    if drift is not None:
+        series = series - n_ions * drift * (c_t - c_t[0])[:, None]
+    msd_c = _series_msd(series)[1:] / n_ions  # (M - 1, d): per axis
+    if drift is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):  # the last lag: nan
+            msd_c /= (1.0 - lags_c / (c_t[-1] - c_t[0]))[:, None]
     return lags_c, msd_c
 
 

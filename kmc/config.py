@@ -39,6 +39,8 @@ key                                        type            unit       default   
 ``run.frames``                             int             frames     100               no
 ``run.replicas``                           int             —          4                 no
 ``run.seed``                               int             —          0                 no
+``run.field``                              float or list   V/cm       0.0               no
+``run.field_direction``                    list            —          first axis        no
 ``sweep."<dotted key>"``                   list            —          (no sweep)        no
 =========================================  ==============  =========  ================  ==========
 
@@ -77,6 +79,11 @@ Allowed values:
   integer written exactly; the default 0 keeps runs reproducible but makes two configs that
   leave it out share their random numbers — give each study its own seed). Integer keys other
   than ``seed`` and ``cells`` also accept integral floats such as ``2e3``.
+- ``run.field``: an applied electric field in V/cm, a magnitude along
+  ``run.field_direction`` (any non-zero vector, one component per lattice axis; default the
+  first axis) or a vector of one component per axis. A hop of vector d then has its rate
+  multiplied by exp(q E·d / 2kT). Refused for ``run.method = "network"`` and when
+  q |E| a / kT > 20 for the longest hop a (a unit mistake).
 
 ``[sweep]`` maps quoted dotted keys to non-empty lists, e.g.
 ``"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]``. Any key of the table above may be
@@ -136,6 +143,7 @@ from kmc.lattice import KINDS as LATTICE_KINDS
 from kmc.lattice import build as build_lattice
 from kmc.lattice import site_count as lattice_site_count
 from kmc.structure import Structure, StructureError
+from kmc.units import BOLTZMANN_EV, VOLT_PER_CM_TO_EV_PER_ANGSTROM
 
 __all__ = [
     "AmorphousConfig",
@@ -293,6 +301,20 @@ class RunConfig:
     frames: int = 100
     replicas: int = 4
     seed: int = 0
+    # V/cm: a magnitude along field_direction, or one component per lattice axis
+    field: float | tuple[float, ...] = 0.0
+    field_direction: tuple[float, ...] | None = None  # default: along the first axis
+
+    def field_vector(self, dim: int) -> np.ndarray:
+        """The applied field (V/cm) as a vector of ``dim`` components."""
+        if isinstance(self.field, tuple):
+            return np.asarray(self.field, dtype=float)
+        direction = np.zeros(dim)
+        direction[0] = 1.0
+        if self.field_direction is not None:
+            direction = np.asarray(self.field_direction, dtype=float)
+            direction /= np.linalg.norm(direction)
+        return self.field * direction
 
 
 @dataclass(frozen=True)
@@ -480,6 +502,25 @@ def _cells(value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _field(value: object) -> float | tuple[float, ...]:
+    if isinstance(value, list | tuple):
+        if not 1 <= len(value) <= 3:
+            raise ValueError(
+                f"a field vector needs one component per lattice axis, not {len(value)}"
+            )
+        return tuple(_float(v) for v in value)
+    return _float(value)
+
+
+def _direction(value: object) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple) or not 1 <= len(value) <= 3:
+        raise ValueError(f"must be a list of one number per lattice axis, not {_describe(value)}")
+    direction = tuple(_float(v) for v in value)
+    if not any(direction):
+        raise ValueError("must not be the zero vector")
+    return direction
+
+
 def _supercell(value: object) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or len(value) != 3:
         raise ValueError(
@@ -613,6 +654,8 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "frames": _Key(_int(8), 100),
         "replicas": _Key(_int(1), 4),
         "seed": _Key(_int(0, exact=True), 0),
+        "field": _Key(_field, 0.0),
+        "field_direction": _Key(_direction, None),
     },
 }
 _REQUIRED_TABLES = ("lattice", "ions", "crystal", "amorphous")
@@ -813,6 +856,50 @@ def _check_per_type(key: str, setting: object, labels: tuple[str, ...], what: st
         raise _Problem(key, f"missing {what}s {', '.join(missing)} (give one value per {what})")
 
 
+#: Largest q E a / kT accepted (a the longest hop): beyond it one hop's bias exceeds e^20,
+#: far outside any experiment, and the usual cause is a unit mistake (V/m or V/Å for V/cm).
+MAX_FIELD_BIAS = 20.0
+
+
+def _check_field(run: RunConfig, lattice: LatticeConfig, dim: int) -> None:
+    if isinstance(run.field, tuple) and len(run.field) != dim:
+        raise _Problem(
+            "run.field", f"a field vector needs {dim} components (one per lattice axis), "
+            f"not {len(run.field)}"
+        )  # fmt: skip
+    if run.field_direction is not None and len(run.field_direction) != dim:
+        raise _Problem(
+            "run.field_direction",
+            f"needs {dim} components (one per lattice axis), not {len(run.field_direction)}",
+        )
+    field = run.field_vector(dim)
+    if not field.any():
+        return
+    if run.method == "network":
+        raise _Problem(
+            "run.field",
+            'run.method = "network" solves for equilibrium diffusion; a field drives the ions '
+            'out of equilibrium: use run.method = "kmc"',
+        )
+    longest = lattice.build().hop_vectors if lattice.kind == STRUCTURE else None
+    hop = (
+        float(np.linalg.norm(longest, axis=-1).max()) if longest is not None
+        else lattice.hop_distance
+    )  # fmt: skip
+    bias = (
+        float(np.linalg.norm(field))
+        * VOLT_PER_CM_TO_EV_PER_ANGSTROM
+        * hop
+        / (BOLTZMANN_EV * run.temperature)
+    )
+    if bias > MAX_FIELD_BIAS:
+        raise _Problem(
+            "run.field",
+            f"q E a / kT = {bias:.3g} > {MAX_FIELD_BIAS:g} for the longest hop ({hop:.3g} Å) at "
+            f"{run.temperature:g} K: a unit mistake? (the field is in V/cm)",
+        )
+
+
 def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config:
     """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here)."""
     _check_top_level(data)
@@ -869,6 +956,7 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
         raise _Problem("microstructure.grain_diameter", "missing: required when kind = 'grains'")
 
     run = _section(data, "run", RunConfig)
+    _check_field(run, lattice, dim)
     if run.method == "network" and ions.exclusion:
         # the resistor network solves for one ion alone: it would silently drop the blocking
         raise _Problem(

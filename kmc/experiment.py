@@ -57,6 +57,8 @@ def run_task(task: Task) -> TaskData:
     run = config.run
     if run.method == "network":
         return network_task(task, land)
+    field = run.field_vector(land.lattice.dim)
+    driven = bool(np.any(field))
     traj = kernel.simulate(
         land,
         run.temperature,
@@ -67,8 +69,10 @@ def run_task(task: Task) -> TaskData:
         hops_per_ion=run.hops_per_ion,
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
+        **({"field": field} if driven else {}),
     )
-    uniform = land.uniform_rates  # then D_σ may be read at the shortest lag
+    # uniform rates and no field: D_σ may be read at the shortest lag
+    uniform = land.uniform_rates and not driven
     collective = None
     if traj.collective is not None:
         collective = (traj.collective_times, traj.collective)
@@ -80,6 +84,7 @@ def run_task(task: Task) -> TaskData:
         hop_distance=traj.hop_distance,
         collective=collective,
         martingale=uniform,
+        field=field if driven else None,
     )
     observables.update(
         uniform_rates=int(uniform),
@@ -169,6 +174,7 @@ def _task_data(
             "temperature": float(task.config.run.temperature),
             "hop_distance": float(land.lattice.hop_distance),
             "volume": float(land.lattice.volume),
+            "field": [float(x) for x in task.config.run.field_vector(land.lattice.dim)],
         },
         task=task.index,
         seed_entropy=task.seed.entropy,

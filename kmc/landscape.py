@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 
 from kmc.distributions import Distribution
 from kmc.lattice import KINDS, Lattice
-from kmc.units import BOLTZMANN_EV
+from kmc.units import BOLTZMANN_EV, VOLT_PER_CM_TO_EV_PER_ANGSTROM
 
 MICROSTRUCTURES = ("random", "correlated", "grains")
 
@@ -164,13 +164,21 @@ class Landscape:
         return np.flatnonzero(~self.blocked)
 
     def rates(
-        self, temperature: float, sites: slice = slice(None), *, incoming: bool = False
+        self,
+        temperature: float,
+        sites: slice = slice(None),
+        *,
+        incoming: bool = False,
+        field: np.ndarray | None = None,
     ) -> np.ndarray:
         """Hop rates in Hz by the max() rule, one row per site of ``sites`` (all by default)
         and one column per hop direction; zero into and out of blocked sites.
 
         Row i holds the rates of the hops i → j out of it, or with ``incoming`` those of the
-        reverse hops j → i into it (what drives a vacancy on i)."""
+        reverse hops j → i into it (what drives a vacancy on i). ``field`` (V/cm, one
+        component per axis) multiplies the rate of a hop of vector d by exp(q E·d / 2kT),
+        q = +1 e: symmetric in the hop and its reverse, so with E = 0 nothing changes and
+        Γ_ij Γ_jk Γ_ki / (Γ_ik Γ_kj Γ_ji) = 1 around every loop that does not wind."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 K, not {temperature}")
         lat = self.lattice
@@ -187,6 +195,12 @@ class Landscape:
         rates[self.blocked[neighbours]] = 0.0
         if lat.padded:  # padding directions (index -1 above) never hop
             rates[bonds < 0] = 0.0
+        if field is not None and np.any(field):
+            energy = VOLT_PER_CM_TO_EV_PER_ANGSTROM * (lat.hop_vectors @ np.asarray(field, float))
+            # (n_basis, z) work q E·d of each hop; a hop into i runs against its vector
+            sign = -1.0 if incoming else 1.0
+            basis = np.arange(lat.n_sites)[sites] % lat.n_basis
+            rates *= np.exp(sign * energy[basis] / (2 * BOLTZMANN_EV * temperature))
         return rates
 
     def digest(self) -> str:

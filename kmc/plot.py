@@ -83,6 +83,11 @@ _DPI = 120
 _MARKERS = ("o", "s", "D", "P", "X", "h", "p", "*", "<", ">")
 # (column, its label, filled markers, line style) of the two rows of each kind
 _OBSERVABLES = (("D_tracer", "D*", True, "-"), ("D_jump", "D_σ", False, "--"))
+# the σ row of a field-driven run: σ_E = n q v / |E| and the Nernst–Einstein σ from D_σ
+_CONDUCTIVITIES = (
+    ("conductivity_field", "σ_E", True, "-"),
+    ("conductivity", "σ_NE", False, ":"),
+)
 # (column, filled markers, line style, colour) of the two series of the percolation row
 _PERCOLATION = (("percolating", True, "-", "black"), ("spanning_fraction", False, "--", "0.45"))
 _PERCOLATION_LABEL = (
@@ -207,8 +212,9 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
     x_key, by_key = choose_keys(swept, values, x, by)
     plan = _Plan(results, x_key, by_key)
 
-    perc_row = 2 if plan.percolation else None  # the percolation row, if any
-    arr_row = 3 if plan.percolation else 2  # the first Arrhenius row
+    sigma_row = 2 if plan.field else None  # σ_E and σ_NE of a field-driven run, if any
+    perc_row = 2 + plan.field if plan.percolation else None  # the percolation row, if any
+    arr_row = 2 + plan.field + plan.percolation  # the first Arrhenius row
     n_rows = arr_row + (2 if plan.arrhenius else 0)
     n_cols = len(plan.columns)
     legend_rows = math.ceil(len(plan.legend_handles()) / _legend_columns(n_cols))
@@ -229,7 +235,7 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
             else:
                 ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
                 first = ax if first is None else first
-            if r in (1, perc_row):
+            if r in (1, sigma_row, perc_row):
                 ax.sharex(axes[0, j])
             elif r == arr_row + 1:
                 ax.sharex(axes[arr_row, j])
@@ -246,7 +252,14 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
             ax.set_label(f"x:{column}:{j}")
             _x_panel(ax, plan, rows, column, filled, style)
             _decorate(ax, plan, j, name, x_panel=True, top=i == 0,
-                      bottom=i == 1 and perc_row is None)  # fmt: skip
+                      bottom=i == 1 and perc_row is None and sigma_row is None)  # fmt: skip
+        if sigma_row is not None:
+            ax = axes[sigma_row, j]
+            ax.set_label(f"conductivity:{j}")
+            for column, _, filled, style in _CONDUCTIVITIES:
+                _x_panel(ax, plan, rows, column, filled, style)
+            _decorate(ax, plan, j, "σ", x_panel=True, top=False, bottom=perc_row is None,
+                      unit="S/cm")  # fmt: skip
         if perc_row is not None:
             ax = axes[perc_row, j]
             ax.set_label(f"percolation:{j}")
@@ -393,6 +406,8 @@ class _Plan:
         self.percolation = any(
             "percolating" in row and _finite(row.get("spanning_fraction")) for row in self.summary
         )
+        # a run driven by a field: some point has a field-driven conductivity
+        self.field = any("conductivity_field" in row for row in self.summary)
         self.has_outside = self.arrhenius and any(
             math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
@@ -490,6 +505,13 @@ class _Plan:
             Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
                    label="D_σ (collective)"),
         ]  # fmt: skip
+        if self.field:
+            handles += [
+                Line2D([], [], color="black", marker="o", linestyle="-",
+                       label="σ_E = n q v / |E| (driven)"),
+                Line2D([], [], color="black", marker="o", markerfacecolor="white",
+                       linestyle=":", label="σ_NE (Nernst–Einstein from D_σ)"),
+            ]  # fmt: skip
         if self.percolation:
             handles.append(_percolation_handle())
         if self.has_upper:
@@ -778,7 +800,15 @@ def _compact(plan: _Plan, rows: list[Mapping[str, Any]], keys: list[str], most: 
 
 
 def _decorate(
-    ax, plan: _Plan, col: int, name: str, *, x_panel: bool, top: bool, bottom: bool
+    ax,
+    plan: _Plan,
+    col: int,
+    name: str,
+    *,
+    x_panel: bool,
+    top: bool,
+    bottom: bool,
+    unit: str = "cm²/s",
 ) -> None:
     """A D panel: log axis, grid, y label in the first column; the first row of its block
     (x or Arrhenius) has the headings, the last the x label."""
@@ -786,7 +816,7 @@ def _decorate(
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
     if col == 0:
-        ax.set_ylabel(f"{name} [cm²/s]")
+        ax.set_ylabel(f"{name} [{unit}]")
     if not bottom:
         ax.tick_params(labelbottom=False)
     if top:

@@ -123,7 +123,16 @@ UNITS: dict[str, str] = {
     "microstructure.correlation_length": "angstrom",
     "microstructure.grain_diameter": "angstrom",
     **{key: "cm^2/s" for name in analysis.TENSOR_KEYS for key in (name, f"{name}_err")},
+    "drift_velocity": "cm/s",
+    "drift_velocity_err": "cm/s",
+    "mobility": "cm^2/(V s)",
+    "mobility_err": "cm^2/(V s)",
+    "conductivity_field": "S/cm",
+    "conductivity_field_err": "S/cm",
+    "run.field": "V/cm",
 }
+#: Observables of a task driven by a field, averaged over replicas (mean and ``_err``).
+FIELD_OBSERVABLES = ("drift_velocity", "mobility", "conductivity_field")
 _ENERGY_KEYS = ("site_energy", "saddle_energy")
 
 _FORMAT = "kmc-results"
@@ -290,8 +299,10 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     dim = data.positions.shape[2]
     tensor = analysis.tensor_keys(dim) if 1 <= dim <= 3 else ()
     if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
+        driven = analysis.FIELD_KEYS if "drift_velocity" in stored else ()
         out: dict[str, Any] = {
-            key: _number(stored.get(key, math.nan), float) for key in (*_RECOMPUTED, *tensor)
+            key: _number(stored.get(key, math.nan), float)
+            for key in (*_RECOMPUTED, *tensor, *driven)
         }
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
@@ -300,11 +311,13 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     if "hop_distance" in params:  # the task's own metadata
         temperature, hop_distance = float(params["temperature"]), float(params["hop_distance"])
         box_volume = float(params["volume"])
+        field = np.asarray(params.get("field", []), dtype=float)
     else:  # a file of an earlier version (an ideal lattice): from its stored config
         config = params["config"]
         temperature = float(config["run"]["temperature"])
         hop_distance = float(config["lattice"]["hop_distance"])
         box_volume = volume(data.box, hop_distance)
+        field = np.zeros(0)
     collective = None
     if data.collective is not None:
         collective = (data.collective_times, data.collective)
@@ -317,8 +330,10 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
         charge=1,  # Li+ and Na+
         collective=collective,
         martingale=bool(stored.get("uniform_rates", 0)),
+        field=field if field.size and np.any(field) else None,
     )
-    out = {key: _number(result[key], float) for key in (*_RECOMPUTED, *tensor)}
+    driven = analysis.FIELD_KEYS if field.size and np.any(field) else ()
+    out = {key: _number(result[key], float) for key in (*_RECOMPUTED, *tensor, *driven)}
     out["diffusive"] = bool(result["diffusive"])
     out["diffusive_reason"] = str(result["diffusive_reason"])
     return out
@@ -423,6 +438,11 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = out[f"{key}_err"] = math.nan
         if out["diffusive"]:
             out[key], out[f"{key}_err"] = analysis.replica_mean([r[key] for r in records])
+    if records and all("drift_velocity" in r for r in records):  # driven by a field
+        for key in FIELD_OBSERVABLES:
+            out[key] = out[f"{key}_err"] = math.nan
+            if out["diffusive"]:
+                out[key], out[f"{key}_err"] = analysis.replica_mean([r[key] for r in records])
     if not records:
         return out
     if not out["diffusive"]:

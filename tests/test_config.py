@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import tomllib
 
 import numpy as np
 import pytest
@@ -564,6 +565,46 @@ BAD = [
         "sweep.ions.exclusion",
         "(at the sweep point ions.exclusion = true)",
     ),
+    (
+        "field-wrong-shape",
+        MINIMAL + "[run]\nfield = [1e4, 0, 0]\n",
+        "run.field",
+        "a field vector needs 2 components",
+    ),
+    ("field-nan", MINIMAL + "[run]\nfield = nan\n", "run.field", "finite"),
+    ("field-not-a-number", MINIMAL + '[run]\nfield = "strong"\n', "run.field", "number"),
+    # 1e9 V/cm (a V/m value taken for V/cm, times 1e7): q E a / kT = 1e9 1e-8 2 / 0.0259
+    (
+        "field-unit-mistake",
+        MINIMAL + "[run]\nfield = 1e9\n",
+        "run.field",
+        "q E a / kT = 774 > 20 for the longest hop (2 Å) at 300 K: a unit mistake?",
+    ),
+    (
+        "field-swept-unit-mistake",
+        MINIMAL + '[sweep]\n"run.field" = [0, 1e5, 1e9]\n',
+        "sweep.run.field",
+        "a unit mistake?",
+    ),
+    (
+        "field-direction-zero",
+        MINIMAL + "[run]\nfield = 1e4\nfield_direction = [0, 0]\n",
+        "run.field_direction",
+        "zero vector",
+    ),
+    (
+        "field-direction-shape",
+        MINIMAL + "[run]\nfield = 1e4\nfield_direction = [1, 0, 0]\n",
+        "run.field_direction",
+        "needs 2 components",
+    ),
+    (
+        "field-with-network",
+        edit(MINIMAL, "count = 1", "count = 1\nexclusion = false")
+        + '[run]\nmethod = "network"\nfield = 1e4\n',
+        "run.field",
+        "out of equilibrium",
+    ),
     ("bad-name", 'name = "a/b"\n' + MINIMAL, "name", "directory name"),
     ("table-not-table", "lattice = 3\n" + MINIMAL[MINIMAL.index("[ions]") :], "lattice", "table"),
 ]
@@ -599,6 +640,19 @@ def test_parse_config_errors_use_source_and_pickle():
     assert str(info.value).startswith("inline.toml: ")
     again = pickle.loads(pickle.dumps(info.value))
     assert str(again) == str(info.value) and again.key == info.value.key
+
+
+def test_field_magnitude_direction_and_vector():
+    """A magnitude along field_direction (normalized), the first axis by default, or a
+    vector; a field sweep is a task-only sweep (the landscape is shared)."""
+    config = parse_config(tomllib.loads(MINIMAL + "[run]\nfield = 2e4\n"))
+    np.testing.assert_array_equal(config.run.field_vector(2), [2e4, 0.0])
+    config = parse_config(tomllib.loads(MINIMAL + "[run]\nfield = 5e4\nfield_direction = [3, 4]\n"))
+    np.testing.assert_allclose(config.run.field_vector(2), [3e4, 4e4])
+    config = parse_config(tomllib.loads(MINIMAL + "[run]\nfield = [1e3, -2e3]\n"))
+    np.testing.assert_array_equal(config.run.field_vector(2), [1e3, -2e3])
+    tasks = expand_tasks(parse_config(tomllib.loads(MINIMAL + '[sweep]\n"run.field" = [0, 1e4]\n')))
+    assert tasks[0].landscape == tasks[len(tasks) // 2].landscape
 
 
 def test_docstring_documents_every_key():

@@ -508,3 +508,47 @@ def test_percolation_row_with_temperature_columns_and_x(tmp_path, nafepo4_percol
     assert ax.get_xlabel() == "T [K]"
     assert len(series(ax)) == 2 * len(FRACTIONS)  # one pair per fraction, flat in T
     check_png(no_warnings(plot_run, nafepo4_percolation, tmp_path / "t.png", by=TEMP))
+
+
+# --------------------------------------------------------------------------- applied field
+
+
+def field_results() -> RunResults:
+    """A field sweep at two temperatures: σ_E = σ0 / (1 + (E/E0)²) (a made-up saturation)
+    next to σ_NE = σ0 at every field, σ_E undefined at E = 0."""
+    fields = [0.0, 1e4, 3e4, 1e5, 3e5]
+    summary = []
+    for t in (300.0, 400.0):
+        sigma0 = 1e-4 * t / 300.0
+        for e in fields:
+            row = {"run.field": e, TEMP: t, "replicas": 2, "diffusive_replicas": 2,
+                   "diffusive": True, "note": ""}  # fmt: skip
+            for key in ("D_tracer", "D_jump"):
+                row |= {key: 1e-8, f"{key}_err": 1e-10, f"{key}_upper": math.nan}
+            row |= {"conductivity": sigma0, "conductivity_err": 0.05 * sigma0}
+            driven = sigma0 / (1 + (e / 1e5) ** 2) if e else math.nan
+            row |= {"conductivity_field": driven, "conductivity_field_err": 0.03 * driven}
+            summary.append(row)
+    return RunResults(
+        tasks=[{} for _ in range(2 * len(summary))], summary=summary, arrhenius=[],
+        swept=["run.field", TEMP], missing=[], run_dir=Path("runs/field"),
+        config={"name": "field", "run": {"temperature": 300.0}},
+    )  # fmt: skip
+
+
+def test_conductivity_row_of_a_field_sweep():
+    """A field sweep gets a σ row under the D rows: σ_E (filled, solid) and σ_NE (open,
+    dotted), one curve each per temperature, σ_E starting at the first non-zero field and
+    σ_NE at E = 0, its zero-field limit."""
+    fig = no_warnings(make_figure, field_results(), x="run.field")
+    ax = panel(fig, "conductivity:0")
+    assert ax.get_ylabel() == "σ [S/cm]" and ax.get_yscale() == "log"
+    solid = [line for line in series(ax) if line.get_linestyle() == "-"]
+    dotted = [line for line in series(ax) if line.get_linestyle() == ":"]
+    assert len(solid) == len(dotted) == 2
+    for line in solid:
+        assert np.isnan(line.get_ydata()[0]) and np.all(np.isfinite(line.get_ydata()[1:]))
+    for line in dotted:
+        assert line.get_xdata()[0] == 0.0 and np.all(np.isfinite(line.get_ydata()))
+    assert panel(fig, "conductivity:0").get_xlabel()  # the bottom row of the x block
+    assert "σ_E = n q v / |E| (driven)" in [t.get_text() for t in fig.legends[0].get_texts()]
