@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 FRACTION_KEY = "microstructure.amorphous_fraction"
+FIELD_KEY = "run.field"
 #: Figure file extensions and the matplotlib format each is written in.
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 
@@ -230,7 +231,7 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
         # one Arrhenius panel per row spans the figure when the columns are temperatures
         spans = r >= arr_row and len(plan.arrhenius_columns) == 1 and n_cols > 1
         for j in range(1 if spans else n_cols):
-            if r == perc_row:  # its own linear axis, shared along the row
+            if r in (perc_row, sigma_row):  # its own y axis, shared along the row
                 ax = fig.add_subplot(grid[r, j], sharey=axes[r, 0] if j > 0 else None)
             else:
                 ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
@@ -831,6 +832,17 @@ def _decorate(
         ax.set_xlabel(_axis_label(plan.x_key) if x_panel else "1000 / T [1/K]")
     if x_panel and plan.x_key in (None, FRACTION_KEY):
         ax.set_xlim(-0.05, 1.05)
+    if x_panel and plan.x_key == FIELD_KEY:
+        _field_axis(ax, plan)
+
+
+def _field_axis(ax, plan: _Plan) -> None:
+    """Field strengths of a sweep span decades, from zero: symmetric-log x, linear below
+    the weakest non-zero field, so that E = 0 (the Nernst–Einstein limit) stays on the axis."""
+    fields = [abs(_float(row.get(FIELD_KEY))) for row in plan.summary]
+    positive = [f for f in fields if f > 0 and math.isfinite(f)]
+    if positive and max(positive) > 100 * min(positive):
+        ax.set_xscale("symlog", linthresh=min(positive), linscale=0.5)
 
 
 def _finite(value) -> bool:

@@ -686,6 +686,7 @@ def _table(results: RunResults) -> str:
             '"network" for the exact dilute-limit D'
         )
     lines.extend(_diagonal_block(results))
+    lines.extend(_field_block(results))
     if results.arrhenius:
         temps = sorted({rec[TEMPERATURE_KEY] for rec in results.summary})
         lines.append("")
@@ -734,6 +735,28 @@ def _diagonal_block(results: RunResults) -> list[str]:
         "",
         "Diffusion tensor, diagonal (mean ± standard error over replicas), shown since some",
         "point is anisotropic beyond 4 standard errors (all components: --json, results.h5):",
+        *text_table(headers, rows),
+    ]
+
+
+def _field_block(results: RunResults) -> list[str]:
+    """Lines of the block of a field-driven run: drift velocity, mobility and σ_E per point
+    next to the Nernst–Einstein σ from D_σ about the drift; none without a field."""
+    if not any("conductivity_field" in rec for rec in results.summary):
+        return []
+    columns = (*FIELD_OBSERVABLES, "conductivity")
+    headers = [*results.swept, *(f"{key} [{UNITS[key]}]" for key in columns)]
+    rows = []
+    for rec in results.summary:
+        row = [show_value(rec[key]) for key in results.swept]
+        row.extend(
+            _mean_err(rec[k], rec[f"{k}_err"], True) if k in rec else "no field" for k in columns
+        )
+        rows.append(row)
+    return [
+        "",
+        "Applied field: drift along the field, mobility, σ_E = n q v / |E| and the",
+        "Nernst–Einstein σ from D_σ about the drift (mean ± standard error over replicas):",
         *text_table(headers, rows),
     ]
 
