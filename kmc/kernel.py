@@ -1,18 +1,22 @@
 """Run kinetic Monte Carlo on a landscape and return the recorded trajectory.
 
-This is the checked Python face of the compiled kernel (``kmc._kernel``): it validates
-arguments, places the ions, allocates every array the kernel writes into, and turns the
-kernel's exact (site, unwrapped cell) state into Cartesian positions.
+This is the checked Python face of the compiled kernel: it validates arguments, places the
+ions, allocates every array the kernel writes into, and turns the kernel's exact (site,
+unwrapped cell) state into Cartesian positions. The compiled units: ``kmc._sites`` (the site
+records), ``kmc._walkers`` (independent walkers), ``kmc._lattice_gas`` (site exclusion) with
+its event selection ``kmc._selection``; ``kmc.reference`` is the same two processes written
+plainly, which the tests hold the compiled loops to.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from kmc import _kernel
+from kmc import _lattice_gas, _sites, _walkers
 from kmc.landscape import Landscape
 from kmc.lattice import Lattice
 
@@ -105,7 +109,7 @@ def mean_hop_rate(
 def _neighbour_deltas(lattice: Lattice) -> np.ndarray:
     """(n_basis, z, 2^bits) table of the values neighbour index minus site index takes for
     each basis site and direction (at most 3^d: no wrap, or a wrap either way along each
-    axis), padded with zeros, for the kernel's neighbour codes (see _kernel.pack_sites)."""
+    axis), padded with zeros, for the kernel's neighbour codes (see _sites.pack_sites)."""
     z, n_basis = lattice.coordination, lattice.n_basis
     seen: list[list[set[int]]] = [[set() for _ in range(z)] for _ in range(n_basis)]
     for start in range(0, lattice.n_sites, _RECORD_BLOCK):
@@ -127,26 +131,43 @@ def _neighbour_deltas(lattice: Lattice) -> np.ndarray:
 
 
 def _site_records(landscape: Landscape, temperature: float, incoming: bool):
-    """The kernel's site records (rates out of each site, or into it, and a neighbour code;
-    64-byte aligned so that no record spans two cache lines), their neighbour table (see
-    :func:`_neighbour_deltas`) and the escape rate of every site, built a block of sites at a
-    time so that no full rate table is ever held beside the records."""
-    lattice = landscape.lattice
+    """The kernel's site records for a landscape at a temperature (rates out of each site,
+    or into it), their neighbour table and the escape rate of every site; see
+    :func:`pack_records`."""
+
+    def rates(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        out = landscape.rates(temperature, block)
+        packed = landscape.rates(temperature, block, incoming=True) if incoming else out
+        return packed, out.sum(axis=1)
+
+    return pack_records(landscape.lattice, rates)
+
+
+def pack_records(
+    lattice: Lattice, rates: Callable[[slice], tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Site records (64-byte aligned, so that no record spans two cache lines), their
+    neighbour table (see :func:`_neighbour_deltas`) and one number per site, from
+    ``rates(block)`` = ((sites of the block, z) rates to pack, (sites,) numbers), built a
+    block of sites at a time so that no full rate table is ever held beside the records.
+
+    Works on any lattice whose neighbour table is (n_sites, z): a site of lower coordination
+    is padded to z with directions of rate exactly 0.0 (neighbour the site itself, hop cell
+    0), which neither loop ever chooses."""
     deltas = _neighbour_deltas(lattice)
-    width = _kernel.record_width(lattice.coordination)
+    width = _sites.record_width(lattice.coordination)
     buffer = np.empty(lattice.n_sites * width + 8)
     skip = (-buffer.ctypes.data % 64) // buffer.itemsize
     records = buffer[skip : skip + lattice.n_sites * width].reshape(lattice.n_sites, width)
     escape = np.empty(lattice.n_sites)
     for start in range(0, lattice.n_sites, _RECORD_BLOCK):
         block = slice(start, start + _RECORD_BLOCK)
-        rates = landscape.rates(temperature, block)
-        escape[block] = rates.sum(axis=1)
-        if incoming:
-            rates = landscape.rates(temperature, block, incoming=True)
-        _kernel.pack_sites(
-            rates, lattice.neighbours[block], start, lattice.n_basis, deltas, records[block]
-        )
+        packed, escape[block] = rates(block)
+        _sites.pack_sites(
+            np.ascontiguousarray(packed, dtype=np.float64),
+            np.ascontiguousarray(lattice.neighbours[block], dtype=np.int32),
+            start, lattice.n_basis, deltas, records[block],
+        )  # fmt: skip
     return records, deltas, escape
 
 
@@ -186,7 +207,7 @@ def simulate(
     lattice = landscape.lattice
     free = landscape.free_sites
     filled = n_ions / len(free) if exclusion else 0.0
-    # Drive the vacancies of a more than half-full lattice (see _kernel.run_lattice_gas).
+    # Drive the vacancies of a more than half-full lattice (see _lattice_gas.run_lattice_gas).
     holes = exclusion and n_ions > len(free) / 2
     records, deltas, escape = _site_records(landscape, temperature, incoming=holes)
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
@@ -229,12 +250,12 @@ def simulate(
         # high-energy sites.
         half = round(equilibration_hops_per_ion * n_ions / 2)
         if half:
-            hops, _, elapsed = _kernel.run_lattice_gas(
+            hops, _, elapsed = _lattice_gas.run_lattice_gas(
                 *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state
             )
             if hops == half and elapsed > 0:
                 settle = np.array([elapsed])  # as long again: about as many hops
-                hops, _, _ = _kernel.run_lattice_gas(
+                hops, _, _ = _lattice_gas.run_lattice_gas(
                     *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves, state
                 )
                 hop_rate = max(hops, 1) / settle[0] / n_ions
@@ -243,7 +264,7 @@ def simulate(
             0.0, frame_times[-1], COLLECTIVE_PER_FRAME * (frames - 1) + 1
         )
         moves = np.empty((collective_times.size, n_moves), dtype=np.int64)
-        hops, _, _ = _kernel.run_lattice_gas(
+        hops, _, _ = _lattice_gas.run_lattice_gas(
             *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state
         )
         # Σ over hops of their vectors; the hop vector of (basis b, direction k) is exact
@@ -251,7 +272,7 @@ def simulate(
     else:
         collective_times = collective = None
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
-        hops = _kernel.run_walkers(
+        hops = _walkers.run_walkers(
             records, deltas, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
             frame_times, out_sites, out_cells, state,
         )  # fmt: skip

@@ -5,11 +5,13 @@ taken from independent replicas (independent runs, or independent groups of walk
 single landscape realization is tested).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from kmc import analysis, config, experiment, kernel, landscape, lattice
+from kmc import _sites, analysis, config, experiment, kernel, landscape, lattice
 from kmc.distributions import Distribution
 
 T = 300.0
@@ -400,3 +402,145 @@ def test_bad_arguments_name_the_argument(kwargs, word):
     land = uniform_landscape(lattice.build("square", (4, 4)))
     with pytest.raises(ValueError, match=word):
         kernel.simulate(land, T, rng(0), **kwargs)
+
+
+# Variable coordination: a general site graph pads every site to the largest coordination z
+# with directions of rate exactly 0.0 (neighbour the site itself, hop vector and cell 0).
+
+
+def padded_lattice(lat, columns):
+    """The lattice with padded directions inserted before the given direction columns of
+    the result (dataclasses.replace: any fields the Lattice grows are carried along)."""
+    z = lat.coordination + len(columns)
+    real = [k for k in range(z) if k not in columns]
+
+    def spread(table, fill):
+        out = np.empty((*table.shape[:1], z, *table.shape[2:]), dtype=table.dtype)
+        out[:, real] = table
+        out[:, columns] = fill
+        return out
+
+    sites = np.arange(lat.n_sites, dtype=lat.neighbours.dtype)
+    neighbours = spread(lat.neighbours, 0)
+    neighbours[:, columns] = sites[:, None]
+    return dataclasses.replace(
+        lat,
+        neighbours=neighbours,
+        hop_vectors=spread(lat.hop_vectors, 0.0),
+        hop_cells=spread(lat.hop_cells, 0),
+    ), real
+
+
+class PaddedLandscape:
+    """A landscape seen through a padded lattice: the same rates, 0.0 in the padded
+    directions (what kmc.kernel needs of a landscape, and nothing else)."""
+
+    def __init__(self, land, columns):
+        self.land = land
+        self.lattice, self.real = padded_lattice(land.lattice, columns)
+        self.blocked, self.free_sites = land.blocked, land.free_sites
+
+    def boltzmann_weights(self, temperature):
+        return self.land.boltzmann_weights(temperature)
+
+    def rates(self, temperature, sites=slice(None), *, incoming=False):
+        rates = self.land.rates(temperature, sites, incoming=incoming)
+        out = np.zeros((rates.shape[0], self.lattice.coordination))
+        out[:, self.real] = rates
+        return out
+
+
+@pytest.mark.parametrize(("kind", "columns"), [("cubic", [0, 3, 8]), ("honeycomb", [1, 4])])
+@pytest.mark.parametrize("amount", [{"count": 40, "exclusion": False}, {"concentration": 0.3},
+                                    {"concentration": 0.7}])  # fmt: skip
+def test_padded_directions_change_nothing(kind, columns, amount):
+    """Zero-rate padding (first, middle and last columns) leaves every partial sum of the
+    rates and every total unchanged (adding 0.0 is exact), so both loops must make exactly
+    the same hops on the padded lattice as on the original, from the same generator: the
+    same sites, positions, hop count and summed displacement, and no hop is ever made along
+    a padded direction (walkers, ions, and vacancies at 0.7). The summed displacement is
+    the same sum of hop vectors taken in another order (to 1e-9 Å)."""
+    cells = (4, 4, 4) if kind == "cubic" else (4, 4)
+    lat = lattice.build(kind, cells, hop_distance=1.5)
+    land = disordered_landscape(lat, 4, {"dist": "normal", "mean": 0, "sigma": 0.05},
+                                {"dist": "uniform", "low": 0.2, "high": 0.4})  # fmt: skip
+    padded = PaddedLandscape(land, columns)
+    assert padded.lattice.coordination == lat.coordination + len(columns)
+    plain, other = (
+        kernel.simulate(use, T, rng(9), **amount, hops_per_ion=40, frames=300)
+        for use in (land, padded)
+    )
+    assert plain.hops == other.hops > 0
+    np.testing.assert_array_equal(plain.sites, other.sites)
+    np.testing.assert_array_equal(plain.positions, other.positions)
+    if plain.collective is not None:  # the same hops, summed in another order
+        np.testing.assert_allclose(plain.collective, other.collective, rtol=0, atol=1e-9)
+
+
+def test_choose_direction_never_takes_a_zero_rate():
+    """Walkers: x at and past the total (rounding), at 0, and on every partial sum never
+    picks a zero-rate direction, whether it is first, in the middle or last."""
+    rates = np.array([0.0, 1.0, 0.0, 0.0, 2.5, 0.0, 0.0])
+    total = rates.sum()
+    nonzero = set(np.flatnonzero(rates))
+    for x in [0.0, 0.5, 1.0, np.nextafter(1.0, 0), 3.5, np.nextafter(3.5, 0), 1e300, total]:
+        assert _sites._choose_direction(rates, x) in nonzero
+    assert _sites._choose_direction(rates, 0.999) == 1
+    assert _sites._choose_direction(rates, 1.0) == 4
+    assert _sites._choose_direction(rates, total) == 4  # past the last sum: last non-zero
+
+
+def test_direction_below_never_takes_a_zero_rate():
+    """Lattice gas: x in [0, bound) with bound above the total; a zero-rate direction is
+    never returned, and x at or above the total is a null event (-1)."""
+    rates = np.array([0.0, 1.0, 0.0, 2.5, 0.0])
+    assert _sites._direction_below(rates, 0.0) == 1
+    assert _sites._direction_below(rates, np.nextafter(1.0, 0)) == 1
+    assert _sites._direction_below(rates, 1.0) == 3
+    assert _sites._direction_below(rates, np.nextafter(3.5, 0)) == 3
+    assert _sites._direction_below(rates, 3.5) == -1
+    assert _sites._direction_below(np.zeros(4), 0.0) == -1
+
+
+def test_sites_whose_every_rate_is_zero_hold_their_carriers():
+    """A site with no way out or in (every rate 0, real or padded): a walker there never hops and
+    is recorded there in every frame; a lattice-gas ion there is never selected, and when
+    no carrier can move the state is frozen and every frame recorded."""
+    lat = lattice.build("square", (4, 4))
+    land = PaddedLandscape(uniform_landscape(lat), [2])
+    stuck = 5
+    rates = land.rates
+
+    def isolated(temperature, sites=slice(None), *, incoming=False):
+        """No hop into or out of the stuck site (the others would all end up there)."""
+        out = rates(temperature, sites, incoming=incoming)
+        out[np.arange(lat.n_sites)[sites] == stuck] = 0.0
+        out[land.lattice.neighbours[sites] == stuck] = 0.0
+        return out
+
+    land.rates = isolated
+    start = np.array([stuck, 0, 9])
+    walkers = kernel.simulate(land, T, rng(1), count=3, exclusion=False, hops_per_ion=50,
+                              frames=20, initial_sites=start)  # fmt: skip
+    assert np.all(walkers.sites[:, 0] == stuck) and walkers.hops > 0
+    assert np.all(walkers.positions[:, 0] == walkers.positions[0, 0])
+    gas = kernel.simulate(land, T, rng(2), count=3, hops_per_ion=50, frames=20,
+                          initial_sites=start)  # fmt: skip
+    assert np.all(gas.sites[:, 0] == stuck) and gas.hops > 0
+
+    def frozen(temperature, sites=slice(None), *, incoming=False):
+        return np.zeros_like(rates(temperature, sites, incoming=incoming))
+
+    records, deltas, _ = kernel.pack_records(land.lattice, lambda block: (
+        frozen(T, block), np.zeros(len(range(lat.n_sites)[block]))))  # fmt: skip
+    ions = np.array([[stuck, 1, 1]], dtype=np.int32)
+    occupied = np.zeros(lat.n_sites, dtype=np.uint8)
+    occupied[stuck] = 1
+    out_sites, out_cells = np.empty((3, 1), np.int32), np.empty((3, 1, 2), np.int32)
+    hops, attempts, elapsed = kernel._lattice_gas.run_lattice_gas(
+        records, deltas, land.lattice.hop_cells, ions, occupied, np.empty(0, np.int32),
+        np.array([stuck], np.int32), False, 0, np.array([0.0, 1.0, 2.0]), out_sites, out_cells,
+        np.empty(0), np.empty((0, 1), np.int64), np.ones(4, np.uint64),
+    )  # fmt: skip
+    assert (hops, attempts, elapsed) == (0, 0, 0.0)
+    assert np.all(out_sites == stuck) and np.all(out_cells == 1)

@@ -1,0 +1,207 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The lattice gas with site exclusion, compiled (private: call it through kmc.kernel).
+
+One global clock; events chosen by composition–rejection with uniformization over the
+carriers (kmc._selection). Uniformization makes the clock exact and cheap: the time to the
+next hop is a sum of K Exp(1)/R over its K attempts, and -log(u_1 ... u_K) is exactly such a
+sum, so one logarithm per hop suffices.
+
+Memory latency: the map from an attempt's uniform to a pool slot changes rarely, so
+attempts are drawn RING attempts ahead and what they will touch (pool entry, site record,
+target state, the moving ion) is prefetched in stages while earlier attempts run, which
+hides the latency of a lattice larger than the caches. Prefetches and predictions are hints:
+each attempt is still decided on the state at its own turn (a prediction made under another
+epoch of the map is redone, a stale site is re-read), so the trajectory is the plain
+algorithm's given the same stream of uniforms (kmc.reference.run_lattice_gas, which the
+tests hold it to): attempt i's uniform is drawn RING attempts ahead of it, its clock
+uniform at its turn.
+"""
+
+from libc.math cimport log
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+
+from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
+from kmc._selection cimport (OCCUPIED, Attempt, Groups, Selection, live, predict,
+                             selection_move, selection_rebuild, selection_save_sites)
+from kmc._sites cimport (KMC_PREFETCH, Sites, direction_below, shift_cell, site_prefetch,
+                         site_record, site_target)
+
+import numpy as np
+
+
+cdef enum:
+    RING = 16        # attempts drawn ahead; the pool entry of the newest is prefetched
+    LEAD_SITE = 10   # attempts ahead: read the pool entry, prefetch the site record
+    LEAD_MOVE = 5    # attempts ahead: find the target, prefetch what a hop would touch
+    LEAD_ION = 2     # attempts ahead, vacancies only: prefetch the ion that would move
+    REBUILD_EVERY = 4096  # hops between exact rebuilds of the weight tree (rounding drift)
+
+
+cdef void _record_frame(Py_ssize_t f, const int32_t[:, ::1] ions, int32_t[:, ::1] out_sites,
+                        int32_t[:, :, ::1] out_cells) noexcept nogil:
+    cdef Py_ssize_t a, b
+    for a in range(ions.shape[0]):
+        out_sites[f, a] = ions[a, 0]
+        for b in range(out_cells.shape[2]):
+            out_cells[f, a, b] = ions[a, 1 + b]
+
+
+cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_ssize_t a,
+                             bint holes, const int32_t* occupant, const int32_t* ions,
+                             Py_ssize_t ion_width) noexcept nogil:
+    """The prefetch stages of the attempts after attempt a."""
+    cdef Attempt* ahead
+    cdef const double* rec
+    cdef int32_t ion
+    # stage 2 of a later attempt: its pool entry has arrived; fetch its site record
+    ahead = &ring[(a + LEAD_SITE) % RING]
+    if live(gr, ahead):
+        ahead.site = gr.pool[ahead.pos].site
+        site_prefetch(sites, ahead.site)
+    # stage 3 of a nearer one: its record has arrived; fetch what its hop touches
+    ahead = &ring[(a + LEAD_MOVE) % RING]
+    if ahead.site >= 0 and live(gr, ahead) and gr.pool[ahead.pos].site == ahead.site:
+        rec = site_record(sites, ahead.site)
+        ahead.k = direction_below(rec, sites.z, ahead.x)
+        ahead.moved = True
+        if ahead.k >= 0:
+            ahead.j = site_target(sites, ahead.site, rec, ahead.k)
+            KMC_PREFETCH(&gr.site_state[ahead.j])
+            if holes:
+                KMC_PREFETCH(&occupant[ahead.j])
+            else:
+                KMC_PREFETCH(ions + gr.pool[ahead.pos].ion * ion_width)
+    if holes:  # stage 4: the target's occupant has arrived; fetch that ion's state
+        ahead = &ring[(a + LEAD_ION) % RING]
+        if ahead.moved and ahead.k >= 0 and ahead.epoch == gr.epoch:
+            ion = occupant[ahead.j]
+            if ion >= 0:
+                KMC_PREFETCH(ions + ion * ion_width)
+
+
+def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
+                    const int32_t[:, :, ::1] hop_cells,
+                    int32_t[:, ::1] ions, uint8_t[::1] occupied, int32_t[::1] occupant,
+                    int32_t[::1] carriers, bint holes, int64_t max_hops,
+                    const double[::1] frame_times,
+                    int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
+                    const double[::1] fine_times, int64_t[:, ::1] out_moves,
+                    uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None):
+    """Lattice gas with site exclusion on one global clock starting at 0.
+
+    ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
+    Events are drawn over ``carriers``: the ions' sites in ion order, with ``records`` of
+    outgoing rates; or, when ``holes`` is set, the empty sites, with ``records`` of the rates
+    INTO each site (a vacancy at i "hops" to j when the ion at j hops to i) and
+    ``occupant[s]``, the ion on site s or -1, to find the ion that moves. Driving the vacancies
+    of a nearly full lattice wastes as few attempts as driving the ions of a nearly empty one.
+    With no frame times, runs until ``max_hops`` successful hops (equilibration); otherwise
+    until every frame is recorded, frame f holding the state at time frame_times[f].
+    ``out_moves[m, b * z + k]`` counts the ion hops along direction k from a basis-b site
+    made before ``fine_times[m]`` (net: minus the reverse ones), which gives the summed
+    displacement of all ions on a finer time grid than the frames (``fine_times`` must end
+    by the last frame time). ``carriers`` is updated to the carriers' final sites.
+    ``pool_size`` overrides the selection's initial pool (tests) and ``counters``, if given,
+    receives its repack and resize counts. Returns (hops, attempts, elapsed simulated time).
+    """
+    cdef Py_ssize_t n_frames = frame_times.shape[0]
+    cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
+                                         False, pool_size)
+    cdef Groups* gr = &selection.gr
+    cdef Sites* sites = &selection.sites
+    cdef Py_ssize_t z = sites.z
+    cdef Rng rng = rng_load(&rng_state[0])
+    cdef int64_t[::1] moves = np.zeros(out_moves.shape[1], dtype=np.int64)
+    cdef const int32_t* occupant_p = &occupant[0] if occupant.shape[0] else NULL
+    cdef Py_ssize_t n_fine = fine_times.shape[0], n_moves = out_moves.shape[1], fm = 0
+    cdef Py_ssize_t a = 0, f = 0, i
+    cdef int g, h, k
+    cdef int32_t ion, carrier, s, j
+    cdef int64_t hops = 0, attempts = 0, pos
+    cdef double t = 0.0, t_new, x, waited = 0.0, product = 1.0
+    cdef const double* rec
+    cdef Attempt ring[RING]
+    cdef Attempt* this
+    cdef bint alive, found = False
+    with nogil:
+        for i in range(RING):
+            ring[i].u = rng_uniform(&rng)
+            predict(gr, &ring[i])
+        while (f < n_frames) if n_frames > 0 else (hops < max_hops):
+            if gr.rate_bound <= 0.0:  # no carrier can move: the state is frozen
+                while fm < n_fine:
+                    memcpy(&out_moves[fm, 0], &moves[0], n_moves * sizeof(int64_t))
+                    fm += 1
+                while f < n_frames:
+                    _record_frame(f, ions, out_sites, out_cells)
+                    f += 1
+                break
+            attempts += 1
+            product *= 1.0 - rng_uniform(&rng)  # in (0, 1]: this attempt's Exp(1) factor
+            if product < 1e-280:  # keep the running product of uniforms from underflowing
+                waited -= log(product) / gr.rate_bound
+                product = 1.0
+            _look_ahead(gr, sites, ring, a, holes, occupant_p, &ions[0, 0], ions.shape[1])
+            # this attempt: redo the prediction if the map changed; then draw a new one
+            this = &ring[a]
+            if this.epoch != gr.epoch:
+                predict(gr, this)
+            alive = live(gr, this)
+            g, pos, x = this.g, this.pos, this.x
+            if alive:
+                carrier, s = gr.pool[pos].ion, gr.pool[pos].site
+                found = this.moved and this.site == s
+                k, j = this.k, this.j
+            this.u = rng_uniform(&rng)
+            predict(gr, this)
+            if live(gr, this):
+                KMC_PREFETCH(&gr.pool[this.pos])
+            a = (a + 1) % RING
+            if not alive:
+                continue  # an empty capacity slot: a null event
+            if not found:
+                rec = site_record(sites, s)
+                k = direction_below(rec, z, x)
+                if k >= 0:
+                    j = site_target(sites, s, rec, k)
+            if k < 0:
+                continue  # x above the carrier's total: a null event
+            if ((gr.site_state[j] & OCCUPIED) != 0) != holes:
+                continue  # an ion onto an ion, or a vacancy onto a vacancy: a null event
+            # a hop: the state so far held from t until now
+            t_new = t + waited - log(product) / gr.rate_bound
+            waited, product = 0.0, 1.0
+            while fm < n_fine and fine_times[fm] < t_new:
+                memcpy(&out_moves[fm, 0], &moves[0], n_moves * sizeof(int64_t))
+                fm += 1
+            while f < n_frames and frame_times[f] < t_new:
+                _record_frame(f, ions, out_sites, out_cells)
+                f += 1
+            if n_frames > 0 and f == n_frames:
+                break
+            t = t_new
+            # s ends up empty and j occupied (ions), or the other way round (vacancies); s's
+            # state is written, not updated, as its cache line was never fetched
+            h = gr.site_state[j] & ~OCCUPIED
+            gr.site_state[s] = g | (OCCUPIED if holes else 0)
+            gr.site_state[j] = h | (0 if holes else OCCUPIED)
+            if holes:  # the ion on j hops into the vacancy on s
+                ion = occupant[j]
+                occupant[s], occupant[j] = ion, -1
+                ions[ion, 0] = s
+                moves[shift_cell(sites, site_record(sites, s), k, &ions[ion, 1], -1) * z + k] -= 1
+            else:
+                ions[carrier, 0] = j
+                moves[shift_cell(sites, site_record(sites, s), k, &ions[carrier, 1], 1) * z + k] += 1
+            selection_move(gr, g, pos, h, j)
+            hops += 1
+            if hops % REBUILD_EVERY == 0:
+                selection_rebuild(gr)
+        selection_save_sites(gr)
+        for i in range(records.shape[0]):
+            occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
+    rng_store(&rng, &rng_state[0])
+    if counters is not None:
+        counters.update(selection.counters)
+    return hops, attempts, t

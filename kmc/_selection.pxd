@@ -1,0 +1,158 @@
+# cython: language_level=3
+# Event selection of the lattice gas: composition–rejection over carriers (the ions, or the
+# vacancies of a more than half-full lattice), with uniformization. The interface of
+# _selection.pyx:
+#
+#   Selection(...)              build the groups from the site records and the carriers
+#   predict(gr, attempt)        map an attempt's uniform to (group, capacity slot, x)  [inline]
+#   live(gr, attempt)           the slot holds a carrier under that map                 [inline]
+#   selection_move(gr, ...)     apply a hop: move the carrier between groups    [inline fast path]
+#   selection_update_sites(...) the rates of these sites changed: regroup them (and their carriers)
+#   selection_rebuild(gr)       recompute the weights exactly (rounding drift)
+#
+# Carriers are grouped by their site's total rate in quarter octaves: group g >= 1 holds
+# totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
+# not stored. Each group owns a region of the member pool with room for some members (its
+# capacity, one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave).
+# An attempt picks a group with probability proportional to capacity · bound (a Fenwick
+# tree over the groups' weights: O(log groups) to search and to update), a capacity slot
+# uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
+# falls under the partial sum of one of its site's rates (that direction) and the target is
+# free; otherwise a null event. That is uniformization of the exact process with the rate
+# R = sum of capacity · bound.
+#
+# Why capacities and not member counts: the map from an attempt's uniform to a slot then
+# depends only on the capacities, which change rarely (a region grows by a size class when
+# full and shrinks when its members would fit two classes down), not on every hop, so the
+# loop can draw attempts ahead and prefetch what they will touch. ``epoch`` counts the
+# changes of the map (and of the site records); a prediction made under another epoch is
+# redone. The capacities and the order of the members in each group follow from the hops
+# alone, never from where the regions sit in the pool: a full pool is repacked (enlarged if
+# need be) keeping both, so kmc.reference reproduces every selection without modelling it.
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
+from libc.string cimport memcpy
+from libc.math cimport frexp
+
+from kmc._sites cimport Sites
+
+
+cdef enum:
+    STEPS_PER_OCTAVE = 4
+    N_SIZE_CLASSES = 160  # 1, 2, 3, then 4 per octave from 4 up to 7 · 2^38
+    OCCUPIED = 0x8000     # bit of a site's state; the low 15 bits hold the site's group
+
+
+cdef struct Member:
+    int32_t ion   # carrier index
+    int32_t site
+
+
+cdef struct Groups:
+    Member* pool
+    int64_t pool_size
+    int64_t top             # pool[top:] is unused
+    const int64_t* class_capacity  # members a region of each size class holds
+    int64_t* free_head      # per size class: a free region of that class, or -1
+    int64_t* start          # members of group g: pool[start[g]:start[g] + count[g]]
+    int64_t* count
+    int64_t* capacity       # of group g's region, 0 if it has none
+    int32_t* size_class     # of group g's region, -1 if it has none
+    double* bound           # upper bound of the totals in group g, 0 for group 0
+    double* tree            # Fenwick tree over groups 1.. of the weights capacity · bound
+    int tree_top            # the largest power of two below n_groups
+    uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
+    int32_t* carrier_site   # per carrier: its site (written for stored carriers on save)
+    int32_t* slot           # per carrier: its pool index, -1 in group 0; NULL: not tracked
+    int n_groups
+    int e_min
+    double rate_bound       # R = sum over groups of capacity · bound
+    int64_t epoch           # changes of the map from a uniform to a pool slot
+    int64_t repacks         # full repacks of the pool (counted for the tests)
+    int64_t resizes         # regions moved to another size class
+
+
+cdef struct Attempt:
+    double u        # the uniform that decides the attempt
+    double x        # uniform in [0, bound[g]): picks the direction, or rejects
+    int64_t epoch   # the map the prediction below was made with
+    int64_t m       # capacity slot in group g
+    int64_t pos     # pool index of that slot
+    int32_t g       # group, or -1 when rounding pushed u · R past the last group
+    int32_t site    # the slot's site as read some attempts ahead, or -1
+    int32_t k       # direction found some attempts ahead (-1: x above the total)
+    int32_t j       # its target site
+    bint moved      # k and j were found
+
+
+cdef class Selection:
+    cdef Groups gr
+    cdef Sites sites
+    cdef object _arrays  # the numpy arrays that gr and sites point into
+
+
+cdef void selection_remove(Groups* gr, int g, int64_t pos) noexcept nogil
+cdef void selection_insert(Groups* gr, int h, int32_t carrier, int32_t site) noexcept nogil
+cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
+                                const int32_t* carrier_list, Py_ssize_t n) noexcept nogil
+cdef void selection_rebuild(Groups* gr) noexcept nogil
+cdef void selection_save_sites(const Groups* gr) noexcept nogil
+
+
+cdef inline int group_of(const Groups* gr, double total) noexcept nogil:
+    """The group of a site with this total rate (0: it cannot move)."""
+    cdef int e, step, first
+    cdef uint64_t bits
+    if total <= 0.0:
+        return 0
+    memcpy(&bits, &total, 8)
+    if bits >> 52 == 0:  # subnormal
+        frexp(total, &e)
+    else:  # frexp's exponent (total = mantissa 2^e, mantissa in [1/2, 1)) from the bits
+        e = <int>(bits >> 52) - 1022
+    first = (e - gr.e_min) * STEPS_PER_OCTAVE
+    step = 0
+    while step < STEPS_PER_OCTAVE - 1 and total > gr.bound[first + step + 1]:
+        step += 1
+    return first + step + 1
+
+
+cdef inline void predict(const Groups* gr, Attempt* at) noexcept nogil:
+    """Group, capacity slot and pool index that the attempt's uniform points at under the
+    current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
+    cdef double r = at.u * gr.rate_bound, y
+    cdef int g = 0, step = gr.tree_top
+    at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
+    while step > 0:  # the group whose interval of the weights' partition of [0, R) holds r
+        if g + step < gr.n_groups and r >= gr.tree[g + step]:
+            g += step
+            r -= gr.tree[g]
+        step >>= 1
+    g += 1
+    if g >= gr.n_groups or gr.capacity[g] == 0:
+        return  # rounding pushed r past the last weight: a null event
+    y = r / gr.bound[g]
+    at.m = <int64_t>y
+    if at.m >= gr.capacity[g]:  # rounding
+        at.m = gr.capacity[g] - 1
+    at.x = (y - at.m) * gr.bound[g]
+    at.g = g
+    at.pos = gr.start[g] + at.m
+
+
+cdef inline bint live(const Groups* gr, const Attempt* at) noexcept nogil:
+    """The attempt's slot holds a carrier under the prediction's map."""
+    return at.epoch == gr.epoch and at.g > 0 and at.m < gr.count[at.g]
+
+
+cdef inline void selection_move(Groups* gr, int g, int64_t pos, int h, int32_t site) noexcept nogil:
+    """Apply a hop: the carrier at pool[pos] (group g) moves to ``site``, of group h."""
+    cdef int32_t carrier
+    if h == g:  # the common case on a mildly disordered landscape: no change of the map
+        gr.pool[pos].site = site
+        return
+    carrier = gr.pool[pos].ion
+    selection_remove(gr, g, pos)
+    if h == 0:  # it can never move again: not stored
+        gr.carrier_site[carrier] = site
+    else:
+        selection_insert(gr, h, carrier, site)
