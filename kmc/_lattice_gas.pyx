@@ -109,7 +109,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
                                          False, pool_size)
     cdef Groups* gr = &selection.gr
-    cdef Sites* sites = &selection.sites
+    cdef Sites site_view = selection.sites  # a local copy: its fields stay in registers
+    cdef Sites* sites = &site_view
     cdef Py_ssize_t z = sites.z
     cdef Rng rng = rng_load(&rng_state[0])
     cdef int64_t[::1] moves = np.zeros(out_moves.shape[1], dtype=np.int64)

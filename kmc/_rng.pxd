@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # The random number generator of the compiled kernels: xoshiro256** (Blackman & Vigna; fast,
 # 256-bit state, passes BigCrush), with uniforms of 53 bits and unit exponentials. Inline in
 # this header so that every hot loop gets it without a call. kmc.reference has the same

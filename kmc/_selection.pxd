@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # Event selection of the lattice gas: composition–rejection over carriers (the ions, or the
 # vacancies of a more than half-full lattice), with uniformization. The interface of
 # _selection.pyx:
@@ -58,8 +58,9 @@ cdef struct Groups:
     int64_t* capacity       # of group g's region, 0 if it has none
     int32_t* size_class     # of group g's region, -1 if it has none
     double* bound           # upper bound of the totals in group g, 0 for group 0
-    double* tree            # Fenwick tree over groups 1.. of the weights capacity · bound
-    int tree_top            # the largest power of two below n_groups
+    double* tree            # Fenwick tree over groups 1.. of the weights capacity · bound,
+                            # DBL_MAX from n_groups to 2 tree_top - 1
+    int tree_top            # the smallest power of two with 2 tree_top >= n_groups
     uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
     int32_t* carrier_site   # per carrier: its site (written for stored carriers on save)
     int32_t* slot           # per carrier: its pool index, -1 in group 0; NULL: not tracked
@@ -90,8 +91,7 @@ cdef class Selection:
     cdef object _arrays  # the numpy arrays that gr and sites point into
 
 
-cdef void selection_remove(Groups* gr, int g, int64_t pos) noexcept nogil
-cdef void selection_insert(Groups* gr, int h, int32_t carrier, int32_t site) noexcept nogil
+cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
                                 const int32_t* carrier_list, Py_ssize_t n) noexcept nogil
 cdef void selection_rebuild(Groups* gr) noexcept nogil
@@ -119,13 +119,17 @@ cdef inline int group_of(const Groups* gr, double total) noexcept nogil:
 cdef inline void predict(const Groups* gr, Attempt* at) noexcept nogil:
     """Group, capacity slot and pool index that the attempt's uniform points at under the
     current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
-    cdef double r = at.u * gr.rate_bound, y
+    cdef double r = at.u * gr.rate_bound, y, w
     cdef int g = 0, step = gr.tree_top
+    cdef int take
     at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
     while step > 0:  # the group whose interval of the weights' partition of [0, R) holds r
-        if g + step < gr.n_groups and r >= gr.tree[g + step]:
-            g += step
-            r -= gr.tree[g]
+        # branch-free (the comparisons are coin flips): r - w or r - 0.0, both exact. Nodes
+        # past the last group hold DBL_MAX, so they are never taken and need no bounds test.
+        w = gr.tree[g + step]
+        take = r >= w
+        r -= w * take
+        g += step & -take
         step >>= 1
     g += 1
     if g >= gr.n_groups or gr.capacity[g] == 0:
@@ -144,7 +148,39 @@ cdef inline bint live(const Groups* gr, const Attempt* at) noexcept nogil:
     return at.epoch == gr.epoch and at.g > 0 and at.m < gr.count[at.g]
 
 
-cdef inline void selection_move(Groups* gr, int g, int64_t pos, int h, int32_t site) noexcept nogil:
+cdef inline void selection_remove(Groups* gr, int g, int64_t pos) noexcept nogil:
+    """Take the member at pool[pos] out of group g (the group's last member fills the gap);
+    shrink the region by a size class when its members would fit two classes down."""
+    cdef int64_t last = gr.start[g] + gr.count[g] - 1
+    cdef int k = gr.size_class[g]
+    if gr.slot != NULL:
+        gr.slot[gr.pool[pos].ion] = -1
+        if pos != last:
+            gr.slot[gr.pool[last].ion] = pos
+    gr.pool[pos] = gr.pool[last]
+    gr.count[g] -= 1
+    if gr.count[g] == 0:
+        selection_resize(gr, g, -1)
+    elif k >= 2 and gr.count[g] < gr.class_capacity[k - 2]:
+        selection_resize(gr, g, k - 1)
+
+
+cdef inline void selection_insert(Groups* gr, int h, int32_t carrier,
+                                  int32_t site) noexcept nogil:
+    """Add a carrier on ``site`` to group h, growing its region by a size class when full."""
+    cdef int64_t at
+    if gr.count[h] == gr.capacity[h]:
+        selection_resize(gr, h, gr.size_class[h] + 1)
+    at = gr.start[h] + gr.count[h]
+    gr.pool[at].ion = carrier
+    gr.pool[at].site = site
+    if gr.slot != NULL:
+        gr.slot[carrier] = at
+    gr.count[h] += 1
+
+
+cdef inline void selection_move(Groups* gr, int g, int64_t pos, int h,
+                                int32_t site) noexcept nogil:
     """Apply a hop: the carrier at pool[pos] (group g) moves to ``site``, of group h."""
     cdef int32_t carrier
     if h == g:  # the common case on a mildly disordered landscape: no change of the map

@@ -72,7 +72,7 @@ cdef void _weight_change(Groups* gr, int g, double delta) noexcept nogil:
     gr.epoch += 1
 
 
-cdef void _resize(Groups* gr, int g, int size_class) noexcept nogil:
+cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil:
     """Move group g into a region of a size class (none if size_class < 0), repacking the
     pool first if it has no room."""
     cdef int64_t at = 0, capacity, i
@@ -93,36 +93,6 @@ cdef void _resize(Groups* gr, int g, int size_class) noexcept nogil:
     _weight_change(gr, g, (capacity - gr.capacity[g]) * gr.bound[g])
     gr.capacity[g] = capacity
     gr.resizes += 1
-
-
-cdef void selection_remove(Groups* gr, int g, int64_t pos) noexcept nogil:
-    """Take the member at pool[pos] out of group g (the group's last member fills the gap);
-    shrink the region by a size class when its members would fit two classes down."""
-    cdef int64_t last = gr.start[g] + gr.count[g] - 1
-    cdef int k = gr.size_class[g]
-    if gr.slot != NULL:
-        gr.slot[gr.pool[pos].ion] = -1
-        if pos != last:
-            gr.slot[gr.pool[last].ion] = pos
-    gr.pool[pos] = gr.pool[last]
-    gr.count[g] -= 1
-    if gr.count[g] == 0:
-        _resize(gr, g, -1)
-    elif k >= 2 and gr.count[g] < gr.class_capacity[k - 2]:
-        _resize(gr, g, k - 1)
-
-
-cdef void selection_insert(Groups* gr, int h, int32_t carrier, int32_t site) noexcept nogil:
-    """Add a carrier on ``site`` to group h, growing its region by a size class when full."""
-    cdef int64_t at
-    if gr.count[h] == gr.capacity[h]:
-        _resize(gr, h, gr.size_class[h] + 1)
-    at = gr.start[h] + gr.count[h]
-    gr.pool[at].ion = carrier
-    gr.pool[at].site = site
-    if gr.slot != NULL:
-        gr.slot[carrier] = at
-    gr.count[h] += 1
 
 
 cdef void selection_rebuild(Groups* gr) noexcept nogil:
@@ -240,6 +210,9 @@ cdef class Selection:
         bounds = group_bounds(e_lo, e_hi)
         capacities = size_class_capacities()
         gr.e_min, gr.n_groups = e_lo, len(bounds)
+        tree_top = 1
+        while 2 * tree_top < gr.n_groups:
+            tree_top *= 2
         if gr.n_groups > (OCCUPIED - 1):
             raise ValueError(f"rates span too many groups ({gr.n_groups})")
         arrays = {
@@ -249,7 +222,7 @@ cdef class Selection:
             "count": np.zeros(gr.n_groups, dtype=np.int64),
             "capacity": np.zeros(gr.n_groups, dtype=np.int64),
             "size_class": np.full(gr.n_groups, -1, dtype=np.int32),
-            "tree": np.zeros(gr.n_groups),
+            "tree": np.full(max(2 * tree_top, gr.n_groups), np.finfo(np.float64).max),
             "site_state": np.empty(n_sites, dtype=np.uint16),
             "slot": np.full(n if track else 0, -1, dtype=np.int32),
             "records": records, "deltas": deltas, "hop_cells": hop_cells, "carriers": carriers,
@@ -267,9 +240,7 @@ cdef class Selection:
         gr.site_state = &state_v[0]
         gr.carrier_site = &carriers[0] if n > 0 else NULL
         gr.slot = &slot_v[0] if track and n > 0 else NULL
-        gr.tree_top = 1
-        while 2 * gr.tree_top < gr.n_groups:
-            gr.tree_top *= 2
+        gr.tree_top = tree_top
         gr.epoch = gr.repacks = gr.resizes = 0
         cdef int g
         cdef int64_t at = 0

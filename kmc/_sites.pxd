@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 # The site data layout of the compiled kernels: one record per site holding everything a hop
 # from it needs (its z rates and a 64-bit code for its neighbours; see _sites.pyx), and the
 # inline accessors the hot loops use. Everything here assumes valid input (checked in
@@ -83,12 +83,16 @@ cdef inline int choose_direction(const double* rates, Py_ssize_t z, double x) no
     """Direction k with rates[0] + ... + rates[k-1] <= x < ... + rates[k], for x uniform in
     [0, sum(rates)) and sum(rates) > 0. A zero-rate direction never satisfies that (the sum
     does not grow across it); rounding can push x past the last partial sum, and the last
-    direction with a non-zero rate is then taken, never a zero-rate (padded or blocked) one."""
+    direction with a non-zero rate is then taken, never a zero-rate (padded or blocked) one.
+    The partial sums do not fall, so k is the number of them (but the last) that are <= x:
+    counted without a data-dependent branch (the direction is a coin toss the branch
+    predictor would miss on nearly every hop)."""
     cdef int k = 0
-    cdef double acc = rates[0]
-    while acc <= x and k < z - 1:
-        k += 1
-        acc += rates[k]
+    cdef Py_ssize_t j
+    cdef double acc = 0.0
+    for j in range(z - 1):
+        acc += rates[j]
+        k += acc <= x
     while rates[k] == 0.0 and k > 0:
         k -= 1
     return k
@@ -97,11 +101,12 @@ cdef inline int choose_direction(const double* rates, Py_ssize_t z, double x) no
 cdef inline int direction_below(const double* rates, Py_ssize_t z, double x) noexcept nogil:
     """Direction k with rates[0] + ... + rates[k-1] <= x < ... + rates[k], or -1 if x is not
     below the total (summed in the same order as site_total). For x >= 0 a zero-rate
-    direction is never returned: x below the sum after it was already below it before."""
+    direction is never returned: x below the sum after it was already below it before.
+    Counted like choose_direction, without a data-dependent branch."""
+    cdef int k = 0
+    cdef Py_ssize_t j
     cdef double acc = 0.0
-    cdef int k
-    for k in range(z):
-        acc += rates[k]
-        if x < acc:
-            return k
-    return -1
+    for j in range(z):
+        acc += rates[j]
+        k += acc <= x
+    return k if k < z else -1
