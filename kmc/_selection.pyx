@@ -19,6 +19,33 @@ from kmc._sites cimport Sites, site_record, site_total, sites_view
 import numpy as np
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <sys/mman.h>
+    /* Ask for transparent huge pages on the page-aligned part of a large allocation (as
+       numpy does for its arrays): the pool is read at random, and with 4 KiB pages nearly
+       every access to a pool of several MB would also miss the TLB. */
+    static void kmc_advise_huge(void* p, size_t bytes) {
+    #ifdef MADV_HUGEPAGE
+        uintptr_t start = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+        uintptr_t end = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+        if (bytes >= ((size_t)4 << 20) && end > start)
+            madvise((void*)start, end - start, MADV_HUGEPAGE);
+    #endif
+    }
+    """
+    void kmc_advise_huge(void* p, size_t bytes) noexcept nogil
+
+
+cdef Member* _new_pool(int64_t size) noexcept nogil:
+    """Room for ``size`` members (traced by tracemalloc, huge pages when large)."""
+    cdef Member* pool = <Member*>PyMem_RawMalloc(size * sizeof(Member))
+    if pool != NULL:
+        kmc_advise_huge(pool, size * sizeof(Member))
+    return pool
+
+
 cdef int64_t _allocate(Groups* gr, int size_class) noexcept nogil:
     """A region of a size class, or -1 if the pool has no room."""
     cdef int64_t at = gr.free_head[size_class]
@@ -43,7 +70,7 @@ cdef void _repack(Groups* gr, int64_t extra) noexcept nogil:
         total += gr.capacity[g]
     if 2 * (total + extra) > size:
         size = 2 * (total + extra)
-    pool = <Member*>PyMem_RawMalloc(size * sizeof(Member))
+    pool = _new_pool(size)
     if pool == NULL:
         abort()  # out of memory in a nogil loop; nothing sensible is left to do
     for g in range(1, gr.n_groups):
@@ -266,7 +293,7 @@ cdef class Selection:
             gr.count[0] = 0
         gr.top = at
         gr.pool_size = max(pool_size if pool_size > 0 else 2 * (n + gr.n_groups), at, 1)
-        gr.pool = <Member*>PyMem_RawMalloc(gr.pool_size * sizeof(Member))
+        gr.pool = _new_pool(gr.pool_size)
         if gr.pool == NULL:
             raise MemoryError("event selection pool")
         with nogil:
