@@ -544,3 +544,40 @@ def test_sites_whose_every_rate_is_zero_hold_their_carriers():
     )  # fmt: skip
     assert (hops, attempts, elapsed) == (0, 0, 0.0)
     assert np.all(out_sites == stuck) and np.all(out_cells == 1)
+
+
+def lieb_lattice(cells):
+    """A general periodic site graph of variable coordination in a triclinic cell: the Lieb
+    lattice (corner sites with 4 neighbours, edge sites with 2, padded to 4) on a sheared
+    cell."""
+    hops = [
+        [(1, (0, 0), 0), (1, (-1, 0), 0), (2, (0, 0), 0), (2, (0, -1), 0)],
+        [(0, (0, 0), 0), (0, (1, 0), 0)],
+        [(0, (0, 0), 0), (0, (0, 1), 0)],
+    ]
+    cell_vectors = np.array([[2.0, 0.0], [0.7, 2.0]])
+    basis = np.array([[0.0, 0.0], [1.0, 0.0], [0.35, 1.0]])
+    return lattice.periodic_graph("lieb", cell_vectors, basis, cells, hops)
+
+
+def test_variable_coordination_walkers_reach_boltzmann_occupation():
+    """Walkers on the padded, triclinic Lieb lattice (random energies and saddles), all
+    started on site 0: after equilibration the occupation is p_i ∝ exp(−ε_i/kT) whatever
+    a site's coordination; 10 000 independent samples, chi-square at significance 1e-4.
+    The slowest relaxation of this landscape takes ≈ 230 mean hop times, so the walkers are
+    equilibrated for 2000; 100 leave them visibly out of equilibrium (the test's power)."""
+    lat = lieb_lattice((3, 3))
+    assert lat.padded
+    land = disordered_landscape(lat, 3, {"dist": "normal", "mean": 0.0, "sigma": 0.05},
+                                {"dist": "uniform", "low": 0.1, "high": 0.3})  # fmt: skip
+    n = 10_000
+    p = np.exp(-land.site_energy / KT)
+    pvalues = []
+    for equilibration in (2000, 100):
+        traj = kernel.simulate(
+            land, T, rng(4), count=n, exclusion=False, hops_per_ion=1, frames=2,
+            equilibration_hops_per_ion=equilibration, initial_sites=np.zeros(n, dtype=np.int64),
+        )  # fmt: skip
+        observed = np.bincount(traj.sites[0], minlength=lat.n_sites)
+        pvalues.append(stats.chisquare(observed, n * p / p.sum()).pvalue)
+    assert pvalues[0] > 1e-4 and pvalues[1] < 1e-4

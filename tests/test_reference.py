@@ -8,7 +8,7 @@ thousand hops each, so the pure-Python reference stays fast.
 
 import numpy as np
 import pytest
-from test_kernel import PaddedLandscape, T, disordered_landscape
+from test_kernel import PaddedLandscape, T, disordered_landscape, lieb_lattice
 
 from kmc import _lattice_gas, _selection, _walkers, kernel, lattice, reference
 
@@ -29,8 +29,9 @@ def test_xoshiro_first_outputs_and_uniforms():
 
 
 def landscapes():
-    """(name, landscape-like): simple cubic, two multi-basis lattices, and a padded
-    variable-coordination one."""
+    """(name, landscape-like): simple cubic, two multi-basis lattices, cubic padded by hand,
+    and a general site graph of variable coordination in a triclinic cell (padded by
+    kmc.lattice)."""
     site = {"dist": "normal", "mean": 0.0, "sigma": 0.05}
     saddle = {"dist": "uniform", "low": 0.15, "high": 0.45}  # many rate groups
     cubic = disordered_landscape(lattice.build("cubic", (4, 4, 4)), 1, site, saddle)
@@ -41,6 +42,7 @@ def landscapes():
         "honeycomb": honeycomb,
         "fcc": fcc,
         "padded": PaddedLandscape(cubic, [0, 4, 8]),
+        "lieb": disordered_landscape(lieb_lattice((4, 3)), 4, site, saddle),
     }
 
 
