@@ -130,15 +130,18 @@ def _neighbour_deltas(lattice: Lattice) -> np.ndarray:
     return table
 
 
-def _site_records(landscape: Landscape, temperature: float, incoming: bool):
+def _site_records(
+    landscape: Landscape, temperature: float, incoming: bool, field: np.ndarray | None = None
+):
     """The kernel's site records for a landscape at a temperature (rates out of each site,
-    or into it), their neighbour table and the escape rate of every site; see
-    :func:`pack_records`."""
+    or into it, biased by an applied ``field`` if given), their neighbour table and the
+    escape rate of every site; see :func:`pack_records`."""
 
     def rates(block: slice) -> tuple[np.ndarray, np.ndarray]:
-        out = landscape.rates(temperature, block)
-        packed = landscape.rates(temperature, block, incoming=True) if incoming else out
-        return packed, out.sum(axis=1)
+        out = landscape.rates(temperature, block, field=field)
+        if incoming:
+            return landscape.rates(temperature, block, incoming=True, field=field), out.sum(1)
+        return out, out.sum(axis=1)
 
     return pack_records(landscape.lattice, rates)
 
@@ -183,6 +186,7 @@ def simulate(
     equilibration_hops_per_ion: float = 200,
     frames: int = 100,
     initial_sites: np.ndarray | None = None,
+    field: np.ndarray | None = None,
 ) -> Trajectory:
     """Equilibrate, then record ``frames`` uniformly spaced frames of a production run.
 
@@ -194,6 +198,8 @@ def simulate(
     from the start; the lattice gas starts from a random placement and is equilibrated by
     ``equilibration_hops_per_ion`` hops per ion.
     ``initial_sites`` (one free site per ion, distinct under exclusion) replaces either start.
+    ``field`` (V/cm) biases the rate of every directed hop (see Landscape.rates); the
+    kernel needs nothing else for it.
     """
     n_ions = ion_count(landscape, concentration=concentration, count=count, exclusion=exclusion)
     if not hops_per_ion > 0:
@@ -209,7 +215,7 @@ def simulate(
     filled = n_ions / len(free) if exclusion else 0.0
     # Drive the vacancies of a more than half-full lattice (see _lattice_gas.run_lattice_gas).
     holes = exclusion and n_ions > len(free) / 2
-    records, deltas, escape = _site_records(landscape, temperature, incoming=holes)
+    records, deltas, escape = _site_records(landscape, temperature, incoming=holes, field=field)
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")

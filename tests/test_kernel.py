@@ -443,8 +443,8 @@ class PaddedLandscape:
     def boltzmann_weights(self, temperature):
         return self.land.boltzmann_weights(temperature)
 
-    def rates(self, temperature, sites=slice(None), *, incoming=False):
-        rates = self.land.rates(temperature, sites, incoming=incoming)
+    def rates(self, temperature, sites=slice(None), *, incoming=False, field=None):
+        rates = self.land.rates(temperature, sites, incoming=incoming, field=field)
         out = np.zeros((rates.shape[0], self.lattice.coordination))
         out[:, self.real] = rates
         return out
@@ -511,9 +511,9 @@ def test_sites_whose_every_rate_is_zero_hold_their_carriers():
     stuck = 5
     rates = land.rates
 
-    def isolated(temperature, sites=slice(None), *, incoming=False):
+    def isolated(temperature, sites=slice(None), *, incoming=False, field=None):
         """No hop into or out of the stuck site (the others would all end up there)."""
-        out = rates(temperature, sites, incoming=incoming)
+        out = rates(temperature, sites, incoming=incoming, field=field)
         out[np.arange(lat.n_sites)[sites] == stuck] = 0.0
         out[land.lattice.neighbours[sites] == stuck] = 0.0
         return out
@@ -528,7 +528,7 @@ def test_sites_whose_every_rate_is_zero_hold_their_carriers():
                           initial_sites=start)  # fmt: skip
     assert np.all(gas.sites[:, 0] == stuck) and gas.hops > 0
 
-    def frozen(temperature, sites=slice(None), *, incoming=False):
+    def frozen(temperature, sites=slice(None), *, incoming=False, field=None):
         return np.zeros_like(rates(temperature, sites, incoming=incoming))
 
     records, deltas, _ = kernel.pack_records(land.lattice, lambda block: (
