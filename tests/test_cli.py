@@ -532,6 +532,10 @@ BAD_CONFIGS = {
     "network-with-exclusion": ([("[run]\n", '[run]\nmethod = "network"\n')], ["ions.exclusion"]),
     # a valid config, but the output directory holds a different run: name the directory
     "different-run-in-output": ([("seed = 7", "seed = 8")], ["{run}"]),
+    # an applied field: one component per axis, finite, not a V/m value typed as V/cm
+    "field-wrong-shape": ([("[run]\n", "[run]\nfield = [1e4, 0]\n")], ["run.field"]),
+    "field-nan": ([("[run]\n", "[run]\nfield = nan\n")], ["run.field"]),
+    "field-unit-mistake": ([("[run]\n", "[run]\nfield = 1e9\n")], ["run.field", "unit"]),
 }
 
 # id -> argv ({run}: the existing run, {tmp}: an empty scratch directory), what it must name
