@@ -98,6 +98,12 @@ STUDIES = [
         by=SUPERCELL,
     ),
     Study(
+        "nafepo4_field",
+        "configs/nafepo4_field.toml",
+        "nafepo4-field",
+        x="run.field",
+    ),
+    Study(
         "v2o5_teo2_glass_ceramic",
         "configs/v2o5_teo2_glass_ceramic.toml",
         "v2o5-teo2-glass-ceramic",
@@ -580,6 +586,46 @@ def cross_channel_report() -> str:
     return "\n".join(lines)
 
 
+def table_field(data: dict) -> str:
+    """σ_E against σ_NE per field strength (fully amorphized NaFePO4, c = 0.3, 600 K)."""
+    s = data["summary"]
+    kt = K_B * 600.0
+    rows = []
+    zero = one(s, **{"run.field": 0.0})
+    for rec in s:
+        e = float(rec["run.field"])
+        u = e * 1e-8 * 3.4 / (2 * kt)
+        ratio = (
+            f"{_num(rec['conductivity_field']) / _num(zero['conductivity']):.2f}"
+            if "conductivity_field" in rec else "-"
+        )  # fmt: skip
+        rows.append(
+            [
+                f"{e:g}",
+                f"{u:.3g}",
+                val(rec, "drift_velocity") if "drift_velocity" in rec else "-",
+                val(rec, "mobility") if "mobility" in rec else "-",
+                val(rec, "conductivity_field") if "conductivity_field" in rec else "-",
+                ratio,
+                val(rec, "conductivity"),
+                val(rec, "D_tracer_xx"),
+                val(rec, "D_tracer_yy"),
+            ]
+        )
+    header = [
+        "E [V/cm]",
+        "u = qEa/2kT",
+        "drift v [cm/s]",
+        "mobility [cm²/V/s]",
+        "σ_E [S/cm]",
+        "σ_E/σ_NE(0)",
+        "σ_NE about the drift [S/cm]",
+        "D*_xx (along E) [cm²/s]",
+        "D*_yy",
+    ]
+    return table(header, rows)
+
+
 def _interface_name(dist: dict) -> str:
     return "= glass" if abs(dist["mean"] - 0.50) < 1e-9 else f"{0.50 - dist['mean']:.2f} eV lower"
 
@@ -738,6 +784,9 @@ def print_tables(studies: list[Study]) -> None:
         print(table_lifepo4_structure(d, _counterpart(data, "lifepo4_antisite")))
         print("\n" + kmc_flags(d, "LiFePO4 (structure)"))
         print("\n" + cross_channel_report())
+    if "nafepo4_field" in data:
+        print("\n## NaFePO4 (amorphized) in an applied field\n")
+        print(table_field(data["nafepo4_field"]))
     if "v2o5_teo2_glass_ceramic" in data:
         d = data["v2o5_teo2_glass_ceramic"]
         print("\n## V2O5-TeO2 glass ceramic\n")
