@@ -196,3 +196,24 @@ def test_zero_field_is_no_field():
         np.testing.assert_array_equal(other.positions, reference.positions)
         np.testing.assert_array_equal(other.sites, reference.sites)
         assert "drift_velocity" not in other.observables
+
+
+@pytest.mark.parametrize("c", [0.3, 0.7], ids=["ions", "vacancies"])
+def test_drift_of_the_uniform_lattice_gas(c):
+    """Exact: the uniform asymmetric exclusion process of N ions on a torus of L sites keeps
+    the uniform stationary state over its configurations, where the site next to an ion is
+    empty with probability (L − N)/(L − 1); so an ion drifts at
+    v = 2 a Γ sinh(u) (L − N)/(L − 1) along the field ((1 − c) up to the finite size).
+    c = 0.3 drives the ions, c = 0.7 the vacancies (whose rates are those INTO each site,
+    the field's sign reversed). u = 0.5 on 8³, 4 replicas, |z| < 4."""
+    u = 0.5
+    tasks = _field_tasks("cubic", [8, 8, 8], _bias(u), concentration=c, exclusion=True,
+                         hops=1000)  # fmt: skip
+    values = [experiment.run_task(t).observables["drift_velocity"] for t in tasks]
+    mean, error = analysis.replica_mean(values)
+    gamma = NU * math.exp(-0.30 / (BOLTZMANN_EV * 300.0))
+    n_sites = 8**3
+    ions = round(c * n_sites)
+    exact = 2 * HOP * gamma * math.sinh(u) * (n_sites - ions) / (n_sites - 1) * 1e-8
+    assert abs(mean - exact) < 4 * error, (mean, error, exact)
+    assert error < 0.05 * exact
