@@ -35,18 +35,22 @@ __all__ = [
     "FIELD_KEYS",
     "MIN_FRAMES",
     "TENSOR_KEYS",
+    "THERMODYNAMIC_KEYS",
     "DiffusiveTest",
     "arrhenius",
     "collective_window",
     "diffusion_coefficient",
     "diffusive_test",
     "fit_window",
+    "lattice_gas_thermodynamics",
     "msd",
     "nernst_einstein",
     "replica_mean",
     "tensor_keys",
     "tensor_observables",
+    "thermodynamic_factor",
     "transport",
+    "widom_chemical_potential",
 ]
 
 
@@ -890,6 +894,109 @@ def _collective_series(
         with np.errstate(divide="ignore", invalid="ignore"):  # the last lag: nan
             msd_c /= (1.0 - lags_c / (c_t[-1] - c_t[0]))[:, None]
     return lags_c, msd_c
+
+
+# --------------------------------------------------------------------------- thermodynamics
+
+
+def _block_counts(frac: np.ndarray, splits: int) -> np.ndarray:
+    """(F, splits^d) ion counts per block of a grid of ``splits`` blocks per box vector."""
+    n_frames, _, dim = frac.shape
+    index = np.minimum((frac * splits).astype(np.int64), splits - 1)
+    flat = np.zeros(index.shape[:2], dtype=np.int64)
+    for axis in range(dim):
+        flat = flat * splits + index[..., axis]
+    n_blocks = splits**dim
+    offsets = (np.arange(n_frames) * n_blocks)[:, None]
+    counts = np.bincount((flat + offsets).ravel(), minlength=n_frames * n_blocks)
+    return counts.reshape(n_frames, n_blocks)
+
+
+def thermodynamic_factor(positions: ArrayLike, box: ArrayLike, n_sites: int) -> float:
+    """The thermodynamic factor Θ = ∂ln a/∂ln c of a lattice-gas trajectory, from the
+    particle-number fluctuations of subvolumes (docs/physics.md).
+
+    Θ = ⟨N⟩ / (k T ∂⟨N⟩/∂μ) and, grand-canonically, k T ∂⟨N⟩/∂μ = ⟨δN²⟩. The box is cut into
+    2^d blocks (halves along each box vector) and 4^d (quarters); the variance in time of the
+    ion count of each block, summed over the blocks, is turned into its grand-canonical value
+    by the exact factor (V − 1)/(V − v) of a block of v = V/n of the V sites of a closed box
+    (the hypergeometric variance of independent sites), giving T_2 and T_4. A block's
+    variance also misses a term proportional to its surface (correlations cut at its faces),
+    and the quarters' blocks have twice the halves' total surface, so V S = 2 T_2 − T_4 is the
+    bulk variance with that term removed, and Θ = ⟨N⟩ / (2 T_2 − T_4). Exact (in expectation)
+    for non-interacting ions with or without site disorder: Θ = Σf/Σf(1 − f), f the
+    Fermi–Dirac occupations.
+
+    Parameters
+    ----------
+    positions : (F, N, d) array_like
+        Ion positions in Å (unwrapped or not), F ≥ 2 frames of a run in equilibrium.
+    box : (d,) or (d, d) array_like
+        The periodic box: orthogonal edges or vectors as rows, Å.
+    n_sites : int
+        Free sites V of the lattice (the ions' N ≤ V).
+
+    Returns nan when the blocks' counts do not fluctuate (a frozen or full lattice).
+    """
+    p = np.asarray(positions, dtype=np.float64)
+    if p.ndim != 3 or p.shape[0] < 2:
+        raise ValueError(f"positions must be (F ≥ 2, N, d), got shape {p.shape}")
+    dim = p.shape[2]
+    b = np.asarray(box, dtype=np.float64)
+    vectors = np.diag(b) if b.ndim == 1 else b
+    if vectors.shape != (dim, dim):
+        raise ValueError(f"box must be ({dim},) or ({dim}, {dim}), got shape {b.shape}")
+    if not n_sites >= p.shape[1]:
+        raise ValueError(f"n_sites must be at least the {p.shape[1]} ions, not {n_sites}")
+    frac = (p @ np.linalg.inv(vectors)) % 1.0
+    totals = []
+    for splits in (2, 4):
+        counts = _block_counts(frac, splits)
+        blocks = splits**dim
+        v = n_sites / blocks
+        canonical = counts.var(axis=0, ddof=1).sum()
+        totals.append(canonical * (n_sites - 1) / (n_sites - v))
+    bulk = 2 * totals[0] - totals[1]
+    return float(p.shape[1] / bulk) if bulk > 0 else math.nan
+
+
+#: What an equilibrium lattice gas reports besides D: Θ, D_chem = Θ D_σ (cm²/s) and μ (eV).
+THERMODYNAMIC_KEYS = ("thermodynamic_factor", "D_chem", "chemical_potential")
+
+
+def lattice_gas_thermodynamics(
+    positions: ArrayLike, box: ArrayLike, n_sites: int, d_jump: float
+) -> dict[str, float]:
+    """``thermodynamic_factor`` (:func:`thermodynamic_factor`) and the chemical diffusion
+    coefficient ``D_chem`` = Θ D_σ (units of ``d_jump``; nan where D_σ is) of a lattice-gas
+    trajectory in equilibrium."""
+    theta = thermodynamic_factor(positions, box, n_sites)
+    return {"thermodynamic_factor": theta, "D_chem": theta * d_jump}
+
+
+def widom_chemical_potential(
+    sites: ArrayLike, site_energy: ArrayLike, free: ArrayLike, temperature: float
+) -> float:
+    """The chemical potential μ (eV) of N ions with exclusion on sites of energies ε, by
+    Widom's test-particle insertion: e^(−μ/kT) = ⟨Σ_(empty free j) e^(−ε_j/kT)⟩ / (N + 1),
+    the average over the frames of the Boltzmann factors of adding one more ion (canonically
+    μ = F(N + 1) − F(N)). Site energies only: ions that interact only by exclusion.
+
+    ``sites`` (F, N) the ions' sites per frame, ``site_energy`` (V,) eV, ``free`` (V,) bool.
+    """
+    s = np.asarray(sites)
+    energy = np.asarray(site_energy, dtype=np.float64)
+    mask = np.asarray(free, dtype=bool)
+    kt = BOLTZMANN_EV * _check_positive("temperature", temperature)
+    lowest = float(energy[mask].min())
+    weight = np.where(mask, np.exp(-(energy - lowest) / kt), 0.0)
+    total = weight.sum()
+    occupied = weight[s].sum(axis=1)  # per frame: the weights of the sites taken
+    empty = np.maximum(total - occupied, 0.0)
+    mean = float(empty.mean())
+    if not mean > 0:
+        return math.nan
+    return lowest - kt * math.log(mean / (s.shape[1] + 1))
 
 
 # --------------------------------------------------------------------------- statistics

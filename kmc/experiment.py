@@ -86,6 +86,13 @@ def run_task(task: Task) -> TaskData:
         martingale=uniform,
         field=field if driven else None,
     )
+    if config.ions.exclusion and not driven:  # an equilibrium lattice gas: its thermodynamics
+        observables.update(analysis.lattice_gas_thermodynamics(
+            traj.positions, traj.box, len(land.free_sites), observables["D_jump"]
+        ))  # fmt: skip
+        observables["chemical_potential"] = analysis.widom_chemical_potential(
+            traj.sites, land.site_energy, ~land.blocked, run.temperature
+        )
     observables.update(
         uniform_rates=int(uniform),
         hops=traj.hops,
@@ -175,6 +182,7 @@ def _task_data(
             "hop_distance": float(land.lattice.hop_distance),
             "volume": float(land.lattice.volume),
             "field": [float(x) for x in task.config.run.field_vector(land.lattice.dim)],
+            "free_sites": len(land.free_sites),
         },
         task=task.index,
         seed_entropy=task.seed.entropy,

@@ -130,6 +130,12 @@ UNITS: dict[str, str] = {
     "conductivity_field": "S/cm",
     "conductivity_field_err": "S/cm",
     "run.field": "V/cm",
+    "thermodynamic_factor": "1",
+    "thermodynamic_factor_err": "1",
+    "D_chem": "cm^2/s",
+    "D_chem_err": "cm^2/s",
+    "chemical_potential": "eV",
+    "chemical_potential_err": "eV",
 }
 #: Observables of a task driven by a field, averaged over replicas (mean and ``_err``).
 FIELD_OBSERVABLES = ("drift_velocity", "mobility", "conductivity_field")
@@ -300,9 +306,10 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     tensor = analysis.tensor_keys(dim) if 1 <= dim <= 3 else ()
     if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
         driven = analysis.FIELD_KEYS if "drift_velocity" in stored else ()
+        thermo = analysis.THERMODYNAMIC_KEYS if "thermodynamic_factor" in stored else ()
         out: dict[str, Any] = {
             key: _number(stored.get(key, math.nan), float)
-            for key in (*_RECOMPUTED, *tensor, *driven)
+            for key in (*_RECOMPUTED, *tensor, *driven, *thermo)
         }
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
@@ -334,6 +341,11 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     )
     driven = analysis.FIELD_KEYS if field.size and np.any(field) else ()
     out = {key: _number(result[key], float) for key in (*_RECOMPUTED, *tensor, *driven)}
+    if "thermodynamic_factor" in stored:  # an equilibrium lattice gas: Θ from the frames
+        out.update(analysis.lattice_gas_thermodynamics(
+            data.positions, data.box, int(params["free_sites"]), out["D_jump"]
+        ))  # fmt: skip
+        out["chemical_potential"] = _number(stored.get("chemical_potential", math.nan), float)
     out["diffusive"] = bool(result["diffusive"])
     out["diffusive_reason"] = str(result["diffusive_reason"])
     return out
@@ -438,6 +450,12 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = out[f"{key}_err"] = math.nan
         if out["diffusive"]:
             out[key], out[f"{key}_err"] = analysis.replica_mean([r[key] for r in records])
+    if records and all("thermodynamic_factor" in r for r in records):  # a lattice gas
+        for key in analysis.THERMODYNAMIC_KEYS:
+            values = [float(r[key]) for r in records]
+            out[key] = out[f"{key}_err"] = math.nan
+            if all(math.isfinite(v) for v in values):
+                out[key], out[f"{key}_err"] = analysis.replica_mean(values)
     if records and all("drift_velocity" in r for r in records):  # driven by a field
         for key in FIELD_OBSERVABLES:
             out[key] = out[f"{key}_err"] = math.nan

@@ -7,6 +7,7 @@ All randomness comes from seeded numpy Generators, so the outcomes are reproduci
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -25,7 +26,9 @@ from kmc.analysis import (
     nernst_einstein,
     replica_mean,
     tensor_keys,
+    thermodynamic_factor,
     transport,
+    widom_chemical_potential,
 )
 
 Z_MAX = 4.0
@@ -921,3 +924,71 @@ def test_bad_field(field):
     with pytest.raises(ValueError, match="field"):
         transport(times, positions, temperature=300.0, volume=1e3, hop_distance=0.05,
                   field=field)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- thermodynamics
+
+
+def _lattice_gas(site_energy, concentration, seed, hops=4000, frames=400, cells=12):
+    """A lattice-gas trajectory on a simple cubic cells³ landscape (saddle 0.30 eV, 300 K)."""
+    from kmc import kernel, landscape, lattice
+    from kmc.distributions import Distribution
+
+    lat = lattice.build("cubic", (cells,) * 3, 1.0)
+    phase = landscape.Phase(Distribution.parse(site_energy), Distribution.parse(0.30))
+    land = landscape.generate(lat, crystal=phase, amorphous=phase,
+                              amorphous_mask=np.zeros(lat.n_sites, dtype=bool),
+                              rng=np.random.default_rng(1))  # fmt: skip
+    traj = kernel.simulate(
+        land, 300.0, np.random.default_rng(seed), concentration=concentration,
+        hops_per_ion=hops, frames=frames,
+    )  # fmt: skip
+    return land, traj
+
+
+@pytest.mark.parametrize("c", [0.2, 0.5, 0.8])
+def test_thermodynamic_factor_of_the_uniform_lattice_gas(c):
+    """Exact: ions that interact only by exclusion on equal sites have Θ = 1/(1 − c)
+    (1.25, 2, 5) and μ = kT ln(c/(1 − c)) (canonically kT ln((N + 1)/(V − N))); 6 runs on
+    12³, |z| < 4 with the error from the runs' scatter."""
+    thetas, mus = [], []
+    for seed in range(6):
+        land, traj = _lattice_gas(0.0, c, seed)
+        thetas.append(thermodynamic_factor(traj.positions, traj.box, land.lattice.n_sites))
+        mus.append(widom_chemical_potential(traj.sites, land.site_energy, ~land.blocked, 300.0))
+    assert_z(*replica_mean(thetas), 1 / (1 - c), "Θ")
+    n, v = traj.n_ions, land.lattice.n_sites
+    exact_mu = BOLTZMANN_EV * 300.0 * math.log((n + 1) / (v - n))
+    assert np.allclose(mus, exact_mu, rtol=0, atol=1e-12)  # every frame: V − N empty sites
+
+
+def _fermi_dirac(energy: np.ndarray, n_ions: int, kt: float) -> tuple[float, np.ndarray]:
+    """μ with Σ f_i(μ) = N and the occupations f_i = 1 / (1 + e^((ε_i − μ)/kT))."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    def excess(mu: float) -> float:
+        return float(expit(-(energy - mu) / kt).sum() - n_ions)
+
+    mu = brentq(excess, energy.min() - 50 * kt, energy.max() + 50 * kt, xtol=1e-14)
+    return mu, expit(-(energy - mu) / kt)
+
+
+@pytest.mark.parametrize("c", [0.2, 0.5])
+def test_thermodynamic_factor_with_site_disorder(c):
+    """Exact, per landscape: non-interacting ions on sites with normal energies (σ = 0.03 eV,
+    300 K) have Θ = Σf / Σf(1 − f) with f the Fermi–Dirac occupations at the μ that puts N
+    ions on the lattice. 6 runs on one 12³ landscape, |z| < 4 from their scatter. Widom's
+    canonical μ = F(N + 1) − F(N) lies between the grand-canonical μ at N and at N + 1 ions
+    (to within 4 errors)."""
+    kt = BOLTZMANN_EV * 300.0
+    thetas, mus = [], []
+    for seed in range(6):
+        land, traj = _lattice_gas({"dist": "normal", "mean": 0.0, "sigma": 0.03}, c, seed)
+        thetas.append(thermodynamic_factor(traj.positions, traj.box, land.lattice.n_sites))
+        mus.append(widom_chemical_potential(traj.sites, land.site_energy, ~land.blocked, 300.0))
+    mu, f = _fermi_dirac(land.site_energy, traj.n_ions, kt)
+    assert_z(*replica_mean(thetas), f.sum() / (f * (1 - f)).sum(), "Θ")
+    mean, error = replica_mean(mus)
+    mu_next, _ = _fermi_dirac(land.site_energy, traj.n_ions + 1, kt)
+    assert mu - 4 * error < mean < mu_next + 4 * error, (mean, error, mu, mu_next)

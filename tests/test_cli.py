@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import kmc.runner  # before any capsys: see below
-from kmc.analysis import TENSOR_KEYS, fit_window
+from kmc.analysis import TENSOR_KEYS, THERMODYNAMIC_KEYS, fit_window
 from kmc.store import is_complete, read_task, task_filename
 
 # kmc.runner is imported here, before any test's capsys: its run(..., log=sys.stderr) binds
@@ -152,6 +152,7 @@ TASK_KEYS = {
     "spanning_fraction",
     "critical_barrier",
     *TENSOR_KEYS,  # the test configs are cubic: every component applies
+    *THERMODYNAMIC_KEYS,  # and lattice gases in equilibrium
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -485,6 +486,7 @@ def test_analyze_json_records(serial_run, serial_json):
     expected |= {"diffusive", "note", *UPPER}
     expected |= {f"{key}{suffix}" for key in OBSERVABLES for suffix in ("", "_err")}
     expected |= {f"{key}{suffix}" for key in TENSOR_KEYS for suffix in ("", "_err")}
+    expected |= {f"{key}{suffix}" for key in THERMODYNAMIC_KEYS for suffix in ("", "_err")}
     percolation_keys = ("percolating", "spanning_fraction", "critical_barrier")
     expected |= {f"{key}{suffix}" for key in percolation_keys for suffix in ("", "_err")}
     for point, record in zip(PHI, summary, strict=True):

@@ -217,3 +217,30 @@ def test_drift_of_the_uniform_lattice_gas(c):
     exact = 2 * HOP * gamma * math.sinh(u) * (n_sites - ions) / (n_sites - 1) * 1e-8
     assert abs(mean - exact) < 4 * error, (mean, error, exact)
     assert error < 0.05 * exact
+
+
+# --------------------------------------------------------------------------- thermodynamics
+
+
+@pytest.mark.parametrize("c", [0.2, 0.5, 0.8])
+def test_chemical_diffusion_of_the_uniform_lattice_gas(c):
+    """Exact: on equal sites with one saddle, D_σ = D0 (1 − c) and Θ = 1/(1 − c), so the
+    chemical diffusion coefficient D_chem = Θ D_σ is the single-ion D0 = Γ a² (simple
+    cubic: z Γ a² / 2d) at every c. 6 replicas of 10³ at 300 K; |z| < 4 with the error from
+    the replicas; Θ and μ = kT ln((N + 1)/(V − N)) are recorded too."""
+    tasks = _field_tasks("cubic", [10, 10, 10], 0.0, concentration=c, exclusion=True,
+                         replicas=6, hops=3000)  # fmt: skip
+    data = config.resolved_dict(tasks[0].config)
+    data["run"]["frames"] = 300
+    data["run"]["replicas"] = 6
+    tasks = config.expand_tasks(config.parse_config(data))
+    records = [experiment.run_task(t).observables for t in tasks]
+    gamma = NU * math.exp(-0.30 / (BOLTZMANN_EV * 300.0))
+    d0 = gamma * HOP**2 * 1e-16
+    mean, error = analysis.replica_mean([r["D_chem"] for r in records])
+    assert abs(mean - d0) < 4 * error and error < 0.1 * d0, (mean, error, d0)
+    theta, theta_err = analysis.replica_mean([r["thermodynamic_factor"] for r in records])
+    assert abs(theta - 1 / (1 - c)) < 4 * theta_err
+    n = round(c * 1000)
+    mu = BOLTZMANN_EV * 300.0 * math.log((n + 1) / (1000 - n))
+    assert all(r["chemical_potential"] == pytest.approx(mu, abs=1e-12) for r in records)
