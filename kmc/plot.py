@@ -85,6 +85,8 @@ _MARKERS = ("o", "s", "D", "P", "X", "h", "p", "*", "<", ">")
 # (column, its label, filled markers, line style) of the two rows of each kind
 _OBSERVABLES = (("D_tracer", "D*", True, "-"), ("D_jump", "D_σ", False, "--"))
 # the σ row of a field-driven run: σ_E = n q v / |E| and the Nernst–Einstein σ from D_σ
+# the chemical diffusion row of a lattice gas in equilibrium: D_chem = Θ D_σ
+_CHEMICAL = ("D_chem", "D_chem", True, "-.")
 _CONDUCTIVITIES = (
     ("conductivity_field", "σ_E", True, "-"),
     ("conductivity", "σ_NE", False, ":"),
@@ -213,9 +215,12 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
     x_key, by_key = choose_keys(swept, values, x, by)
     plan = _Plan(results, x_key, by_key)
 
-    sigma_row = 2 if plan.field else None  # σ_E and σ_NE of a field-driven run, if any
-    perc_row = 2 + plan.field if plan.percolation else None  # the percolation row, if any
-    arr_row = 2 + plan.field + plan.percolation  # the first Arrhenius row
+    d_rows = _OBSERVABLES + ((_CHEMICAL,) if plan.thermo else ())  # log D rows
+    n_d = len(d_rows)
+    sigma_row = n_d if plan.field else None  # σ_E and σ_NE of a field-driven run, if any
+    volt_row = n_d + plan.field if plan.thermo else None  # −μ/e of a lattice gas, if any
+    perc_row = n_d + plan.field + plan.thermo if plan.percolation else None
+    arr_row = n_d + plan.field + plan.thermo + plan.percolation  # the first Arrhenius row
     n_rows = arr_row + (2 if plan.arrhenius else 0)
     n_cols = len(plan.columns)
     legend_rows = math.ceil(len(plan.legend_handles()) / _legend_columns(n_cols))
@@ -231,12 +236,12 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
         # one Arrhenius panel per row spans the figure when the columns are temperatures
         spans = r >= arr_row and len(plan.arrhenius_columns) == 1 and n_cols > 1
         for j in range(1 if spans else n_cols):
-            if r in (perc_row, sigma_row):  # its own y axis, shared along the row
+            if r in (perc_row, sigma_row, volt_row):  # own y axis, shared along the row
                 ax = fig.add_subplot(grid[r, j], sharey=axes[r, 0] if j > 0 else None)
             else:
                 ax = fig.add_subplot(grid[r, :] if spans else grid[r, j], sharey=first)
                 first = ax if first is None else first
-            if r in (1, sigma_row, perc_row):
+            if 0 < r < arr_row:
                 ax.sharex(axes[0, j])
             elif r == arr_row + 1:
                 ax.sharex(axes[arr_row, j])
@@ -248,19 +253,30 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
 
     for j, column_value in enumerate(plan.columns):
         rows = plan.rows_of_column(column_value)
-        for i, (column, name, filled, style) in enumerate(_OBSERVABLES):
+        for i, (column, name, filled, style) in enumerate(d_rows):
             ax = axes[i, j]
             ax.set_label(f"x:{column}:{j}")
             _x_panel(ax, plan, rows, column, filled, style)
             _decorate(ax, plan, j, name, x_panel=True, top=i == 0,
-                      bottom=i == 1 and perc_row is None and sigma_row is None)  # fmt: skip
+                      bottom=i == n_d - 1 and arr_row == n_d)  # fmt: skip
         if sigma_row is not None:
             ax = axes[sigma_row, j]
             ax.set_label(f"conductivity:{j}")
             for column, _, filled, style in _CONDUCTIVITIES:
                 _x_panel(ax, plan, rows, column, filled, style)
-            _decorate(ax, plan, j, "σ", x_panel=True, top=False, bottom=perc_row is None,
-                      unit="S/cm")  # fmt: skip
+            _decorate(ax, plan, j, "σ", x_panel=True, top=False,
+                      bottom=arr_row == sigma_row + 1, unit="S/cm")  # fmt: skip
+        if volt_row is not None:
+            ax = axes[volt_row, j]
+            ax.set_label(f"voltage:{j}")
+            _voltage_panel(ax, plan, rows)
+            ax.grid(True, which="major", alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("−μ/e [V]")
+            if arr_row == volt_row + 1:
+                ax.set_xlabel(_axis_label(plan.x_key))
+            else:
+                ax.tick_params(labelbottom=False)
         if perc_row is not None:
             ax = axes[perc_row, j]
             ax.set_label(f"percolation:{j}")
@@ -409,6 +425,8 @@ class _Plan:
         )
         # a run driven by a field: some point has a field-driven conductivity
         self.field = any("conductivity_field" in row for row in self.summary)
+        # a lattice gas in equilibrium: Θ, D_chem and μ (the voltage profile)
+        self.thermo = any("D_chem" in row for row in self.summary)
         self.has_outside = self.arrhenius and any(
             math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
@@ -506,6 +524,11 @@ class _Plan:
             Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="--",
                    label="D_σ (collective)"),
         ]  # fmt: skip
+        if self.thermo:
+            handles.append(
+                Line2D([], [], color="black", marker="o", linestyle="-.",
+                       label="D_chem = Θ D_σ (chemical)"),
+            )  # fmt: skip
         if self.field:
             handles += [
                 Line2D([], [], color="black", marker="o", linestyle="-",
@@ -902,6 +925,37 @@ def _percolation_points(rows, column: str, x_of) -> tuple[list[float], list, int
     xs = list(by_x)
     points = [by_x[xv] for xv in xs]
     return xs, points, sum(p is None or not math.isfinite(xv) for xv, p in by_x.items())
+
+
+def _voltage_panel(ax, plan: _Plan, rows) -> None:
+    """−μ/e against x (the equilibrium voltage profile V(x) = −(μ − μ_ref)/e with μ_ref the
+    site-energy zero), one curve per temperature and combination, with error bars."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = _ident(
+            [plan.temperature(row) if plan.colour_temps else None]
+            + [row[k] for k in plan.remaining]
+        )
+        curves.setdefault(key, []).append(row)
+    drawn = 0
+    for curve in curves.values():
+        xs = np.array([plan.x_of(row) for row in curve], dtype=float)
+        y = -np.array([_float(row.get("chemical_potential")) for row in curve])
+        e = np.array([_float(row.get("chemical_potential_err")) for row in curve])
+        order = np.argsort(xs, kind="stable")
+        xs, y, e = xs[order], y[order], e[order]
+        good = np.isfinite(xs) & np.isfinite(y)
+        if not good.any():
+            continue
+        drawn += int(good.sum())
+        colour = plan.t_colour(plan.temperature(curve[0]))
+        ax.plot(xs[good], y[good], color=colour, marker=plan.marker(curve[0]), markersize=5,
+                linestyle="-" if plan.x_key is not None else "none", linewidth=1.2)  # fmt: skip
+        has_err = good & np.isfinite(e) & (e > 0)
+        if has_err.any():
+            ax.errorbar(xs[has_err], y[has_err], yerr=e[has_err], fmt="none", ecolor=colour,
+                        elinewidth=0.9, capsize=2)  # fmt: skip
+    _no_data(ax, drawn)
 
 
 def _percolation_panel(ax, plan: _Plan, rows) -> None:

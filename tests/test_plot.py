@@ -552,3 +552,40 @@ def test_conductivity_row_of_a_field_sweep():
         assert line.get_xdata()[0] == 0.0 and np.all(np.isfinite(line.get_ydata()))
     assert panel(fig, "conductivity:0").get_xlabel()  # the bottom row of the x block
     assert "σ_E = n q v / |E| (driven)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+# --------------------------------------------------------------------------- thermodynamics
+
+
+def test_chemical_diffusion_and_voltage_rows_of_a_concentration_sweep():
+    """A lattice-gas concentration sweep gets a D_chem row (dash-dotted) under D* and D_σ,
+    sharing their log axis, and a row of −μ/e (linear, its own axis) against c: the
+    equilibrium voltage profile, μ = kT ln(c/(1 − c)) here, so −μ/e falls through 0 at 0.5."""
+    kt = BOLTZMANN_EV * 300.0
+    summary = []
+    for c in (0.1, 0.3, 0.5, 0.7, 0.9):
+        row = {"ions.concentration": c, "replicas": 2, "diffusive_replicas": 2,
+               "diffusive": True, "note": ""}  # fmt: skip
+        for key, value in (("D_tracer", 1e-8 * (1 - c)), ("D_jump", 1e-8 * (1 - c)),
+                           ("D_chem", 1e-8)):  # fmt: skip
+            row |= {key: value, f"{key}_err": 0.05 * value, f"{key}_upper": math.nan}
+        mu = kt * math.log(c / (1 - c))
+        row |= {"chemical_potential": mu, "chemical_potential_err": 1e-4,
+                "thermodynamic_factor": 1 / (1 - c), "thermodynamic_factor_err": 0.01}  # fmt: skip
+        summary.append(row)
+    results = RunResults(
+        tasks=[{} for _ in range(10)], summary=summary, arrhenius=[],
+        swept=["ions.concentration"], missing=[], run_dir=Path("runs/soc"),
+        config={"name": "soc", "run": {"temperature": 300.0}},
+    )  # fmt: skip
+    fig = no_warnings(make_figure, results, x="ions.concentration")
+    chem = panel(fig, "x:D_chem:0")
+    assert chem.get_yscale() == "log" and chem.get_ylabel() == "D_chem [cm²/s]"
+    (line,) = [ln for ln in series(chem) if ln.get_linestyle() == "-."]
+    np.testing.assert_allclose(line.get_ydata(), 1e-8)
+    volt = panel(fig, "voltage:0")
+    assert volt.get_yscale() == "linear" and volt.get_ylabel() == "−μ/e [V]"
+    (curve,) = series(volt)
+    expected = [-kt * math.log(c / (1 - c)) for c in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    np.testing.assert_allclose(curve.get_ydata(), expected)
+    assert volt.get_xlabel() == "ions.concentration" or volt.get_xlabel()
