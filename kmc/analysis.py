@@ -46,6 +46,7 @@ __all__ = [
     "msd",
     "nernst_einstein",
     "replica_mean",
+    "staggered_order",
     "tensor_keys",
     "tensor_observables",
     "thermodynamic_factor",
@@ -972,6 +973,17 @@ def lattice_gas_thermodynamics(
     trajectory in equilibrium."""
     theta = thermodynamic_factor(positions, box, n_sites)
     return {"thermodynamic_factor": theta, "D_chem": theta * d_jump}
+
+
+def staggered_order(sites: ArrayLike, sublattice: ArrayLike) -> float:
+    """The staggered order parameter of a bipartite lattice, ⟨|N_A − N_B|⟩ / N over the
+    frames: 0 for ions spread over both sublattices, 1 when they all sit on one (the
+    ordered, checkerboard state at half filling with nearest-neighbour repulsion).
+    ``sites`` (F, N), ``sublattice`` (V,) 0/1 (:attr:`kmc.lattice.Lattice.sublattice`)."""
+    s = np.asarray(sites)
+    on_b = np.asarray(sublattice, dtype=np.int64)[s].sum(axis=1)
+    n = s.shape[1]
+    return float(np.mean(np.abs(n - 2 * on_b)) / n)
 
 
 def widom_chemical_potential(

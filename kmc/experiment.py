@@ -93,6 +93,10 @@ def run_task(task: Task) -> TaskData:
         observables["chemical_potential"] = analysis.widom_chemical_potential(
             traj.sites, land.site_energy, ~land.blocked, run.temperature
         )
+        if land.lattice.sublattice is not None:  # bipartite: is there checkerboard order?
+            observables["order_parameter"] = analysis.staggered_order(
+                traj.sites, land.lattice.sublattice
+            )
     observables.update(
         uniform_rates=int(uniform),
         hops=traj.hops,

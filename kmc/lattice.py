@@ -253,6 +253,30 @@ class Lattice:
     def n_bonds(self) -> int:
         return len(self.bond_ends)
 
+    @cached_property
+    def sublattice(self) -> np.ndarray | None:
+        """(n_sites,) int8 0/1 colouring of a bipartite lattice, every hop joining the two
+        colours (chain, square, honeycomb, simple cubic, bcc with even cells), or None when
+        the hop graph has an odd cycle (triangular, fcc, odd periodic boxes)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components, shortest_path
+
+        ends = self.bond_ends
+        graph = coo_matrix(
+            (np.ones(len(ends)), (ends[:, 0], ends[:, 1])), shape=(self.n_sites,) * 2
+        ).tocsr()
+        colour = np.zeros(self.n_sites, dtype=np.int8)
+        _, component = connected_components(graph, directed=False)
+        starts = np.unique(component, return_index=True)[1]
+        # the parity of each site's hop distance from the first site of its component
+        depth = shortest_path(graph, directed=False, unweighted=True, indices=starts)
+        for row, start in zip(depth, starts, strict=True):
+            members = component == component[start]
+            colour[members] = (row[members].astype(np.int64) % 2).astype(np.int8)
+        if np.any(colour[ends[:, 0]] == colour[ends[:, 1]]):
+            return None
+        return colour
+
     @property
     def site_type_of(self) -> np.ndarray:
         """(n_sites,) int32 site type of every site."""

@@ -136,6 +136,8 @@ UNITS: dict[str, str] = {
     "D_chem_err": "cm^2/s",
     "chemical_potential": "eV",
     "chemical_potential_err": "eV",
+    "order_parameter": "1",
+    "order_parameter_err": "1",
 }
 #: Observables of a task driven by a field, averaged over replicas (mean and ``_err``).
 FIELD_OBSERVABLES = ("drift_velocity", "mobility", "conductivity_field")
@@ -307,9 +309,10 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
         driven = analysis.FIELD_KEYS if "drift_velocity" in stored else ()
         thermo = analysis.THERMODYNAMIC_KEYS if "thermodynamic_factor" in stored else ()
+        order = ("order_parameter",) if "order_parameter" in stored else ()
         out: dict[str, Any] = {
             key: _number(stored.get(key, math.nan), float)
-            for key in (*_RECOMPUTED, *tensor, *driven, *thermo)
+            for key in (*_RECOMPUTED, *tensor, *driven, *thermo, *order)
         }
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
@@ -346,6 +349,8 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
             data.positions, data.box, int(params["free_sites"]), out["D_jump"]
         ))  # fmt: skip
         out["chemical_potential"] = _number(stored.get("chemical_potential", math.nan), float)
+    if "order_parameter" in stored:  # needs the lattice's sublattices: as stored
+        out["order_parameter"] = _number(stored["order_parameter"], float)
     out["diffusive"] = bool(result["diffusive"])
     out["diffusive_reason"] = str(result["diffusive_reason"])
     return out
@@ -451,7 +456,8 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         if out["diffusive"]:
             out[key], out[f"{key}_err"] = analysis.replica_mean([r[key] for r in records])
     if records and all("thermodynamic_factor" in r for r in records):  # a lattice gas
-        for key in analysis.THERMODYNAMIC_KEYS:
+        order = ("order_parameter",) if all("order_parameter" in r for r in records) else ()
+        for key in (*analysis.THERMODYNAMIC_KEYS, *order):
             values = [float(r[key]) for r in records]
             out[key] = out[f"{key}_err"] = math.nan
             if all(math.isfinite(v) for v in values):

@@ -25,6 +25,7 @@ from kmc.analysis import (
     msd,
     nernst_einstein,
     replica_mean,
+    staggered_order,
     tensor_keys,
     thermodynamic_factor,
     transport,
@@ -992,3 +993,21 @@ def test_thermodynamic_factor_with_site_disorder(c):
     mean, error = replica_mean(mus)
     mu_next, _ = _fermi_dirac(land.site_energy, traj.n_ions + 1, kt)
     assert mu - 4 * error < mean < mu_next + 4 * error, (mean, error, mu, mu_next)
+
+
+def test_staggered_order():
+    """|N_A − N_B| / N: 1 with every ion on one sublattice, 0 with them split evenly, and
+    for N ions placed at random on V = 2 M sites its mean is the exact hypergeometric
+    E|N_A − N_B| / N (computed by summing the distribution), within 4 standard errors."""
+    from scipy.stats import hypergeom
+
+    sublattice = np.tile([0, 1], 50)  # a chain of 100 sites
+    assert staggered_order(np.array([[0, 2, 4, 6]]), sublattice) == 1.0
+    assert staggered_order(np.array([[0, 1, 2, 3]]), sublattice) == 0.0
+    rng = np.random.default_rng(615)
+    n, frames = 20, 4000
+    sites = np.array([rng.choice(100, size=n, replace=False) for _ in range(frames)])
+    values = np.abs(n - 2 * sublattice[sites].sum(axis=1)) / n
+    k = np.arange(n + 1)
+    exact = float(np.sum(hypergeom(100, 50, n).pmf(k) * np.abs(n - 2 * k)) / n)
+    assert abs(staggered_order(sites, sublattice) - exact) < 4 * values.std() / np.sqrt(frames)

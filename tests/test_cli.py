@@ -153,6 +153,7 @@ TASK_KEYS = {
     "critical_barrier",
     *TENSOR_KEYS,  # the test configs are cubic: every component applies
     *THERMODYNAMIC_KEYS,  # and lattice gases in equilibrium
+    "order_parameter",  # on a bipartite lattice (8³ simple cubic)
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -486,7 +487,11 @@ def test_analyze_json_records(serial_run, serial_json):
     expected |= {"diffusive", "note", *UPPER}
     expected |= {f"{key}{suffix}" for key in OBSERVABLES for suffix in ("", "_err")}
     expected |= {f"{key}{suffix}" for key in TENSOR_KEYS for suffix in ("", "_err")}
-    expected |= {f"{key}{suffix}" for key in THERMODYNAMIC_KEYS for suffix in ("", "_err")}
+    expected |= {
+        f"{key}{suffix}"
+        for key in (*THERMODYNAMIC_KEYS, "order_parameter")
+        for suffix in ("", "_err")
+    }
     percolation_keys = ("percolating", "spanning_fraction", "critical_barrier")
     expected |= {f"{key}{suffix}" for key in percolation_keys for suffix in ("", "_err")}
     for point, record in zip(PHI, summary, strict=True):

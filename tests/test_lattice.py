@@ -85,3 +85,21 @@ def test_two_cells_keep_periodic_bonds_distinct():
 def test_bad_arguments_name_the_argument(kind, cells, hop, word):
     with pytest.raises(ValueError, match=word):
         lattice.build(kind, cells, hop)
+
+
+@pytest.mark.parametrize(
+    ("kind", "cells", "bipartite"),
+    [("chain", (10,), True), ("square", (4, 4), True), ("honeycomb", (3, 3), True),
+     ("cubic", (4, 4, 4), True), ("bcc", (3, 3, 3), True), ("triangular", (4, 4), False),
+     ("fcc", (3, 3, 3), False), ("cubic", (3, 3, 3), False), ("chain", (7,), False)],
+)  # fmt: skip
+def test_sublattice_colours_every_bond_across(kind, cells, bipartite):
+    """A bipartite lattice gets two equal sublattices with every hop between them; an odd
+    cycle (triangles, fcc, an odd periodic box) gives None."""
+    lat = lattice.build(kind, cells)
+    colour = lat.sublattice
+    assert (colour is not None) == bipartite
+    if bipartite:
+        ends = lat.bond_ends
+        assert np.all(colour[ends[:, 0]] != colour[ends[:, 1]])
+        assert colour.sum() * 2 == lat.n_sites
