@@ -117,7 +117,9 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
     the task's ion count (``ions.count``, or round(c · free sites)): the dilute limit, exact
     only while ions rarely meet (no site exclusion, no correlations). The task data hold
     zero frames (positions shaped (0, N, d)), 0 hops and 0 s simulated; ``kernel_seconds``
-    is the solver's wall time; there is no fit window (nan).
+    is the solver's wall time; there is no fit window (nan). ``solver`` names the linear
+    solver that ran and ``solver_residual`` is its largest relative residual
+    (:class:`kmc.network.Solution`).
     """
     config = task.config
     run = config.run
@@ -128,8 +130,9 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         exclusion=config.ions.exclusion,
     )
     start = time.perf_counter()
-    tensor_a2_s = network.diffusion_tensor(land, run.temperature)
+    solution = network.solve(land, run.temperature)
     seconds = time.perf_counter() - start
+    tensor_a2_s = solution.tensor
     # tr(D)/d, as network.diffusion_coefficient defines it, from the same single solve
     d_a2_s = float(np.trace(tensor_a2_s) / tensor_a2_s.shape[0])
     d_cm2_s = d_a2_s * units.A2_TO_CM2
@@ -147,6 +150,8 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "hops": 0,
         "simulated_time": 0.0,
         "kernel_seconds": seconds,
+        "solver": solution.solver,
+        "solver_residual": solution.residual,
         **analysis.tensor_observables(tensor_cm2_s, tensor_cm2_s),
     }
     no_frames = np.empty((0, n_ions), dtype=np.int32)

@@ -377,6 +377,167 @@ def test_unconverged_solve_raises(monkeypatch):
     assert network.diffusion_coefficient(land, 300.0, solver="direct") > 0
 
 
+# --------------------------------------------------------------------------- solvers
+
+
+def nafepo4(kind, cells, phi, microstructure="random", seed=0, blocked_fraction=0.0):
+    """The NaFePO4 family of docs/results.md: crystal site 0 eV, saddle 1.6 eV; amorphous
+    sites normal(0.05, 0.03) eV, saddles normal(0.76, 0.10) eV; interface 1.15 eV; a = 3.4 Å
+    (correlation length 8 Å for correlated domains)."""
+    lat = lattice.build(kind, cells, hop_distance=3.4)
+    generator = rng(seed)
+    blocked = landscape.blocked_sites(lat, blocked_fraction, generator)
+    mask = landscape.microstructure(
+        lat, microstructure, phi, generator, blocked=blocked, correlation_length=8.0
+    )
+    return landscape.generate(
+        lat,
+        crystal=landscape.Phase(Distribution.constant(0.0), Distribution.constant(1.6)),
+        amorphous=landscape.Phase(
+            Distribution.parse({"dist": "normal", "mean": 0.05, "sigma": 0.03}),
+            Distribution.parse({"dist": "normal", "mean": 0.76, "sigma": 0.10}),
+        ),
+        amorphous_mask=mask,
+        rng=generator,
+        interface_saddle=Distribution.constant(1.15),
+        blocked=blocked,
+    )
+
+
+SOLVER_CASES = {
+    # NaFePO4 mixtures through the threshold: conductance contrasts of 1e15 and more, the
+    # critical-path reduction at work on every one
+    "cubic 12³ random φ=0.1 300 K": (lambda: nafepo4("cubic", (12,) * 3, 0.1), 300.0),
+    "cubic 12³ random φ=0.3 300 K": (lambda: nafepo4("cubic", (12,) * 3, 0.3), 300.0),
+    "cubic 12³ random φ=0.3 600 K": (lambda: nafepo4("cubic", (12,) * 3, 0.3), 600.0),
+    "cubic 12³ random φ=0.5 300 K": (lambda: nafepo4("cubic", (12,) * 3, 0.5), 300.0),
+    "cubic 16³ random φ=0.3 300 K": (lambda: nafepo4("cubic", (16,) * 3, 0.3, seed=1), 300.0),
+    "cubic 12³ correlated φ=0.1": (lambda: nafepo4("cubic", (12,) * 3, 0.1, "correlated"), 300.0),
+    "cubic 12³ correlated φ=0.2": (lambda: nafepo4("cubic", (12,) * 3, 0.2, "correlated"), 300.0),
+    "cubic 10³ random φ=0.4, 20 % blocked": (
+        lambda: nafepo4("cubic", (10,) * 3, 0.4, blocked_fraction=0.2),
+        300.0,
+    ),
+    "bcc 6³ random φ=0.3": (lambda: nafepo4("bcc", (6,) * 3, 0.3), 300.0),
+    "fcc 5³ random φ=0.2": (lambda: nafepo4("fcc", (5,) * 3, 0.2), 300.0),
+    "square 40² random φ=0.5": (lambda: nafepo4("square", (40, 40), 0.5), 300.0),
+    "triangular 24² random φ=0.4": (lambda: nafepo4("triangular", (24, 24), 0.4), 300.0),
+    "honeycomb 20² random φ=0.6": (lambda: nafepo4("honeycomb", (20, 20), 0.6), 300.0),
+    "chain 200 all amorphous": (lambda: nafepo4("chain", (200,), 1.0), 300.0),
+    # fast finite clusters at contrast 1e20 (contracted) and moderate disorder (not)
+    "cubic 8³ fast clusters 1e20": (lambda: random_clusters(1e20), 300.0),
+    "bcc 5³ moderate disorder": (
+        lambda: drawn_landscape(
+            lattice.build("bcc", (5, 5, 5), hop_distance=2.0),
+            8,
+            {"dist": "normal", "mean": 0.0, "sigma": 0.05},
+            {"dist": "uniform", "low": 0.2, "high": 0.5},
+        ),
+        350.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SOLVER_CASES))
+def test_amg_agrees_with_the_direct_solve(case):
+    """The AMG-preconditioned CG solver and SuperLU give the same tensor to 1e-8 relative:
+    every entry within 1e-8 of the largest diagonal entry, and every nonzero diagonal entry
+    within 1e-8 of itself (measured: ≤ 4e-9, where the direct solve with two refinement
+    steps is the less accurate one). Both report a residual below RESIDUAL_TOL."""
+    make, temperature = SOLVER_CASES[case]
+    land = make()
+    direct = network.solve(land, temperature, solver="direct")
+    amg = network.solve(land, temperature, solver="amg")
+    assert direct.solver in ("direct", "none") and amg.solver in ("amg", "none")
+    reference = direct.tensor
+    largest = np.abs(np.diag(reference)).max()
+    assert largest > 0
+    assert np.abs(amg.tensor - reference).max() <= 1e-8 * largest
+    diagonal = np.diag(reference)
+    nonzero = diagonal > 0
+    np.testing.assert_allclose(np.diag(amg.tensor)[nonzero], diagonal[nonzero], rtol=1e-8)
+    assert amg.residual < network.RESIDUAL_TOL and direct.residual < network.RESIDUAL_TOL
+    if amg.solver == "amg":
+        assert amg.iterations > 0 and direct.iterations == 0
+
+
+def test_auto_picks_the_solver_by_size(monkeypatch):
+    """ "auto" factorizes a small system and hands a large one to AMG (3D: above
+    DIRECT_MAX_UNKNOWNS unknowns); the Solution says which ran, how large the system was,
+    whether the reduction was made, and the tensor equals diffusion_tensor's."""
+    land = nafepo4("cubic", (12,) * 3, 0.3)
+    small = network.solve(land, 300.0)
+    assert small.unknowns > 1000 and small.contracted
+    monkeypatch.setitem(network.DIRECT_MAX_UNKNOWNS, 3, small.unknowns + 1)
+    assert network.solve(land, 300.0).solver == "direct"
+    monkeypatch.setitem(network.DIRECT_MAX_UNKNOWNS, 3, small.unknowns - 1)
+    large = network.solve(land, 300.0)
+    assert large.solver == "amg" and large.iterations > 0
+    np.testing.assert_array_equal(large.tensor, network.diffusion_tensor(land, 300.0))
+
+
+def test_nothing_to_solve():
+    """Every other site of a ring blocked: no bond conducts, D = 0 and no solver ran."""
+    lat = lattice.build("chain", (10,), hop_distance=1.0)
+    solution = network.solve(make_landscape(lat, 0.0, 0.3, np.arange(10) % 2 == 0), 300.0)
+    assert solution.solver == "none" and solution.residual == 0.0
+    assert not solution.tensor.any()
+
+
+def reference_percolation_conductances(n, i, j, images, conductance):
+    """The critical-path levels by the plain union–find of the previous version: bonds in
+    decreasing conductance, each site carrying its image relative to its root."""
+    parent, offset = list(range(n)), [np.zeros(images.shape[1], dtype=int) for _ in range(n)]
+
+    def find(k):
+        total = np.zeros(images.shape[1], dtype=int)
+        while parent[k] != k:
+            total = total + offset[k]
+            k = parent[k]
+        return k, total
+
+    g_c = np.zeros(images.shape[1])
+    found = np.zeros(images.shape[1], dtype=bool)
+    for b in np.argsort(-conductance, kind="stable"):
+        if conductance[b] <= 0:
+            break
+        (ri, oi), (rj, oj) = find(i[b]), find(j[b])
+        if ri == rj:
+            winds = (oi + images[b] - oj) != 0
+            g_c[winds & ~found] = conductance[b]
+            found |= winds
+        else:
+            parent[rj], offset[rj] = ri, oi + images[b] - oj
+    return g_c
+
+
+@pytest.mark.parametrize(
+    ("kind", "cells", "phi"),
+    [
+        ("cubic", (6, 6, 6), 0.3),
+        ("cubic", (2, 3, 4), 0.5),  # two bonds join the same sites across a 2-cell box
+        ("square", (8, 8), 0.5),
+        ("honeycomb", (5, 4), 0.7),
+        ("triangular", (6, 6), 0.3),
+        ("bcc", (3, 3, 3), 0.4),
+        ("chain", (12,), 1.0),
+    ],
+)
+def test_vectorized_critical_path_equals_the_union_find(kind, cells, phi):
+    """The percolation conductance per axis found by bisection over vectorized winding
+    tests equals the one of a bond-by-bond union–find with image offsets, exactly."""
+    for seed in range(3):
+        land = nafepo4(kind, cells, phi, seed=seed)
+        conductance, _ = network._conductances_and_weights(land, 300.0)
+        lat = land.lattice
+        i, j = lat.bond_ends.T
+        expected = reference_percolation_conductances(
+            lat.n_sites, i, j, lat.bond_images, conductance
+        )
+        got = network._percolation_conductances(lat.n_sites, i, j, lat.bond_images, conductance)
+        np.testing.assert_array_equal(got, expected)
+
+
 # --------------------------------------------------------------------------- against kMC
 
 
@@ -482,6 +643,7 @@ def test_network_task_through_the_config(tmp_path):
     assert data.parameters["landscape_digest"] == land.digest()
     assert math.isnan(obs["fit_start"]) and math.isnan(obs["fit_stop"])
     assert obs["kernel_seconds"] > 0
+    assert obs["solver"] in ("direct", "amg") and 0 <= obs["solver_residual"] < 1e-8
     assert data.times.shape == (0,)
     assert data.positions.shape == (0, n_ions, 3) and data.sites.shape == (0, n_ions)
     np.testing.assert_allclose(data.box, land.lattice.box)

@@ -5,6 +5,7 @@ probability) and hand-built networks."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -114,3 +115,48 @@ def test_task_files_carry_the_percolation_observables(tmp_path):
     for key, value in percolation.observables(land).items():
         assert stored[key] == pytest.approx(value), key
     assert stored["percolating"] == 1  # φ = 0.5 > p_c = 0.3116 on 8³
+
+
+def test_a_loop_that_winds_twice_is_found():
+    """A simple closed loop of 12 sites on simple cubic 4³ that goes twice around the box
+    along x (net displacement 8 a along x, 0 along y and z), with no loop that winds once:
+    exact winding detection (every winding number, not only odd ones) finds it along x
+    only, and only on its sites."""
+    lat = lattice.build("cubic", (4, 4, 4), hop_distance=1.0)
+    path = [(1, 0, 0), (2, 0, 0), (3, 0, 0), (0, 0, 0), (0, 1, 0), (1, 1, 0), (2, 1, 0)]
+    path += [(3, 1, 0), (3, 1, 1), (0, 1, 1), (1, 1, 1), (1, 0, 1)]
+    site = {tuple(np.rint(p).astype(int)): k for k, p in enumerate(lat.positions)}
+    loop = [site[p] for p in path]
+    pairs = {frozenset((a, b)) for a, b in zip(loop, loop[1:] + loop[:1], strict=True)}
+    mask = np.array([frozenset(ends) in pairs for ends in lat.bond_ends.tolist()])
+    assert mask.sum() == 12
+    wraps = percolation.wrapping(lat, mask)
+    on_loop = np.zeros(lat.n_sites, dtype=bool)
+    on_loop[loop] = True
+    assert wraps[on_loop, 0].all() and not wraps[~on_loop].any()
+    assert not wraps[:, 1:].any()
+    labels, offsets, winds = percolation.cluster_images(
+        lat.n_sites, *lat.bond_ends[mask].T, lat.bond_images[mask]
+    )
+    assert winds[labels[loop[0]]].tolist() == [True, False, False]
+    # offsets: unwrapped positions along the spanning tree stay within one cluster frame
+    assert np.all(np.abs(offsets) <= 2)
+
+
+def test_cluster_images_unwrap_a_cluster():
+    """An L-shaped cluster that crosses the x face of a 6×6 square box (sites x = 4, 5, 0, 1
+    at y = 0, then up to y = 1 at x = 1): no winding, and unwrapped positions
+    x + offset · 6 are contiguous (4, 5, 6, 7 and 7 again) in the root's frame."""
+    lat = lattice.build("square", (6, 6), hop_distance=1.0)
+    path = [(4, 0), (5, 0), (0, 0), (1, 0), (1, 1)]
+    site = {tuple(np.rint(p).astype(int)): k for k, p in enumerate(lat.positions)}
+    chain = [site[p] for p in path]
+    pairs = {frozenset(pair) for pair in itertools.pairwise(chain)}
+    mask = np.array([frozenset(ends) in pairs for ends in lat.bond_ends.tolist()])
+    labels, offsets, winds = percolation.cluster_images(
+        lat.n_sites, *lat.bond_ends[mask].T, lat.bond_images[mask]
+    )
+    assert not winds.any()
+    x = lat.positions[chain, 0] + offsets[chain, 0] * 6
+    assert np.allclose(np.sort(x - x.min()), [0, 1, 2, 3, 3])
+    assert len(set(labels[chain].tolist())) == 1
