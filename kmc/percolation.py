@@ -58,30 +58,44 @@ def cluster_images(
         images = images[:, None]
     dim = images.shape[1]
     n = int(n_sites)
-    graph = sp.csr_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
     offsets = np.zeros((n, dim), dtype=np.int64)
-    winds = np.zeros((count, dim), dtype=bool)
     if len(i) == 0:
-        return labels, offsets, winds
+        return np.arange(n), offsets, np.zeros((n, dim), dtype=bool)
+    # both directions of every bond, the entry holding ±(bond + 1): the sign tells the
+    # direction, so that the tree below can look up its bonds' images
+    # (a bond from a site to its own image joins nothing: left out of the graph, it is
+    # still checked for winding at the end)
+    bond = np.flatnonzero(i != j) + 1.0
+    rows = np.concatenate([i[i != j], j[i != j]])
+    cols = np.concatenate([j[i != j], i[i != j]])
+    graph = sp.csr_matrix((np.concatenate([bond, -bond]), (rows, cols)), shape=(n, n))
+    count, labels = connected_components(graph, directed=True, connection="weak")
+    winds = np.zeros((count, dim), dtype=bool)
     # spanning forest: breadth-first from a virtual root n joined to one site per component
-    roots = np.unique(labels, return_index=True)[1]
-    rows = np.concatenate([i, np.full(len(roots), n)])
-    cols = np.concatenate([j, roots])
+    roots = _first_of_each(labels, count)
     tree_graph = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n + 1, n + 1)
+        (
+            np.ones(len(rows) + len(roots), dtype=np.int8),
+            (np.concatenate([rows, np.full(len(roots), n)]), np.concatenate([cols, roots])),
+        ),
+        shape=(n + 1, n + 1),
     )
-    _, predecessor = breadth_first_order(tree_graph, n, directed=False, return_predecessors=True)
+    _, predecessor = breadth_first_order(tree_graph, n, directed=True, return_predecessors=True)
     parent = predecessor[:n].astype(np.int64)
     parent[roots] = roots
-    # image of each child relative to its parent, from any bond joining the two (both ways)
-    keys = np.concatenate([i * n + j, j * n + i])
-    signed = np.concatenate([images, -images])
-    order = np.argsort(keys, kind="stable")
-    keys, signed = keys[order], signed[order]
     child = np.flatnonzero(parent != np.arange(n))
-    found = np.searchsorted(keys, parent[child] * n + child)
-    offsets[child] = signed[found]
+    # the image of each child relative to its parent, from a bond joining the two
+    if graph.nnz == len(rows):  # one bond per joined pair (none summed): look it up
+        entry = graph[parent[child], child]
+        entry = (entry.toarray() if sp.issparse(entry) else np.asarray(entry)).ravel()
+        index = np.abs(entry).astype(np.int64) - 1
+        offsets[child] = np.where(entry[:, None] > 0, images[index], -images[index])
+    else:  # parallel bonds (a box two cells wide): any one of them, by sorted pair keys
+        keys = np.concatenate([i * n + j, j * n + i])
+        signed = np.concatenate([images, -images])
+        order = np.argsort(keys, kind="stable")
+        found = np.searchsorted(keys[order], parent[child] * n + child)
+        offsets[child] = signed[order][found]
     # pointer jumping: offsets relative to the parent become offsets relative to the root
     while True:
         grand = parent[parent]
@@ -93,6 +107,16 @@ def cluster_images(
     for axis in range(dim):
         winds[:, axis] = np.bincount(labels[i], mismatch[:, axis], count) > 0
     return labels, offsets, winds
+
+
+def _first_of_each(labels: np.ndarray, count: int) -> np.ndarray:
+    """The first site of each of the ``count`` labels (connected_components numbers its
+    components in the order of their first site; checked, else found by sorting)."""
+    running = np.maximum.accumulate(labels)
+    first = np.flatnonzero(np.concatenate([[True], running[1:] > running[:-1]]))
+    if len(first) == count and np.array_equal(labels[first], np.arange(count)):
+        return first
+    return np.unique(labels, return_index=True)[1]
 
 
 def wrapping(lattice: Lattice, bonds: np.ndarray) -> np.ndarray:
