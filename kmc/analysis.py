@@ -987,12 +987,18 @@ def staggered_order(sites: ArrayLike, sublattice: ArrayLike) -> float:
 
 
 def widom_chemical_potential(
-    sites: ArrayLike, site_energy: ArrayLike, free: ArrayLike, temperature: float
+    sites: ArrayLike,
+    site_energy: ArrayLike,
+    free: ArrayLike,
+    temperature: float,
+    pair: tuple[ArrayLike, ArrayLike, ArrayLike] | None = None,
 ) -> float:
     """The chemical potential μ (eV) of N ions with exclusion on sites of energies ε, by
-    Widom's test-particle insertion: e^(−μ/kT) = ⟨Σ_(empty free j) e^(−ε_j/kT)⟩ / (N + 1),
+    Widom's test-particle insertion: e^(−μ/kT) = ⟨Σ_(empty free j) e^(−ΔE_j/kT)⟩ / (N + 1),
     the average over the frames of the Boltzmann factors of adding one more ion (canonically
-    μ = F(N + 1) − F(N)). Site energies only: ions that interact only by exclusion.
+    μ = F(N + 1) − F(N)). ΔE_j = ε_j, plus with ``pair`` = (neighbours (V, z), bond index
+    (V, z), pair energy per bond) the pair energy Σ_k V_jk n_k with the ions on j's
+    neighbours (a bond index < 0 is a padding direction).
 
     ``sites`` (F, N) the ions' sites per frame, ``site_energy`` (V,) eV, ``free`` (V,) bool.
     """
@@ -1002,9 +1008,19 @@ def widom_chemical_potential(
     kt = BOLTZMANN_EV * _check_positive("temperature", temperature)
     lowest = float(energy[mask].min())
     weight = np.where(mask, np.exp(-(energy - lowest) / kt), 0.0)
-    total = weight.sum()
-    occupied = weight[s].sum(axis=1)  # per frame: the weights of the sites taken
-    empty = np.maximum(total - occupied, 0.0)
+    if pair is None:
+        total = weight.sum()
+        empty = np.maximum(total - weight[s].sum(axis=1), 0.0)  # the weights of empty sites
+    else:
+        neighbours, bonds, pair_energy = (np.asarray(x) for x in pair)
+        v = np.where(bonds >= 0, np.asarray(pair_energy, dtype=np.float64)[bonds], 0.0)
+        empty = np.empty(s.shape[0])
+        for f, frame in enumerate(s):
+            occupied = np.zeros(energy.size)
+            occupied[frame] = 1.0
+            field = (v * occupied[neighbours]).sum(axis=1)  # pair energy of an ion added on j
+            factor = weight * np.exp(-field / kt)
+            empty[f] = factor.sum() - factor[frame].sum()
     mean = float(empty.mean())
     if not mean > 0:
         return math.nan
