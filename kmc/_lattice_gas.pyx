@@ -18,14 +18,15 @@ uniform at its turn.
 """
 
 from libc.math cimport log
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 
 from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
 from kmc._selection cimport (OCCUPIED, Attempt, Groups, Selection, live, predict,
-                             selection_move, selection_rebuild, selection_save_sites)
+                             selection_move, selection_rebuild, selection_save_sites,
+                             selection_update_sites)
 from kmc._sites cimport (KMC_PREFETCH, Sites, direction_below, shift_cell, site_prefetch,
-                         site_record, site_target)
+                         site_record, site_target, sites_view)
 
 import numpy as np
 
@@ -80,6 +81,105 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
                 KMC_PREFETCH(ions + ion * ion_width)
 
 
+# Ion–ion pair interactions (ions driven, never vacancies). With w_kl = exp(−V_kl / 2kT) per
+# directed hop (1.0 on padded directions) and φ_s = Π w_sl over the occupied neighbours l of
+# s (multiplied in direction order), the rate of the ion on k to its neighbour m is
+#     Γ_km = c_km · φ_m · (1 / φ_k),   c_km = Γ0_km / w_km,
+# Γ0 the interaction-free rate: Γ0 · exp(−ΔE_int / 2kT) with ΔE_int the change of the pair
+# energy (see docs/physics.md). The record of an occupied site holds the current rates of its
+# ion; after a hop s → j the fields φ of s, nn(s) and nn(j) change, so the records of the
+# ions on those sites and on their neighbours are recomputed and regrouped (update_sites).
+
+cdef inline double _field(const Sites* sites, const double* weight, const uint16_t* state,
+                          int32_t s) noexcept nogil:
+    """φ_s of the current occupation (``state``: OCCUPIED bits)."""
+    cdef const double* rec = site_record(sites, s)
+    cdef const double* w = weight + <Py_ssize_t>s * sites.z
+    cdef double phi = 1.0
+    cdef int k
+    for k in range(sites.z):
+        if state[site_target(sites, s, rec, k)] & OCCUPIED:
+            phi *= w[k]
+    return phi
+
+
+cdef inline void _rates_of(const Sites* sites, const double* scaled, const double* phi,
+                           int32_t s) noexcept nogil:
+    """Write the current rates of an ion on s into s's record."""
+    cdef double* rec = <double*>site_record(sites, s)
+    cdef const double* c = scaled + <Py_ssize_t>s * sites.z
+    cdef double inverse = 1.0 / phi[s]
+    cdef int k
+    for k in range(sites.z):
+        rec[k] = c[k] * phi[site_target(sites, s, rec, k)] * inverse
+
+
+cdef inline Py_ssize_t _visit(const Sites* sites, const uint16_t* state, const double* scaled,
+                              const double* phi, const int32_t* occupant, uint8_t* mark,
+                              int32_t* list_s, int32_t* list_c, Py_ssize_t n,
+                              int32_t a) noexcept nogil:
+    """Recompute the records of the unmarked ions on a and its neighbours (in that order)."""
+    cdef const double* rec = site_record(sites, a)
+    cdef int k
+    cdef int32_t l = a
+    for k in range(-1, sites.z):
+        if k >= 0:
+            l = site_target(sites, a, rec, k)
+        if (state[l] & OCCUPIED) and not mark[l]:
+            mark[l] = 1
+            _rates_of(sites, scaled, phi, l)
+            list_s[n], list_c[n] = l, occupant[l]
+            n += 1
+    return n
+
+
+cdef int _interact(Groups* gr, const Sites* sites, const double* scaled, const double* weight,
+                   double* phi, const int32_t* occupant, uint8_t* mark, int32_t* list_s,
+                   int32_t* list_c, int32_t s, int32_t j) noexcept nogil:
+    """After a hop s → j (occupation already updated): refresh the fields of s, nn(s) and
+    nn(j), then the records of the ions on those sites and their neighbours, visited in the
+    order s, nn(s), nn(j) (each with its neighbours), and regroup them in that order."""
+    cdef const double* rec_s = site_record(sites, s)
+    cdef const double* rec_j = site_record(sites, j)
+    cdef Py_ssize_t n = 0, i
+    cdef int k, code
+    cdef int32_t a
+    phi[s] = _field(sites, weight, gr.site_state, s)
+    for k in range(sites.z):
+        a = site_target(sites, s, rec_s, k)
+        phi[a] = _field(sites, weight, gr.site_state, a)
+    for k in range(sites.z):
+        a = site_target(sites, j, rec_j, k)
+        phi[a] = _field(sites, weight, gr.site_state, a)
+    n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n, s)
+    for k in range(sites.z):
+        n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n,
+                   site_target(sites, s, rec_s, k))
+    for k in range(sites.z):
+        n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n,
+                   site_target(sites, j, rec_j, k))
+    for i in range(n):
+        mark[list_s[i]] = 0
+    return selection_update_sites(gr, sites, list_s, list_c, n, False)
+
+
+def interaction_records(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
+                        const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
+                        const double[:, ::1] scaled, const double[:, ::1] weight,
+                        double[::1] phi):
+    """Fill ``phi`` with every site's field and the rate columns of ``records`` with the
+    current rates of an ion on each site, for the occupation ``occupied``."""
+    cdef Sites view = sites_view(records, deltas, hop_cells)
+    cdef Py_ssize_t n = records.shape[0], i
+    state = np.where(np.asarray(occupied) != 0, OCCUPIED, 0).astype(np.uint16)
+    cdef uint16_t[::1] state_v = state
+    with nogil:
+        for i in range(n):
+            phi[i] = _field(&view, &weight[0, 0], &state_v[0], <int32_t>i)
+        for i in range(n):
+            _rates_of(&view, &scaled[0, 0], &phi[0], <int32_t>i)
+
+
 def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
                     const int32_t[:, :, ::1] hop_cells,
                     int32_t[:, ::1] ions, uint8_t[::1] occupied, int32_t[::1] occupant,
@@ -87,7 +187,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     const double[::1] frame_times,
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
-                    uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None):
+                    uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
+                    const double[:, ::1] scaled=None, const double[:, ::1] weight=None,
+                    double span=1.0):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
     ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
@@ -104,17 +206,45 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     by the last frame time). ``carriers`` is updated to the carriers' final sites.
     ``pool_size`` overrides the selection's initial pool (tests) and ``counters``, if given,
     receives its repack and resize counts. Returns (hops, attempts, elapsed simulated time).
+
+    Pair interactions: ``scaled`` (c_km = Γ0_km / w_km) and ``weight`` (w_km), both
+    (n_sites, z), see the comment above _field; ions only (``holes`` false), ``occupant``
+    the ion on every site (-1: none), ``span`` the factor by which a total may leave the
+    range of the initial ones. The rate columns of ``records`` are then overwritten with the
+    current rates of the ion on each site (of an ion put there, for the empty ones).
     """
+    cdef bint interacting = scaled is not None
+    cdef double* phi = NULL
+    cdef uint8_t* mark = NULL
+    cdef int32_t* list_s = NULL
+    cdef int32_t* list_c = NULL
+    cdef int update_code = 0
+    cdef double[::1] phi_v
+    cdef uint8_t[::1] mark_v
+    cdef int32_t[::1] list_s_v, list_c_v
+    if interacting:
+        if holes or weight is None or occupant.shape[0] != records.shape[0]:
+            raise ValueError("interactions drive ions, with weight and a full occupant table")
+        z_max = hop_cells.shape[1]
+        arrays = {
+            "phi": np.empty(records.shape[0]), "mark": np.zeros(records.shape[0], np.uint8),
+            "list_s": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
+            "list_c": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
+        }
+        phi_v, mark_v = arrays["phi"], arrays["mark"]
+        list_s_v, list_c_v = arrays["list_s"], arrays["list_c"]
+        phi, mark, list_s, list_c = &phi_v[0], &mark_v[0], &list_s_v[0], &list_c_v[0]
+        interaction_records(records, deltas, hop_cells, occupied, scaled, weight, phi_v)
     cdef Py_ssize_t n_frames = frame_times.shape[0]
     cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
-                                         False, pool_size)
+                                         interacting, pool_size, span)
     cdef Groups* gr = &selection.gr
     cdef Sites site_view = selection.sites  # a local copy: its fields stay in registers
     cdef Sites* sites = &site_view
     cdef Py_ssize_t z = sites.z
     cdef Rng rng = rng_load(&rng_state[0])
     cdef int64_t[::1] moves = np.zeros(out_moves.shape[1], dtype=np.int64)
-    cdef const int32_t* occupant_p = &occupant[0] if occupant.shape[0] else NULL
+    cdef int32_t* occupant_p = &occupant[0] if occupant.shape[0] else NULL
     cdef Py_ssize_t n_fine = fine_times.shape[0], n_moves = out_moves.shape[1], fm = 0
     cdef Py_ssize_t a = 0, f = 0, i
     cdef int g, h, k
@@ -152,7 +282,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             g, pos, x = this.g, this.pos, this.x
             if alive:
                 carrier, s = gr.pool[pos].ion, gr.pool[pos].site
-                found = this.moved and this.site == s
+                # records change without a new epoch under interactions: re-read them
+                found = this.moved and this.site == s and not interacting
                 k, j = this.k, this.j
             this.u = rng_uniform(&rng)
             predict(gr, this)
@@ -184,7 +315,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             t = t_new
             # s ends up empty and j occupied (ions), or the other way round (vacancies); s's
             # state is written, not updated, as its cache line was never fetched
-            h = gr.site_state[j] & ~OCCUPIED
+            h = g if interacting else gr.site_state[j] & ~OCCUPIED
             gr.site_state[s] = g | (OCCUPIED if holes else 0)
             gr.site_state[j] = h | (0 if holes else OCCUPIED)
             if holes:  # the ion on j hops into the vacancy on s
@@ -196,6 +327,12 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                 ions[carrier, 0] = j
                 moves[shift_cell(sites, site_record(sites, s), k, &ions[carrier, 1], 1) * z + k] += 1
             selection_move(gr, g, pos, h, j)
+            if interacting:  # the carrier moved within its group: now regroup everything
+                occupant_p[s], occupant_p[j] = -1, carrier
+                update_code = _interact(gr, sites, &scaled[0, 0], &weight[0, 0], phi,
+                                        occupant_p, mark, list_s, list_c, s, j)
+                if update_code != 0:
+                    break
             hops += 1
             if hops % REBUILD_EVERY == 0:
                 selection_rebuild(gr)
@@ -203,6 +340,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
         for i in range(records.shape[0]):
             occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
     rng_store(&rng, &rng_state[0])
+    if update_code != 0:
+        raise RuntimeError("an interacting total rate left the group table (span too small)")
     if counters is not None:
         counters.update(selection.counters)
     return hops, attempts, t

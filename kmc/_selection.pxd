@@ -93,7 +93,8 @@ cdef class Selection:
 
 cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
-                                const int32_t* carrier_list, Py_ssize_t n) noexcept nogil
+                                const int32_t* carrier_list, Py_ssize_t n,
+                                bint bump_epoch=*) noexcept nogil
 cdef void selection_rebuild(Groups* gr) noexcept nogil
 cdef void selection_save_sites(const Groups* gr) noexcept nogil
 

@@ -158,12 +158,15 @@ cdef int _group_in_table(const Groups* gr, double total) noexcept nogil:
 
 
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
-                                const int32_t* carrier_list, Py_ssize_t n) noexcept nogil:
+                                const int32_t* carrier_list, Py_ssize_t n,
+                                bint bump_epoch=True) noexcept nogil:
     """The records of these sites changed (their rates): move each into the group of its new
     total and its carrier (carrier_list[i], or -1 if the site holds none) with it, in the
     order given. The entry point for rates that depend on the occupation (ion–ion
     interactions: after a hop, the sites around both ends). Needs slot tracking (returns -2
-    without it) and totals inside the table (returns -1 at the first outside it)."""
+    without it) and totals inside the table (returns -1 at the first outside it).
+    ``bump_epoch`` retires the predictions in flight (which read records); a loop that
+    re-reads every record at its attempt's turn (the interacting gas) does without."""
     cdef Py_ssize_t i
     cdef int32_t s, c
     cdef int g, h
@@ -183,7 +186,8 @@ cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* s
                 selection_insert(gr, h, c, s)
             else:
                 gr.carrier_site[c] = s
-    gr.epoch += 1  # the loops' predictions read records
+    if bump_epoch:
+        gr.epoch += 1  # the loops' predictions read records
     return 0
 
 
@@ -209,7 +213,8 @@ cdef class Selection:
     (records then hold the rates into each site). ``track``: keep each carrier's pool index,
     which update_sites needs (and costs a little on every change of group). ``pool_size``
     overrides the initial pool (default 2 (carriers + groups) members), which the tests make
-    tiny to force repacks."""
+    tiny to force repacks. ``span`` (>= 1) widens the group table to totals from the least
+    one / span to the largest · span: room for totals that change with the occupation."""
 
     def __cinit__(self):
         self.gr.pool = NULL
@@ -219,7 +224,8 @@ cdef class Selection:
 
     def __init__(self, const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
                  const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
-                 int32_t[::1] carriers, bint holes, bint track=False, int64_t pool_size=0):
+                 int32_t[::1] carriers, bint holes, bint track=False, int64_t pool_size=0,
+                 double span=1.0):
         cdef Py_ssize_t n_sites = records.shape[0], n = carriers.shape[0], i
         self.sites = sites_view(records, deltas, hop_cells)
         cdef Groups* gr = &self.gr
@@ -232,8 +238,8 @@ cdef class Selection:
                     low = total if total < low else low
                     high = total if total > high else high
         if high > 0.0:  # the bounds span every total, so a carrier never leaves the table
-            frexp(low, &e_lo)
-            frexp(high, &e_hi)
+            frexp(low / span, &e_lo)
+            frexp(high * span, &e_hi)
         bounds = group_bounds(e_lo, e_hi)
         capacities = size_class_capacities()
         gr.e_min, gr.n_groups = e_lo, len(bounds)

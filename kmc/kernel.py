@@ -10,6 +10,7 @@ plainly, which the tests hold the compiled loops to.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from kmc import _lattice_gas, _sites, _walkers
 from kmc.landscape import Landscape
 from kmc.lattice import Lattice
+from kmc.units import BOLTZMANN_EV
 
 _RECORD_BLOCK = 1 << 16  # sites per block when building the kernel's site records
 #: Samples of the lattice gas's summed displacement per frame interval (for D_σ).
@@ -174,6 +176,28 @@ def pack_records(
     return records, deltas, escape
 
 
+def interaction_tables(
+    lattice: Lattice, records: np.ndarray, pair: np.ndarray, temperature: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The kernel's tables for per-bond pair energies ``pair`` (eV): w_km = exp(−V_km / 2kT)
+    per directed hop (1.0 on padded directions), c_km = Γ0_km / w_km from the interaction-free
+    rates in ``records``, and the span by which a total may leave the interaction-free range.
+
+    The rate of the ion on k to an empty neighbour m is then c_km φ_m / φ_k with
+    φ_s = Π w_sl over the occupied neighbours of s, that is
+    Γ_km = Γ0_km exp(−ΔE_int / 2kT), ΔE_int = Σ_{l∈nn(m), l≠k} V_ml n_l − Σ_{l∈nn(k)} V_kl n_l,
+    so Γ_km / Γ_mk = exp(−ΔE / kT) with ΔE the change of the total (site + pair) energy. Each
+    factor lies within exp(±z max|V| / 2kT) of 1: span = 2 exp(z max|V| / 2kT) (1 if V = 0)."""
+    z = lattice.coordination
+    bonds = lattice.bond_index
+    energy = np.where(bonds >= 0, pair[np.maximum(bonds, 0)], 0.0)
+    weight = np.ascontiguousarray(np.exp(-energy / (2 * BOLTZMANN_EV * temperature)))
+    scaled = np.ascontiguousarray(records[:, :z] / weight)
+    largest = float(np.abs(pair).max()) if pair.size else 0.0
+    span = 1.0 if largest == 0 else 2.0 * math.exp(z * largest / (2 * BOLTZMANN_EV * temperature))
+    return scaled, weight, span
+
+
 def simulate(
     landscape: Landscape,
     temperature: float,
@@ -187,6 +211,7 @@ def simulate(
     frames: int = 100,
     initial_sites: np.ndarray | None = None,
     field: np.ndarray | None = None,
+    interactions: np.ndarray | None = None,
 ) -> Trajectory:
     """Equilibrate, then record ``frames`` uniformly spaced frames of a production run.
 
@@ -200,6 +225,10 @@ def simulate(
     ``initial_sites`` (one free site per ion, distinct under exclusion) replaces either start.
     ``field`` (V/cm) biases the rate of every directed hop (see Landscape.rates); the
     kernel needs nothing else for it.
+    ``interactions``: pair energy (eV, > 0 repulsive) of two ions on the ends of each bond,
+    one per bond of the lattice (see :func:`kmc.landscape.pair_energies`); hops then follow
+    the rule of :func:`interaction_tables` (docs/physics.md) and the ions, never the
+    vacancies, are driven. All zero (or None) is exactly the non-interacting gas.
     """
     n_ions = ion_count(landscape, concentration=concentration, count=count, exclusion=exclusion)
     if not hops_per_ion > 0:
@@ -213,9 +242,23 @@ def simulate(
     lattice = landscape.lattice
     free = landscape.free_sites
     filled = n_ions / len(free) if exclusion else 0.0
-    # Drive the vacancies of a more than half-full lattice (see _lattice_gas.run_lattice_gas).
-    holes = exclusion and n_ions > len(free) / 2
+    pair = None
+    if interactions is not None:
+        pair = np.asarray(interactions, dtype=float)
+        if pair.shape != (lattice.n_bonds,) or not np.isfinite(pair).all():
+            raise ValueError(f"interactions must be {lattice.n_bonds} finite pair energies (eV)")
+        if not pair.any():
+            pair = None
+        elif not exclusion:
+            raise ValueError("interactions need ions.exclusion = true")
+    # Drive the vacancies of a more than half-full lattice (see _lattice_gas.run_lattice_gas),
+    # except under interactions (the kernel updates the ions' rates).
+    holes = exclusion and n_ions > len(free) / 2 and pair is None
     records, deltas, escape = _site_records(landscape, temperature, incoming=holes, field=field)
+    extra = {}
+    if pair is not None:
+        scaled, weight, span = interaction_tables(lattice, records, pair, temperature)
+        extra = {"scaled": scaled, "weight": weight, "span": span}
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
@@ -241,9 +284,10 @@ def simulate(
         occupied[site] = 1
         occupant = np.empty(0, dtype=np.int32)
         carriers = site.copy()
-        if holes:
+        if holes or pair is not None:
             occupant = np.full(lattice.n_sites, -1, dtype=np.int32)
             occupant[site] = np.arange(n_ions, dtype=np.int32)
+        if holes:
             carriers = np.flatnonzero(~occupied.astype(bool) & ~landscape.blocked).astype(np.int32)
         args = (records, deltas, lattice.hop_cells, ions, occupied, occupant, carriers, holes)
         no_frames = np.empty(0)
@@ -257,12 +301,13 @@ def simulate(
         half = round(equilibration_hops_per_ion * n_ions / 2)
         if half:
             hops, _, elapsed = _lattice_gas.run_lattice_gas(
-                *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state
+                *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state, **extra
             )
             if hops == half and elapsed > 0:
                 settle = np.array([elapsed])  # as long again: about as many hops
                 hops, _, _ = _lattice_gas.run_lattice_gas(
-                    *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves, state
+                    *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves, state,
+                    **extra,
                 )
                 hop_rate = max(hops, 1) / settle[0] / n_ions
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
@@ -271,7 +316,7 @@ def simulate(
         )
         moves = np.empty((collective_times.size, n_moves), dtype=np.int64)
         hops, _, _ = _lattice_gas.run_lattice_gas(
-            *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state
+            *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state, **extra
         )
         # Σ over hops of their vectors; the hop vector of (basis b, direction k) is exact
         collective = (moves - moves[0]) @ lattice.hop_vectors.reshape(n_moves, lattice.dim)

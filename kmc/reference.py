@@ -152,10 +152,10 @@ class Groups:
     bit for bit), a slot and x uniform in [0, bound). No pool: where the compiled regions sit
     never changes a selection."""
 
-    def __init__(self, totals, occupied, carriers, holes: bool) -> None:
+    def __init__(self, totals, occupied, carriers, holes: bool, span: float = 1.0) -> None:
         positive = [t for t in totals if t > 0.0]
-        e_lo = math.frexp(min(positive))[1] if positive else 0
-        e_hi = math.frexp(max(positive))[1] if positive else 0
+        e_lo = math.frexp(min(positive) / span)[1] if positive else 0
+        e_hi = math.frexp(max(positive) * span)[1] if positive else 0
         octave, step = np.divmod(np.arange((e_hi - e_lo + 1) * STEPS_PER_OCTAVE), STEPS_PER_OCTAVE)
         bounds = np.ldexp(2.0 ** ((step + 1) / STEPS_PER_OCTAVE), e_lo - 1 + octave)
         self.bound = [0.0, *(float(b) for b in bounds)]
@@ -288,9 +288,25 @@ class Groups:
                 self.carrier_site[carrier] = site
 
 
+def interaction_field(weight, neighbours, occupied, s: int) -> float:
+    """φ_s = Π w_sl over the occupied neighbours l of s, in direction order."""
+    phi = 1.0
+    for k, l in enumerate(neighbours[s]):
+        if occupied[l]:
+            phi *= float(weight[s, k])
+    return phi
+
+
+def interaction_rates(scaled, neighbours, phi, s: int) -> list[float]:
+    """The current rates of an ion on s: c_sk · φ_m · (1 / φ_s) towards each neighbour m."""
+    inverse = 1.0 / phi[s]
+    return [float(scaled[s, k]) * phi[m] * inverse for k, m in enumerate(neighbours[s])]
+
+
 def run_lattice_gas(
     rates, neighbours, hop_cells, ions, occupied, occupant, carriers, holes, max_hops,
     frame_times, out_sites, out_cells, fine_times, out_moves, rng_state,
+    scaled=None, weight=None, span: float = 1.0,
 ) -> tuple[int, int, float]:  # fmt: skip
     """The lattice gas with site exclusion (kmc._lattice_gas), attempt by attempt.
 
@@ -301,10 +317,20 @@ def run_lattice_gas(
     RING attempts before it, which picks a group, a slot and x; a hop if the slot holds a
     carrier, x lies under one of its rates and the target is free, else a null event. Same
     arguments, in-place updates and result (hops, attempts, elapsed time) as the compiled
-    loop."""
+    loop.
+
+    Pair interactions (``scaled`` c = Γ0 / w and ``weight`` w, see kmc._lattice_gas): ions
+    only, ``occupant`` the ion on every site; ``rates`` is overwritten with the current
+    rates of an ion on each site, and after each hop s → j the fields of s, nn(s), nn(j) and
+    the rates of the ions on them and their neighbours are recomputed and regrouped."""
     n_basis, z = hop_cells.shape[0], hop_cells.shape[1]
     rng = Xoshiro256(rng_state)
-    groups = Groups([total_rate(r) for r in rates], occupied, carriers, holes)
+    interacting = scaled is not None
+    if interacting:
+        phi = [interaction_field(weight, neighbours, occupied, s) for s in range(len(rates))]
+        for s in range(len(rates)):
+            rates[s] = interaction_rates(scaled, neighbours, phi, s)
+    groups = Groups([total_rate(r) for r in rates], occupied, carriers, holes, span)
     ring = [rng.uniform() for _ in range(RING)]
     moves = np.zeros(out_moves.shape[1], dtype=np.int64)
     hops = attempts = a = f = fm = 0
@@ -362,7 +388,23 @@ def run_lattice_gas(
             ions[carrier, 0] = j
             ions[carrier, 1:] += hop_cells[b, k]
             moves[b * z + k] += 1
-        groups.move(g, m, j)
+        if interacting:
+            groups.members[g][m][1] = j  # moves within its group, then everything regroups
+            groups.group[j] = g
+            occupant[s], occupant[j] = -1, carrier
+            for centre in (s, *neighbours[s], *neighbours[j]):
+                phi[centre] = interaction_field(weight, neighbours, groups.occupied, centre)
+            touched: list[int] = []
+            for centre in (s, *neighbours[s], *neighbours[j]):
+                for site in (centre, *neighbours[centre]):
+                    if groups.occupied[site] and site not in touched:
+                        touched.append(int(site))
+                        rates[site] = interaction_rates(scaled, neighbours, phi, site)
+            groups.update_sites(
+                touched, [int(occupant[q]) for q in touched], [total_rate(rates[q]) for q in touched]
+            )
+        else:
+            groups.move(g, m, j)
         hops += 1
         if hops % REBUILD_EVERY == 0:
             groups.rebuild()
