@@ -258,7 +258,9 @@ def kmc_dilute(land: landscape.Landscape, walkers: int, hops: int, seed: int) ->
     return Timing(traj.hops, traj.kernel_seconds, watch.stop("kmc throughput runs").share)
 
 
-def kmc_gas(land: landscape.Landscape, hops: int, seed: int) -> Timing:
+def kmc_gas(
+    land: landscape.Landscape, hops: int, seed: int, interactions: np.ndarray | None = None
+) -> Timing:
     watch = Stopwatch()
     traj = kernel.simulate(
         land,
@@ -269,6 +271,7 @@ def kmc_gas(land: landscape.Landscape, hops: int, seed: int) -> Timing:
         hops_per_ion=hops / gas_ions(land),
         equilibration_hops_per_ion=0,
         frames=2,
+        interactions=interactions,
     )
     return Timing(traj.hops, traj.kernel_seconds, watch.stop("kmc throughput runs").share)
 
@@ -1051,6 +1054,38 @@ def structure_cost(s: Settings, gas: Comparison) -> dict[str, Any] | None:
     return out
 
 
+# --------------------------------------------------------------------------- item 8
+
+#: Largest per-hop cost of the interacting gas over the non-interacting one (issue 11).
+INTERACTION_GOAL = 2.5
+PAIR_ENERGY = 0.05  # eV, nearest-neighbour repulsion
+
+
+def interaction_cost(s: Settings, lands: Landscapes) -> dict[str, Any]:
+    """Item 8: ns per hop of the c = 0.5 lattice gas on the benchmark landscape with a
+    nearest-neighbour repulsion of PAIR_ENERGY on every bond, against the same gas without
+    it, interleaved in this run (best of s.repeats each). Both start from the same random
+    placement with no equilibration, as in item 2; the interacting gas drives its ions."""
+    land = lands(s.gas_size)
+    pair = landscape.pair_energies(land.lattice, PAIR_ENERGY)
+    plain, inter = Comparison("no interactions"), Comparison("interactions")
+    for r in range(s.repeats):
+        plain.kmc.append(kmc_gas(land, s.gas_hops, seed=800 + r))
+        inter.kmc.append(kmc_gas(land, s.gas_hops, seed=800 + r, interactions=pair))
+    busy = plain.busy or inter.busy
+    ns_plain = 1e9 / plain.best(plain.kmc, cpu=busy)
+    ns_inter = 1e9 / inter.best(inter.kmc, cpu=busy)
+    say(f"  {cube(s.gas_size)}, c = {CONCENTRATION}, no interactions: {ns_plain:7.1f} ns/hop")
+    say(
+        f"  {cube(s.gas_size)}, c = {CONCENTRATION}, V = {PAIR_ENERGY} eV repulsion: "
+        f"{ns_inter:7.1f} ns/hop = {ns_inter / ns_plain:.2f}× the non-interacting gas"
+    )
+    return {
+        "size": s.gas_size, "pair_energy": PAIR_ENERGY, "ns_per_hop_plain": ns_plain,
+        "ns_per_hop_interacting": ns_inter, "ratio": ns_inter / ns_plain, "busy": busy,
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------- summary
 
 
@@ -1118,6 +1153,17 @@ def summary_rows(
             f"≤ {STRUCTURE_GOAL:g}×",
             status(worst, None if worst is None else worst <= STRUCTURE_GOAL),
             worst,
+        )
+    )
+    inter = results["interactions"]["ratio"]
+    rows.append(
+        (
+            f"interacting gas vs plain, {cube(s.gas_size)} c = {CONCENTRATION}",
+            f"{inter:.2f}× the plain gas"
+            + (" (CPU time)" if results["interactions"]["busy"] else ""),
+            f"≤ {INTERACTION_GOAL:g}×",
+            status(inter, inter <= INTERACTION_GOAL),
+            inter,
         )
     )
     mpi = results["mpi"]
@@ -1239,6 +1285,9 @@ def main(argv: list[str] | None = None) -> int:
 
         section("7. Structure supercells against the built-in lattice (c = 0.5)")
         results["structure"] = structure_cost(s, cases["gas"])
+
+        section(f"8. Ion–ion interactions: the c = {CONCENTRATION} gas with and without")
+        results["interactions"] = interaction_cost(s, lands)
 
     rows = summary_rows(results, s)
     print_summary(rows, args.quick)

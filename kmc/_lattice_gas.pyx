@@ -87,86 +87,101 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
 #     Γ_km = c_km · φ_m · (1 / φ_k),   c_km = Γ0_km / w_km,
 # Γ0 the interaction-free rate: Γ0 · exp(−ΔE_int / 2kT) with ΔE_int the change of the pair
 # energy (see docs/physics.md). The record of an occupied site holds the current rates of its
-# ion; after a hop s → j the fields φ of s, nn(s) and nn(j) change, so the records of the
+# ion, 0 towards occupied neighbours (its total is the exact escape rate); after a hop s → j the fields φ of s, nn(s) and nn(j) change, so the records of the
 # ions on those sites and on their neighbours are recomputed and regrouped (update_sites).
 
-cdef inline double _field(const Sites* sites, const double* weight, const uint16_t* state,
-                          int32_t s) noexcept nogil:
-    """φ_s of the current occupation (``state``: OCCUPIED bits)."""
-    cdef const double* rec = site_record(sites, s)
-    cdef const double* w = weight + <Py_ssize_t>s * sites.z
+cdef inline double _field(const int32_t* nb, Py_ssize_t z, const double* weight,
+                          const uint16_t* state, int32_t s) noexcept nogil:
+    """φ_s of the current occupation (``state``: OCCUPIED bits), ``nb`` the neighbour table."""
+    cdef const int32_t* row = nb + <Py_ssize_t>s * z
+    cdef const double* w = weight + <Py_ssize_t>s * z
     cdef double phi = 1.0
-    cdef int k
-    for k in range(sites.z):
-        if state[site_target(sites, s, rec, k)] & OCCUPIED:
+    cdef Py_ssize_t k
+    for k in range(z):
+        if state[row[k]] & OCCUPIED:
             phi *= w[k]
     return phi
 
 
-cdef inline void _rates_of(const Sites* sites, const double* scaled, const double* phi,
-                           int32_t s) noexcept nogil:
+cdef inline double _rate(const double* scaled, const double* phi, const uint16_t* state,
+                         Py_ssize_t z, int32_t s, Py_ssize_t k, int32_t m,
+                         double inverse) noexcept nogil:
+    """Rate of the ion on s along k to m: 0 if m is occupied (so that a record's total is its
+    ion's escape rate: a bound counting blocked hops would waste most attempts on a crowded
+    ion, whose blocked rates the repulsion raises most), else c_sk φ_m (1 / φ_s)."""
+    return 0.0 if state[m] & OCCUPIED else scaled[<Py_ssize_t>s * z + k] * phi[m] * inverse
+
+
+cdef inline void _rates_of(const Sites* sites, const int32_t* nb, const double* scaled,
+                           const double* phi, const uint16_t* state, int32_t s) noexcept nogil:
     """Write the current rates of an ion on s into s's record."""
     cdef double* rec = <double*>site_record(sites, s)
-    cdef const double* c = scaled + <Py_ssize_t>s * sites.z
+    cdef const int32_t* row = nb + <Py_ssize_t>s * sites.z
     cdef double inverse = 1.0 / phi[s]
-    cdef int k
+    cdef Py_ssize_t k
     for k in range(sites.z):
-        rec[k] = c[k] * phi[site_target(sites, s, rec, k)] * inverse
+        rec[k] = _rate(scaled, phi, state, sites.z, s, k, row[k], inverse)
 
 
-cdef inline Py_ssize_t _visit(const Sites* sites, const uint16_t* state, const double* scaled,
-                              const double* phi, const int32_t* occupant, uint8_t* mark,
-                              int32_t* list_s, int32_t* list_c, Py_ssize_t n,
-                              int32_t a) noexcept nogil:
-    """Recompute the records of the unmarked ions on a and its neighbours (in that order)."""
-    cdef const double* rec = site_record(sites, a)
-    cdef int k
-    cdef int32_t l = a
-    for k in range(-1, sites.z):
-        if k >= 0:
-            l = site_target(sites, a, rec, k)
-        if (state[l] & OCCUPIED) and not mark[l]:
-            mark[l] = 1
-            _rates_of(sites, scaled, phi, l)
-            list_s[n], list_c[n] = l, occupant[l]
-            n += 1
-    return n
-
-
-cdef int _interact(Groups* gr, const Sites* sites, const double* scaled, const double* weight,
-                   double* phi, const int32_t* occupant, uint8_t* mark, int32_t* list_s,
+cdef int _interact(Groups* gr, const Sites* sites, const int32_t* nb, const int32_t* rev,
+                   const double* scaled, const double* weight, double* phi,
+                   const int32_t* occupant, uint8_t* mark, int32_t* centres, int32_t* list_s,
                    int32_t* list_c, int32_t s, int32_t j) noexcept nogil:
-    """After a hop s → j (occupation already updated): refresh the fields of s, nn(s) and
-    nn(j), then the records of the ions on those sites and their neighbours, visited in the
-    order s, nn(s), nn(j) (each with its neighbours), and regroup them in that order."""
-    cdef const double* rec_s = site_record(sites, s)
-    cdef const double* rec_j = site_record(sites, j)
-    cdef Py_ssize_t n = 0, i
-    cdef int k, code
-    cdef int32_t a
-    phi[s] = _field(sites, weight, gr.site_state, s)
-    for k in range(sites.z):
-        a = site_target(sites, s, rec_s, k)
-        phi[a] = _field(sites, weight, gr.site_state, a)
-    for k in range(sites.z):
-        a = site_target(sites, j, rec_j, k)
-        phi[a] = _field(sites, weight, gr.site_state, a)
-    n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n, s)
-    for k in range(sites.z):
-        n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n,
-                   site_target(sites, s, rec_s, k))
-    for k in range(sites.z):
-        n = _visit(sites, gr.site_state, scaled, phi, occupant, mark, list_s, list_c, n,
-                   site_target(sites, j, rec_j, k))
+    """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) are the
+    sites whose field φ changed: refresh those fields; rewrite the whole record of every ion
+    on a centre (centre order); then, visiting the neighbours l of each centre a in order,
+    the one rate of the ion on l towards a when l is not a centre (its φ did not change, nor
+    did any other of its targets). Regroup the ions touched, in the order first touched."""
+    cdef Py_ssize_t z = sites.z, n = 0, n_centres = 1 + 2 * z, i, k
+    cdef const uint16_t* state = gr.site_state
+    cdef int32_t a, l
+    cdef double* rec
+    centres[0] = s
+    for k in range(z):
+        centres[1 + k] = nb[<Py_ssize_t>s * z + k]
+        centres[1 + z + k] = nb[<Py_ssize_t>j * z + k]
+    for i in range(n_centres):
+        a = centres[i]
+        phi[a] = _field(nb, z, weight, state, a)
+    for i in range(n_centres):
+        a = centres[i]
+        if (state[a] & OCCUPIED) and mark[a] == 0:
+            mark[a] = 1
+            _rates_of(sites, nb, scaled, phi, state, a)
+            list_s[n], list_c[n] = a, occupant[a]
+            n += 1
+        elif mark[a] == 0:
+            mark[a] = 3  # an empty centre: its neighbours' rates towards it change
+    for i in range(n_centres):
+        a = centres[i]
+        if mark[a] == 4:
+            continue  # a centre listed twice: its neighbours are done
+        for k in range(z):
+            l = nb[<Py_ssize_t>a * z + k]
+            if not (state[l] & OCCUPIED) or mark[l] == 1 or mark[l] == 4:
+                continue  # no ion, or a centre's ion (rewritten whole)
+            rec = <double*>site_record(sites, l)
+            rec[rev[<Py_ssize_t>a * z + k]] = _rate(scaled, phi, state, z, l,
+                                                     rev[<Py_ssize_t>a * z + k], a, 1.0 / phi[l])
+            if mark[l] == 0:
+                mark[l] = 2
+                list_s[n], list_c[n] = l, occupant[l]
+                n += 1
+        if mark[a] == 1:
+            mark[a] = 4  # done as a centre (still whole-rewritten)
+        elif mark[a] == 3:
+            mark[a] = 4
     for i in range(n):
         mark[list_s[i]] = 0
+    for i in range(n_centres):
+        mark[centres[i]] = 0
     return selection_update_sites(gr, sites, list_s, list_c, n, False)
 
 
 def interaction_records(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
                         const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
                         const double[:, ::1] scaled, const double[:, ::1] weight,
-                        double[::1] phi):
+                        const int32_t[:, ::1] neighbours, double[::1] phi):
     """Fill ``phi`` with every site's field and the rate columns of ``records`` with the
     current rates of an ion on each site, for the occupation ``occupied``."""
     cdef Sites view = sites_view(records, deltas, hop_cells)
@@ -175,9 +190,10 @@ def interaction_records(const double[:, ::1] records, const int64_t[:, :, ::1] d
     cdef uint16_t[::1] state_v = state
     with nogil:
         for i in range(n):
-            phi[i] = _field(&view, &weight[0, 0], &state_v[0], <int32_t>i)
+            phi[i] = _field(&neighbours[0, 0], view.z, &weight[0, 0], &state_v[0], <int32_t>i)
         for i in range(n):
-            _rates_of(&view, &scaled[0, 0], &phi[0], <int32_t>i)
+            _rates_of(&view, &neighbours[0, 0], &scaled[0, 0], &phi[0], &state_v[0],
+                      <int32_t>i)
 
 
 def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
@@ -189,6 +205,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
                     const double[:, ::1] scaled=None, const double[:, ::1] weight=None,
+                    const int32_t[:, ::1] neighbour_table=None, const int32_t[:, ::1] reverse=None,
                     double span=1.0):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
@@ -208,7 +225,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     receives its repack and resize counts. Returns (hops, attempts, elapsed simulated time).
 
     Pair interactions: ``scaled`` (c_km = Γ0_km / w_km) and ``weight`` (w_km), both
-    (n_sites, z), see the comment above _field; ions only (``holes`` false), ``occupant``
+    (n_sites, z), see the comment above _field, ``neighbour_table`` (m of each hop k → m) and
+    ``reverse`` (the direction of m → k on the same bond); ions only (``holes`` false), ``occupant``
     the ion on every site (-1: none), ``span`` the factor by which a total may leave the
     range of the initial ones. The rate columns of ``records`` are then overwritten with the
     current rates of the ion on each site (of an ion put there, for the empty ones).
@@ -221,20 +239,27 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef int update_code = 0
     cdef double[::1] phi_v
     cdef uint8_t[::1] mark_v
-    cdef int32_t[::1] list_s_v, list_c_v
+    cdef int32_t[::1] list_s_v, list_c_v, centres_v
+    cdef int32_t* centres = NULL
+    cdef const int32_t* nb = NULL
+    cdef const int32_t* rev = NULL
     if interacting:
-        if holes or weight is None or occupant.shape[0] != records.shape[0]:
+        if (holes or weight is None or neighbour_table is None or reverse is None
+                or occupant.shape[0] != records.shape[0]):
             raise ValueError("interactions drive ions, with weight and a full occupant table")
         z_max = hop_cells.shape[1]
         arrays = {
             "phi": np.empty(records.shape[0]), "mark": np.zeros(records.shape[0], np.uint8),
             "list_s": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
             "list_c": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
+            "centres": np.empty(1 + 2 * z_max, dtype=np.int32),
         }
         phi_v, mark_v = arrays["phi"], arrays["mark"]
-        list_s_v, list_c_v = arrays["list_s"], arrays["list_c"]
+        list_s_v, list_c_v, centres_v = arrays["list_s"], arrays["list_c"], arrays["centres"]
         phi, mark, list_s, list_c = &phi_v[0], &mark_v[0], &list_s_v[0], &list_c_v[0]
-        interaction_records(records, deltas, hop_cells, occupied, scaled, weight, phi_v)
+        centres, nb, rev = &centres_v[0], &neighbour_table[0, 0], &reverse[0, 0]
+        interaction_records(records, deltas, hop_cells, occupied, scaled, weight, neighbour_table,
+                            phi_v)
     cdef Py_ssize_t n_frames = frame_times.shape[0]
     cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
                                          interacting, pool_size, span)
@@ -329,8 +354,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             selection_move(gr, g, pos, h, j)
             if interacting:  # the carrier moved within its group: now regroup everything
                 occupant_p[s], occupant_p[j] = -1, carrier
-                update_code = _interact(gr, sites, &scaled[0, 0], &weight[0, 0], phi,
-                                        occupant_p, mark, list_s, list_c, s, j)
+                update_code = _interact(gr, sites, nb, rev, &scaled[0, 0], &weight[0, 0], phi,
+                                        occupant_p, mark, centres, list_s, list_c, s, j)
                 if update_code != 0:
                     break
             hops += 1

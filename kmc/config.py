@@ -181,7 +181,7 @@ METHODS = ("kmc", "network")
 MEMORY_FRACTION = 0.8
 #: First spawn-key entry of the landscape seeds and of the task (ions, kernel) seeds.
 LANDSCAPE_STREAM, TASK_STREAM = 0, 1
-_TASK_ONLY_PREFIXES = ("run.", "ions.")
+_TASK_ONLY_PREFIXES = ("run.", "ions.", "interactions.")
 UNSWEEPABLE = {
     "name": "the run name cannot be swept",
     "run.replicas": "cannot be swept: every sweep point gets run.replicas replicas",
@@ -318,6 +318,23 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class InteractionsConfig:
+    """Pair energies (eV, > 0 repulsive) of two ions on neighbouring sites (the hop
+    neighbours): ``nearest_neighbour`` for every hop type, ``hop_type`` overriding it per hop
+    type of a structure, ``amorphous_sigma`` a Gaussian spread per bond touching the
+    amorphous phase (see kmc.landscape.pair_energies)."""
+
+    nearest_neighbour: float = 0.0
+    hop_type: dict[str, float] | None = None
+    amorphous_sigma: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        values = [self.nearest_neighbour, *(self.hop_type or {}).values()]
+        return any(v != 0 for v in values) or self.amorphous_sigma > 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated run configuration.
 
@@ -333,6 +350,7 @@ class Config:
     interface: InterfaceConfig
     microstructure: MicrostructureConfig
     run: RunConfig
+    interactions: InteractionsConfig = InteractionsConfig()
     sweep: tuple[tuple[str, tuple], ...] = ()
     source: str = field(default="<config>", compare=False)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
@@ -544,6 +562,19 @@ def _path_text(value: object) -> str:
     return value
 
 
+def _pair_table(value: object) -> dict[str, float]:
+    """interactions.hop_type: {label = energy (eV)}, each a finite number."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a table {{label = energy}}, not {_describe(value)}")
+    table = {}
+    for label, energy in value.items():
+        try:
+            table[str(label)] = _float(energy)
+        except ValueError as exc:
+            raise _Problem(f"interactions.hop_type.{label}", str(exc)) from None
+    return table
+
+
 def _distribution(value: object) -> Distribution:
     if isinstance(value, list | tuple):
         raise ValueError(
@@ -656,6 +687,11 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "seed": _Key(_int(0, exact=True), 0),
         "field": _Key(_field, 0.0),
         "field_direction": _Key(_direction, None),
+    },
+    "interactions": {
+        "nearest_neighbour": _Key(_float, 0.0),
+        "hop_type": _Key(_pair_table, None),
+        "amorphous_sigma": _Key(_float_in(0), 0.0),
     },
 }
 _REQUIRED_TABLES = ("lattice", "ions", "crystal", "amorphous")
@@ -965,6 +1001,22 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
             "site exclusion: set ions.exclusion = false",
         )
 
+    interactions = _section(data, "interactions", InteractionsConfig)
+    if interactions.hop_type:
+        for label in interactions.hop_type:
+            if label not in hop_labels or hop_labels == ("all",):
+                hint = f" (the structure has {', '.join(hop_labels)})"
+                if hop_labels == ("all",):
+                    hint = " (a table per hop type needs a structure; use nearest_neighbour)"
+                raise _Problem(
+                    f"interactions.hop_type.{label}",
+                    "unknown hop type" + _suggest(label, hop_labels) + hint,
+                )
+    if interactions.active and not ions.exclusion:
+        raise _Problem("interactions", "interactions need ions.exclusion = true")
+    if interactions.active and run.method == "network":
+        raise _Problem("interactions", 'interactions need run.method = "kmc"')
+
     return Config(
         name=name,
         lattice=lattice,
@@ -974,6 +1026,7 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
         interface=interface,
         microstructure=micro,
         run=run,
+        interactions=interactions,
     )
 
 
@@ -1264,6 +1317,8 @@ def resolved_dict(config: Config) -> dict:
         "interface": table(config.interface),
         "microstructure": table(config.microstructure),
         "run": table(config.run),
+        # only when set, so that the resolved configs of earlier runs stay as they were
+        **({"interactions": table(config.interactions)} if config.interactions.active else {}),
         "sweep": {key: [plain(v) for v in values] for key, values in config.sweep},
     }
 

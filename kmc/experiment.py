@@ -52,11 +52,23 @@ def run_task(task: Task) -> TaskData:
     landscape seed) and :func:`network_task` solves for its dilute-limit D instead.
     """
     config = task.config
-    land = build_landscape(config, np.random.default_rng(task.landscape_seed))
+    landscape_rng = np.random.default_rng(task.landscape_seed)
+    land = build_landscape(config, landscape_rng)
     rng = np.random.default_rng(task.seed)
     run = config.run
     if run.method == "network":
         return network_task(task, land)
+    inter = config.interactions
+    pair = None
+    if inter.active:  # drawn after the landscape, from its stream: the landscape is unchanged
+        pair = landscape.pair_energies(
+            land.lattice,
+            inter.nearest_neighbour,
+            hop_type=inter.hop_type,
+            amorphous=land.amorphous,
+            amorphous_sigma=inter.amorphous_sigma,
+            rng=landscape_rng,
+        )
     field = run.field_vector(land.lattice.dim)
     driven = bool(np.any(field))
     traj = kernel.simulate(
@@ -70,6 +82,7 @@ def run_task(task: Task) -> TaskData:
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
         **({"field": field} if driven else {}),
+        **({"interactions": pair} if pair is not None else {}),
     )
     # uniform rates and no field: D_σ may be read at the shortest lag
     uniform = land.uniform_rates and not driven

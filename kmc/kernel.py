@@ -178,10 +178,13 @@ def pack_records(
 
 def interaction_tables(
     lattice: Lattice, records: np.ndarray, pair: np.ndarray, temperature: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """The kernel's tables for per-bond pair energies ``pair`` (eV): w_km = exp(−V_km / 2kT)
-    per directed hop (1.0 on padded directions), c_km = Γ0_km / w_km from the interaction-free
-    rates in ``records``, and the span by which a total may leave the interaction-free range.
+) -> dict[str, np.ndarray | float]:
+    """The kernel's tables for per-bond pair energies ``pair`` (eV), as the keywords of
+    run_lattice_gas: ``weight`` w_km = exp(−V_km / 2kT) per directed hop (1.0 on padded
+    directions), ``scaled`` c_km = Γ0_km / w_km from the interaction-free rates in
+    ``records``, ``neighbour_table`` and ``reverse`` (the direction of the hop back along the same
+    bond; a padded direction's own) and ``span``, the factor by which a total may leave the
+    interaction-free range.
 
     The rate of the ion on k to an empty neighbour m is then c_km φ_m / φ_k with
     φ_s = Π w_sl over the occupied neighbours of s, that is
@@ -195,7 +198,17 @@ def interaction_tables(
     scaled = np.ascontiguousarray(records[:, :z] / weight)
     largest = float(np.abs(pair).max()) if pair.size else 0.0
     span = 1.0 if largest == 0 else 2.0 * math.exp(z * largest / (2 * BOLTZMANN_EV * temperature))
-    return scaled, weight, span
+    # each bond has two directed hops: pair them up by sorting the bond indices
+    flat = bonds.ravel()
+    order = np.argsort(flat, kind="stable")
+    order = order[flat[order] >= 0].reshape(-1, 2)
+    reverse = np.tile(np.arange(z, dtype=np.int32), (lattice.n_sites, 1))
+    reverse.ravel()[order[:, 0]] = order[:, 1] % z
+    reverse.ravel()[order[:, 1]] = order[:, 0] % z
+    return {
+        "scaled": scaled, "weight": weight, "span": span, "reverse": reverse,
+        "neighbour_table": np.ascontiguousarray(lattice.neighbours, dtype=np.int32),
+    }  # fmt: skip
 
 
 def simulate(
@@ -257,8 +270,7 @@ def simulate(
     records, deltas, escape = _site_records(landscape, temperature, incoming=holes, field=field)
     extra = {}
     if pair is not None:
-        scaled, weight, span = interaction_tables(lattice, records, pair, temperature)
-        extra = {"scaled": scaled, "weight": weight, "span": span}
+        extra = interaction_tables(lattice, records, pair, temperature)
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")
@@ -306,7 +318,14 @@ def simulate(
             if hops == half and elapsed > 0:
                 settle = np.array([elapsed])  # as long again: about as many hops
                 hops, _, _ = _lattice_gas.run_lattice_gas(
-                    *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves, state,
+                    *args,
+                    0,
+                    settle,
+                    out_sites[:1],
+                    out_cells[:1],
+                    no_frames,
+                    no_moves,
+                    state,
                     **extra,
                 )
                 hop_rate = max(hops, 1) / settle[0] / n_ions

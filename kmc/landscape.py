@@ -340,3 +340,31 @@ def _crystal_saddles(lattice, saddle, selected, rng) -> np.ndarray:
     cos2 = vectors**2 / np.sum(vectors**2, axis=1, keepdims=True)
     per_axis = np.stack([d.sample(rng, len(vectors)) for d in saddle], axis=1)
     return np.sum(cos2 * per_axis, axis=1)
+
+
+def pair_energies(
+    lattice: Lattice,
+    nearest_neighbour: float = 0.0,
+    *,
+    hop_type: dict[str, float] | None = None,
+    amorphous: np.ndarray | None = None,
+    amorphous_sigma: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """(n_bonds,) pair energy V (eV, > 0 repulsive) of two ions on the ends of each bond: the
+    first shell is the hop neighbours. ``nearest_neighbour`` on every bond, or per hop type
+    (``hop_type``: label → eV, unlisted types keep nearest_neighbour); bonds with an end in
+    the ``amorphous`` phase get an independent Gaussian of spread ``amorphous_sigma`` added
+    (drawn from ``rng``, only then). One value per undirected bond: symmetric by
+    construction."""
+    energy = np.full(lattice.n_bonds, float(nearest_neighbour))
+    if hop_type:
+        types = lattice.bond_types
+        for label, value in hop_type.items():
+            energy[types == lattice.hop_type_labels.index(label)] = float(value)
+    if amorphous_sigma > 0:
+        if amorphous is None or rng is None:
+            raise ValueError("amorphous_sigma needs the amorphous mask and a generator")
+        touched = np.asarray(amorphous, dtype=bool)[lattice.bond_ends].any(axis=1)
+        energy[touched] += rng.normal(0.0, amorphous_sigma, int(touched.sum()))
+    return energy

@@ -291,22 +291,26 @@ class Groups:
 def interaction_field(weight, neighbours, occupied, s: int) -> float:
     """φ_s = Π w_sl over the occupied neighbours l of s, in direction order."""
     phi = 1.0
-    for k, l in enumerate(neighbours[s]):
-        if occupied[l]:
+    for k, m in enumerate(neighbours[s]):
+        if occupied[m]:
             phi *= float(weight[s, k])
     return phi
 
 
-def interaction_rates(scaled, neighbours, phi, s: int) -> list[float]:
-    """The current rates of an ion on s: c_sk · φ_m · (1 / φ_s) towards each neighbour m."""
+def interaction_rates(scaled, neighbours, phi, occupied, s: int) -> list[float]:
+    """The current rates of an ion on s: c_sk · φ_m · (1 / φ_s) towards each empty
+    neighbour m, 0 towards an occupied one."""
     inverse = 1.0 / phi[s]
-    return [float(scaled[s, k]) * phi[m] * inverse for k, m in enumerate(neighbours[s])]
+    return [
+        0.0 if occupied[m] else float(scaled[s, k]) * phi[m] * inverse
+        for k, m in enumerate(neighbours[s])
+    ]
 
 
 def run_lattice_gas(
     rates, neighbours, hop_cells, ions, occupied, occupant, carriers, holes, max_hops,
     frame_times, out_sites, out_cells, fine_times, out_moves, rng_state,
-    scaled=None, weight=None, span: float = 1.0,
+    scaled=None, weight=None, neighbour_table=None, reverse=None, span: float = 1.0,
 ) -> tuple[int, int, float]:  # fmt: skip
     """The lattice gas with site exclusion (kmc._lattice_gas), attempt by attempt.
 
@@ -329,7 +333,7 @@ def run_lattice_gas(
     if interacting:
         phi = [interaction_field(weight, neighbours, occupied, s) for s in range(len(rates))]
         for s in range(len(rates)):
-            rates[s] = interaction_rates(scaled, neighbours, phi, s)
+            rates[s] = interaction_rates(scaled, neighbours, phi, occupied, s)
     groups = Groups([total_rate(r) for r in rates], occupied, carriers, holes, span)
     ring = [rng.uniform() for _ in range(RING)]
     moves = np.zeros(out_moves.shape[1], dtype=np.int64)
@@ -392,16 +396,32 @@ def run_lattice_gas(
             groups.members[g][m][1] = j  # moves within its group, then everything regroups
             groups.group[j] = g
             occupant[s], occupant[j] = -1, carrier
-            for centre in (s, *neighbours[s], *neighbours[j]):
+            centres = [s, *(int(m) for m in neighbours[s]), *(int(m) for m in neighbours[j])]
+            for centre in centres:
                 phi[centre] = interaction_field(weight, neighbours, groups.occupied, centre)
-            touched: list[int] = []
-            for centre in (s, *neighbours[s], *neighbours[j]):
-                for site in (centre, *neighbours[centre]):
-                    if groups.occupied[site] and site not in touched:
-                        touched.append(int(site))
-                        rates[site] = interaction_rates(scaled, neighbours, phi, site)
+            touched: list[int] = []  # whole records first (ions on centres), then single rates
+            for centre in centres:
+                if groups.occupied[centre] and centre not in touched:
+                    touched.append(centre)
+                    rates[centre] = interaction_rates(
+                        scaled, neighbours, phi, groups.occupied, centre
+                    )
+            for centre in dict.fromkeys(centres):
+                for k, site in enumerate(neighbours[centre]):
+                    site = int(site)
+                    if not groups.occupied[site] or site in centres:
+                        continue
+                    back = reverse[centre, k]
+                    rates[site][back] = (
+                        0.0 if groups.occupied[centre]
+                        else float(scaled[site, back]) * phi[centre] * (1.0 / phi[site])
+                    )  # fmt: skip
+                    if site not in touched:
+                        touched.append(site)
             groups.update_sites(
-                touched, [int(occupant[q]) for q in touched], [total_rate(rates[q]) for q in touched]
+                touched,
+                [int(occupant[q]) for q in touched],
+                [total_rate(rates[q]) for q in touched],
             )
         else:
             groups.move(g, m, j)

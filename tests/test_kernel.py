@@ -581,3 +581,133 @@ def test_variable_coordination_walkers_reach_boltzmann_occupation():
         observed = np.bincount(traj.sites[0], minlength=lat.n_sites)
         pvalues.append(stats.chisquare(observed, n * p / p.sum()).pvalue)
     assert pvalues[0] > 1e-4 and pvalues[1] < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Ion–ion pair interactions (issue 11): detailed balance with respect to the total energy
+
+
+def _configurations(n_sites: int, n_ions: int) -> list[tuple[int, ...]]:
+    import itertools
+
+    return list(itertools.combinations(range(n_sites), n_ions))
+
+
+def _total_energy(land, pair, occupied_sites) -> float:
+    """Σ ε_i n_i + Σ_bonds V_b n_i n_j of a configuration (eV)."""
+    n = np.zeros(land.lattice.n_sites, dtype=bool)
+    n[list(occupied_sites)] = True
+    ends = land.lattice.bond_ends
+    return float(land.site_energy[n].sum() + pair[n[ends[:, 0]] & n[ends[:, 1]]].sum())
+
+
+def _small_interacting(kind: str, cells: tuple[int, ...], seed: int):
+    """A lattice small enough to enumerate, with disordered site energies (σ = 0.03 eV),
+    saddles 0.25-0.35 eV and per-bond pair energies 0.02-0.08 eV (repulsive)."""
+    lat = lattice.build(kind, cells)
+    land = disordered_landscape(
+        lat, seed, {"dist": "normal", "mean": 0.0, "sigma": 0.03},
+        {"dist": "uniform", "low": 0.25, "high": 0.35},
+    )  # fmt: skip
+    pair = rng(seed + 100).uniform(0.02, 0.08, lat.n_bonds)
+    return land, pair
+
+
+INTERACTING_CASES = {
+    "square 3x3, 4 ions": ("square", (3, 3), 4),
+    "ring of 6, 3 ions": ("chain", (6,), 3),
+}
+
+
+@pytest.mark.parametrize("case", list(INTERACTING_CASES))
+def test_interacting_rate_rule_has_the_boltzmann_stationary_state(case):
+    """Exact, no sampling: the master equation over every configuration, built from the
+    kernel's own rate tables (kmc.kernel.interaction_tables, the rates of
+    kmc.reference.interaction_rates), has the stationary state exp(−E/kT) / Z with E the total
+    site + pair energy (|π Q| < 1e-9 of the largest flux), and every hop's rate ratio is
+    exp(−ΔE/kT) to 1e-12."""
+    from kmc import reference
+
+    kind, cells, n_ions = INTERACTING_CASES[case]
+    land, pair = _small_interacting(kind, cells, 1)
+    lat = land.lattice
+    records, _, _ = kernel._site_records(land, T, incoming=False)
+    tables = kernel.interaction_tables(lat, records, pair, T)
+    scaled, weight = tables["scaled"], tables["weight"]
+    states = _configurations(lat.n_sites, n_ions)
+    index = {s: i for i, s in enumerate(states)}
+    energy = np.array([_total_energy(land, pair, s) for s in states])
+    generator = np.zeros((len(states), len(states)))
+    for a, state in enumerate(states):
+        occupied = np.zeros(lat.n_sites, dtype=bool)
+        occupied[list(state)] = True
+        phi = [
+            reference.interaction_field(weight, lat.neighbours, occupied, s)
+            for s in range(lat.n_sites)
+        ]
+        for k_site in state:
+            rates = reference.interaction_rates(scaled, lat.neighbours, phi, occupied, k_site)
+            for d, m in enumerate(lat.neighbours[k_site]):
+                if occupied[m]:
+                    continue
+                after = tuple(sorted((set(state) - {k_site}) | {int(m)}))
+                generator[a, index[after]] += rates[d]
+    np.fill_diagonal(generator, -generator.sum(axis=1))
+    weights = np.exp(-(energy - energy.min()) / KT)
+    pi = weights / weights.sum()
+    flux = np.abs(pi[:, None] * generator).max()
+    assert np.abs(pi @ generator).max() < 1e-9 * flux
+    # pairwise: π_a Q_ab = π_b Q_ba for every pair of configurations
+    off = pi[:, None] * generator
+    np.fill_diagonal(off, 0.0)
+    np.testing.assert_allclose(off, off.T, rtol=1e-12, atol=1e-15 * flux)
+
+
+@pytest.mark.parametrize("case", list(INTERACTING_CASES))
+def test_interacting_gas_spends_boltzmann_time_in_each_configuration(case):
+    """Sampled by the compiled kernel: the configuration at 40 000 frames spaced by ~10 hops
+    per ion (far beyond the chain's mixing time, so frames are independent draws of the
+    time-weighted occupation) against exp(−E/kT)/Z over every configuration, E the total
+    site + pair energy: χ² (all configurations; expected counts >= 5 for the test to hold,
+    rarer configurations pooled into one bin) with p > 1e-3. Power: the same counts against
+    the weights without the pair energies are rejected with p < 1e-12, and so is the exact distribution against counts
+    from the same lattice with the pair energies off."""
+    kind, cells, n_ions = INTERACTING_CASES[case]
+    land, pair = _small_interacting(kind, cells, 1)
+    lat = land.lattice
+    states = _configurations(lat.n_sites, n_ions)
+    index = {s: i for i, s in enumerate(states)}
+    energy = np.array([_total_energy(land, pair, s) for s in states])
+    site_only = np.array([_total_energy(land, 0 * pair, s) for s in states])
+    frames = 40_000
+
+    def counts(interactions):
+        traj = kernel.simulate(
+            land, T, rng(7), count=n_ions, hops_per_ion=10 * frames, frames=frames,
+            interactions=interactions,
+        )  # fmt: skip
+        observed = np.zeros(len(states))
+        for row in np.sort(traj.sites, axis=1):
+            observed[index[tuple(int(s) for s in row)]] += 1
+        return observed
+
+    def chi2(observed, energies):
+        expected = np.exp(-(energies - energies.min()) / KT)
+        expected *= observed.sum() / expected.sum()
+        rare = expected < 5  # pooled into one bin, so that every bin expects >= 5
+        o = np.append(observed[~rare], observed[rare].sum())
+        e = np.append(expected[~rare], expected[rare].sum())
+        o, e = (o, e) if e[-1] >= 5 else (o[:-1], e[:-1])
+        value = float(((o - e) ** 2 / e).sum())
+        return value, float(stats.chi2.sf(value, len(e) - 1)), len(e) - 1
+
+    observed = counts(pair)
+    value, p, dof = chi2(observed, energy)
+    print(f"{case}: chi2 = {value:.1f} with {dof} dof, p = {p:.3g}")
+    assert p > 1e-3
+    wrong, p_wrong, dof = chi2(observed, site_only)
+    print(f"{case}: against site energies only: chi2 = {wrong:.1f} ({dof} dof), p = {p_wrong:.3g}")
+    assert p_wrong < 1e-12
+    _, p_free, _ = chi2(counts(None), energy)
+    print(f"{case}: pair energies off, against the interacting weights: p = {p_free:.3g}")
+    assert p_free < 1e-12

@@ -235,8 +235,7 @@ def interacting_tables(land, pair):
     the reference gets the rates as a plain mutable table it overwrites."""
     records, deltas, _ = kernel._site_records(land, T, incoming=False)
     lat = land.lattice
-    scaled, weight, span = kernel.interaction_tables(lat, records, pair, T)
-    extra = {"scaled": scaled, "weight": weight, "span": span}
+    extra = kernel.interaction_tables(lat, records, pair, T)
     plain = (records[:, : lat.coordination].copy(), lat.neighbours, lat.hop_cells)
     return (records, deltas, lat.hop_cells), plain, extra
 
@@ -272,28 +271,3 @@ def test_interacting_gas_matches_the_reference(name, filling):
             runs.append((np.linspace(0, result[2], 7), np.linspace(0, result[2], 25)))
         else:
             assert result[0] > 300
-
-
-def test_zero_interactions_are_the_plain_gas_bit_for_bit():
-    """All pair energies 0 through the interacting loop (records rewritten, regrouped after
-    every hop, ions driven): the same trajectory as the non-interacting loop, bit for bit."""
-    land = LANDSCAPES["cubic"]
-    lat = land.lattice
-    compiled, _, extra = interacting_tables(land, np.zeros(lat.n_bonds))
-    assert extra["span"] == 1.0
-    n = round(0.4 * lat.n_sites)
-    start = np.sort(np.random.default_rng(2).choice(lat.n_sites, n, replace=False))
-    start = start.astype(np.int32)
-    plain_records = compiled[0].copy()
-    result, arrays = gas_run(
-        _lattice_gas.run_lattice_gas, compiled, lat, start, False, np.empty(0), np.empty(0),
-        3000, full=True, **extra,
-    )  # fmt: skip
-    expected, ref_arrays = gas_run(
-        _lattice_gas.run_lattice_gas, (plain_records, *compiled[1:]), lat, start, False,
-        np.empty(0), np.empty(0), 3000,
-    )  # fmt: skip
-    assert result == expected
-    for a, b in [(arrays[i], ref_arrays[i]) for i in (0, 1, 3, 4, 5, 6, 7)]:
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(compiled[0], plain_records)
