@@ -670,8 +670,8 @@ def test_interacting_gas_spends_boltzmann_time_in_each_configuration(case):
     time-weighted occupation) against exp(−E/kT)/Z over every configuration, E the total
     site + pair energy: χ² (all configurations; expected counts >= 5 for the test to hold,
     rarer configurations pooled into one bin) with p > 1e-3. Power: the same counts against
-    the weights without the pair energies are rejected with p < 1e-12, and so is the exact distribution against counts
-    from the same lattice with the pair energies off."""
+    the weights without the pair energies are rejected with p < 1e-12, and so is the exact
+    distribution against counts from the same lattice with the pair energies off."""
     kind, cells, n_ions = INTERACTING_CASES[case]
     land, pair = _small_interacting(kind, cells, 1)
     lat = land.lattice
