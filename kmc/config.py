@@ -41,11 +41,15 @@ key                                        type            unit       default   
 ``run.seed``                               int             —          0                 no
 ``run.field``                              float or list   V/cm       0.0               no
 ``run.field_direction``                    list            —          first axis        no
+``interactions.nearest_neighbour``         float           eV         0.0               yes
+``interactions.hop_type``                  table           eV         (none)            no
+``interactions.amorphous_sigma``           float ≥ 0       eV         0.0               yes
 ``sweep."<dotted key>"``                   list            —          (no sweep)        no
 =========================================  ==============  =========  ================  ==========
 
 The tables ``[lattice]``, ``[ions]``, ``[crystal]`` and ``[amorphous]`` are required;
-``[interface]``, ``[microstructure]``, ``[run]`` and ``[sweep]`` may be left out.
+``[interface]``, ``[microstructure]``, ``[run]``, ``[interactions]`` and ``[sweep]`` may be
+left out.
 
 Allowed values:
 
@@ -84,6 +88,12 @@ Allowed values:
   first axis) or a vector of one component per axis. A hop of vector d then has its rate
   multiplied by exp(q E·d / 2kT). Refused for ``run.method = "network"`` and when
   q |E| a / kT > 20 for the longest hop a (a unit mistake).
+- ``interactions.nearest_neighbour``: pair energy (eV, > 0 repulsion) of two ions on
+  neighbouring (hop-neighbour) sites, on every bond; ``interactions.hop_type`` a table
+  {hop type label = eV} overriding it per hop type of a structure;
+  ``interactions.amorphous_sigma`` a Gaussian spread per bond with an end in the amorphous
+  phase. Rates Γ⁰ exp(−ΔE_int / 2kT) (docs/physics.md). Need ``ions.exclusion = true`` and
+  ``run.method = "kmc"``.
 
 ``[sweep]`` maps quoted dotted keys to non-empty lists, e.g.
 ``"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]``. Any key of the table above may be

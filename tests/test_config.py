@@ -605,6 +605,43 @@ BAD = [
         "run.field",
         "out of equilibrium",
     ),
+    (
+        "interaction-unknown-shell",
+        MINIMAL + "[interactions]\nnext_nearest = 0.02\n",
+        "interactions.next_nearest",
+        "unknown key",
+    ),
+    (
+        "interaction-not-a-number",
+        MINIMAL + '[interactions]\nnearest_neighbour = "big"\n',
+        "interactions.nearest_neighbour",
+        "must be a number",
+    ),
+    (
+        "interaction-nan",
+        MINIMAL + "[interactions]\nnearest_neighbour = nan\n",
+        "interactions.nearest_neighbour",
+        "finite",
+    ),
+    (
+        "interaction-hop-type-on-ideal-lattice",
+        MINIMAL + "[interactions]\nhop_type = {H1 = 0.05}\n",
+        "interactions.hop_type.H1",
+        "unknown hop type",
+    ),
+    (
+        "interaction-hop-type-nan",
+        MINIMAL + "[interactions]\nhop_type = {H1 = nan}\n",
+        "interactions.hop_type.H1",
+        "finite",
+    ),
+    (
+        "interaction-without-exclusion",
+        edit(MINIMAL, "count = 1", "count = 1\nexclusion = false")
+        + "[interactions]\nnearest_neighbour = 0.05\n",
+        "interactions",
+        "interactions need ions.exclusion = true",
+    ),
     ("bad-name", 'name = "a/b"\n' + MINIMAL, "name", "directory name"),
     ("table-not-table", "lattice = 3\n" + MINIMAL[MINIMAL.index("[ions]") :], "lattice", "table"),
 ]

@@ -711,3 +711,39 @@ def test_interacting_gas_spends_boltzmann_time_in_each_configuration(case):
     _, p_free, _ = chi2(counts(None), energy)
     print(f"{case}: pair energies off, against the interacting weights: p = {p_free:.3g}")
     assert p_free < 1e-12
+
+
+def test_interactions_zero_are_no_interactions_and_need_exclusion():
+    """All pair energies 0: the same trajectory as no interactions, bit for bit (the
+    non-interacting kernel runs, ions or vacancies driven as before); pair energies with
+    independent walkers, of the wrong shape or NaN are refused."""
+    land, pair = _small_interacting("square", (4, 4), 2)
+    lat = land.lattice
+    for c in (0.3, 0.7):
+        runs = [
+            kernel.simulate(land, T, rng(3), concentration=c, hops_per_ion=50, frames=9, **kw)
+            for kw in ({}, {"interactions": np.zeros(lat.n_bonds)})
+        ]
+        np.testing.assert_array_equal(runs[0].positions, runs[1].positions)
+        np.testing.assert_array_equal(runs[0].collective, runs[1].collective)
+    with pytest.raises(ValueError, match=r"interactions need ions\.exclusion = true"):
+        kernel.simulate(land, T, rng(3), count=3, exclusion=False, interactions=pair)
+    for bad in (pair[:-1], np.full(lat.n_bonds, np.nan)):
+        with pytest.raises(ValueError, match="finite pair energies"):
+            kernel.simulate(land, T, rng(3), count=3, interactions=bad)
+
+
+def test_interacting_chain_runs_with_its_ions_driven():
+    """The 1D chain with nearest-neighbour repulsion (the lead's transfer-matrix case) at
+    c = 0.2 and 0.8 (ions driven also above half filling): the ions move, stay on distinct
+    sites, and hops are counted."""
+    lat = lattice.build("chain", (200,))
+    land = uniform_landscape(lat)
+    pair = landscape.pair_energies(lat, 0.05)
+    for c in (0.2, 0.8):
+        traj = kernel.simulate(
+            land, T, rng(4), concentration=c, hops_per_ion=100, frames=5, interactions=pair
+        )
+        assert traj.hops > 0
+        assert all(len(np.unique(row)) == traj.n_ions for row in traj.sites)
+        assert np.ptp(traj.positions[:, :, 0], axis=0).max() > 0
