@@ -103,9 +103,11 @@ def run_task(task: Task) -> TaskData:
         observables.update(analysis.lattice_gas_thermodynamics(
             traj.positions, traj.box, len(land.free_sites), observables["D_jump"]
         ))  # fmt: skip
+        lat = land.lattice
         observables["chemical_potential"] = analysis.widom_chemical_potential(
-            traj.sites, land.site_energy, ~land.blocked, run.temperature
-        )
+            traj.sites, land.site_energy, ~land.blocked, run.temperature,
+            pair=None if pair is None else (lat.neighbours, lat.bond_index, pair),
+        )  # fmt: skip
         if land.lattice.sublattice is not None:  # bipartite: is there checkerboard order?
             observables["order_parameter"] = analysis.staggered_order(
                 traj.sites, land.lattice.sublattice
