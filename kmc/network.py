@@ -107,9 +107,11 @@ Numerics
     landscapes above, 8 s for a 64³ landscape (3 axes) in 0.5 GB. Two details make it
     work through conductance contrasts of 10¹⁵ and more, where pyamg's own solvers
     (smoothed aggregation with default, θ = 0.25 or evolution strength; Ruge–Stüben with
-    θ = 0.25 and 0.5; pairwise aggregation; and ILUT from ``spilu`` with drop tolerances
-    1e-3 to 1e-5) stalled at relative residuals of 1e-8 to 1e-3 and D errors of 3e-6 to
-    30 after 500–1000 iterations on 16³ and 24³:
+    θ = 0.25 and 0.5; pairwise aggregation, all as CG preconditioners; and ILUT from
+    ``spilu`` with drop tolerances 1e-3 to 1e-5) stalled at relative residuals of 5e-9 to
+    2e-3 after 500 (AMG, 16³) or 1000 (ILUT) iterations, with D off by 3e-6 to 0.16 (AMG)
+    and up to 24 (ILUT); the best, ILUT at 1e-5, was still 7e-7 off in D at 24³ after
+    1000 iterations and 10 s:
 
     1. the coarse operators are built in edge form (summed bonds between aggregates,
        summed groundings), not by the triple product PᵀLP, whose diagonal cancels an
