@@ -1,19 +1,24 @@
 """The ``kmc`` command: run, inspect, analyze, plot, export and validate (``kmc --help``).
 
 Bad input (a config, an argument, a run directory) ends with one line on stderr and exit
-status 2, before anything on disk is changed; an internal failure exits with status 1, and
-so does ``kmc validate`` when a check fails.
+status 2, before anything on disk is changed. The environment failing (disk full, a
+read-only or missing directory, permissions) ends with one line naming the cause and exit
+status 1, and so do an internal failure and ``kmc validate`` when a check fails. SIGINT and
+SIGTERM stop ``kmc run`` cleanly with one line saying how to resume and exit status 128 +
+the signal number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from kmc import __version__
 
 EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 1
 
 _EXAMPLES = """\
 examples:
@@ -111,8 +116,10 @@ def _run(args) -> None:
         return
     run_dir = runner.run(args.config, args.output)
     if run_dir is not None:  # rank 0 summarizes, from the observables the ranks stored
-        results = _analyze(run_dir, recompute=False)
+        results, unsaved = _analyze(run_dir, recompute=False)
         print(results.table())
+        if unsaved is not None:
+            raise unsaved
         figure = _plot(results, run_dir / "plot.png")
         print(f"\nresults: {run_dir / 'results.h5'}\nplot:    {figure}")
         print(f"next:    kmc analyze {run_dir} --json    (kmc export {run_dir} --task 0)")
@@ -158,10 +165,9 @@ def _dry_run(config_path: str, output: str | None) -> None:
     expanded and listed one line per sweep point with their size, then the totals. The run
     directory is read (to count finished tasks, or to refuse one holding another run) and
     nothing anywhere is written."""
-    import os
-
-    from kmc import runner, store
+    from kmc import runner
     from kmc.config import (
+        config_digest,
         expand_tasks,
         format_bytes,
         ion_count,
@@ -177,16 +183,11 @@ def _dry_run(config_path: str, output: str | None) -> None:
     run_dir = runner.run_directory(config, output)
     exists = runner.check_run_directory(config, run_dir)  # RunError (exit 2) as kmc run
     tasks = expand_tasks(config)
-    present = set()
-    if exists and (run_dir / "tasks").is_dir():
-        with os.scandir(run_dir / "tasks") as entries:
-            present = {entry.name for entry in entries}
-    done = {
-        t.index
-        for t in tasks
-        if store.task_filename(t.index) in present
-        and store.is_complete(run_dir / "tasks" / store.task_filename(t.index))
-    }
+    done: set[int] = set()
+    damaged: dict[int, str] = {}
+    if exists:
+        verified, damaged = runner.survey(run_dir, tasks, config_digest(config))
+        done = set(verified)
 
     replicas = config.run.replicas
     swept = [key for key, _ in config.sweep]
@@ -218,7 +219,8 @@ def _dry_run(config_path: str, output: str | None) -> None:
         *text_table(headers, rows, right=numeric),
         "",
         f"tasks:  {len(tasks)} ({len(rows)} sweep point(s) × {replicas} replica(s)); "
-        f"{len(done)} already complete in {where}, {to_run} to run",
+        f"{len(done)} already complete in {where}, {to_run} to run"
+        + (f" ({len(damaged)} damaged or foreign file(s) to set aside)" if damaged else ""),
         f"memory: at most {format_bytes(peak_memory)} per task (each rank runs one at a time)",
         f"disk:   at most {format_bytes(peak_disk)} per task, {format_bytes(disk_to_run)} for "
         f"the {to_run} task(s) to run (an uncompressed upper bound: task files are "
@@ -230,19 +232,29 @@ def _dry_run(config_path: str, output: str | None) -> None:
 
 
 def _analyze(run_dir: Path, recompute: bool = True):
+    """Analyze a run directory and save RUN/results.h5. Returns (results, None), or
+    (results, the OSError) if results.h5 could not be written (read-only, disk full): the
+    caller still shows the results, then names the failure and exits 1."""
     from kmc import results
+    from kmc.runner import os_error_text
 
     try:
         outcome = results.analyze_run(run_dir, progress=True, recompute=recompute)
-    except ValueError as err:  # not a run directory, or a task file that is not its own
+    except ValueError as err:  # not a run directory
         raise _UsageError(str(err)) from err
-    results.write_results(outcome, Path(run_dir) / "results.h5")
+    for line in outcome.damaged:
+        print(f"kmc: {line}; skipped (`kmc run` sets it aside and redoes it)", file=sys.stderr)
     if outcome.missing:
         print(
-            f"kmc: {len(outcome.missing)} task(s) not complete yet; rerun `kmc run` to finish",
+            f"kmc: {len(outcome.missing)} task(s) not complete yet "
+            f"({results._ranges(outcome.missing)}); rerun `kmc run` to finish",
             file=sys.stderr,
         )
-    return outcome
+    try:
+        results.write_results(outcome, Path(run_dir) / "results.h5")
+    except OSError as err:
+        return outcome, OSError(err.errno, f"results not saved: {os_error_text(err)}", err.filename)
+    return outcome, None
 
 
 def _plot(outcome, path: Path) -> Path:
@@ -292,9 +304,11 @@ def _check_run_dir(path: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kmc`` command; returns the exit status."""
+    from kmc import runner as runner_signals
     from kmc.config import ConfigError
-    from kmc.runner import RunError, launcher_rank
+    from kmc.runner import Interrupted, RunError, launcher_rank, os_error_text
 
+    previous = runner_signals.install()
     try:
         args = _parser().parse_args(argv)
         if args.command == "run":
@@ -302,8 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             _inspect(args.config)
         elif args.command == "analyze":
-            outcome = _analyze(_check_run_dir(args.run_dir))
+            outcome, unsaved = _analyze(_check_run_dir(args.run_dir))
             print(outcome.to_json() if args.json else outcome.table())
+            if unsaved is not None:
+                raise unsaved
         elif args.command == "plot":
             from kmc import plot
 
@@ -313,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
                 plot.check_run_options(run_dir, x=args.x, by=args.by)
             except ValueError as err:
                 raise _UsageError(str(err)) from err
-            print(plot.plot_run(_analyze(run_dir), figure, x=args.x, by=args.by))
+            outcome, unsaved = _analyze(run_dir)
+            print(plot.plot_run(outcome, figure, x=args.x, by=args.by))
+            if unsaved is not None:
+                raise unsaved
         elif args.command == "export":
             _check_run_dir(args.run_dir)
             _export(args)
@@ -323,9 +342,27 @@ def main(argv: list[str] | None = None) -> int:
         if not launcher_rank():  # under MPI only rank 0 speaks
             print(f"kmc: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("kmc: interrupted; rerun the same command to finish", file=sys.stderr)
+    except Interrupted as stop:
+        if not launcher_rank():
+            if stop.total:
+                where = f" --output {shlex.quote(str(stop.run_dir))}" if stop.run_dir else ""
+                print(
+                    f"kmc: stopped by {stop.name} ({stop.done} of {stop.total} tasks complete); "
+                    f"resume with: kmc run {shlex.quote(args.config)}{where}",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"kmc: stopped by {stop.name}; rerun the same command", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:  # a SIGINT before the handlers were in place
+        print("kmc: stopped by SIGINT; rerun the same command", file=sys.stderr)
         return 130
+    except OSError as err:  # the environment: disk full, read-only, permissions
+        if not launcher_rank():
+            print(f"kmc: error: {os_error_text(err)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    finally:
+        runner_signals.restore(previous)
     return 0
 
 

@@ -134,7 +134,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import itertools
+import json
 import math
 import os
 import tomllib
@@ -167,6 +169,8 @@ __all__ = [
     "RunConfig",
     "Task",
     "available_memory",
+    "comparable_dict",
+    "config_digest",
     "estimate_memory",
     "expand_tasks",
     "format_bytes",
@@ -1331,6 +1335,27 @@ def resolved_dict(config: Config) -> dict:
         **({"interactions": table(config.interactions)} if config.interactions.active else {}),
         "sweep": {key: [plain(v) for v in values] for key, values in config.sweep},
     }
+
+
+def comparable_dict(config: Config) -> dict:
+    """What makes two configs the same run: :func:`resolved_dict` without the name (it only
+    picks the default directory), with the sweep as an ordered list of ``[key, values]``
+    (the order of the keys numbers the tasks, so a reordered sweep is another run) and a
+    structure file by the SHA-256 of its content, not its path."""
+    described = resolved_dict(config)
+    described.pop("name", None)
+    described["sweep"] = [[key, [plain(v) for v in values]] for key, values in config.sweep]
+    if config.lattice.structure_file is not None:
+        content = Path(config.lattice.structure_file).read_bytes()
+        described["lattice"]["structure"] = hashlib.sha256(content).hexdigest()
+    return described
+
+
+def config_digest(config: Config) -> str:
+    """The SHA-256 (hex) of :func:`comparable_dict`: the identity of a run, which every
+    task file of the run carries (``run_digest``)."""
+    text = json.dumps(comparable_dict(config), sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,9 +64,17 @@ import numpy as np
 import scipy.stats
 
 from kmc import analysis
-from kmc.config import Task, expand_tasks, load_config, resolved_dict
+from kmc.config import Task, config_digest, expand_tasks, load_config, resolved_dict
 from kmc.lattice import volume
-from kmc.store import IncompleteTaskFileError, TaskData, atomic_write, read_task, task_filename
+from kmc.store import (
+    ForeignTaskFileError,
+    IncompleteTaskFileError,
+    TaskData,
+    TaskIdentity,
+    atomic_write,
+    read_task,
+    task_filename,
+)
 from kmc.texttable import text_table
 
 __all__ = [
@@ -188,6 +196,8 @@ class RunResults:
     run_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
     arrhenius_landscapes: list[dict[str, Any]] = field(default_factory=list)
+    #: one line per task file that is there but was not read: damaged or not this run's
+    damaged: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """One JSON object ``{"summary": [...], "tasks": [...], "arrhenius": [...],
@@ -218,18 +228,21 @@ def analyze_run(
     """Analyze the run directory ``run_dir`` (it is not modified).
 
     Reads ``run_dir/config.toml``, expands its tasks and reads every complete task file
-    ``run_dir/tasks/task-NNNNNN.h5md``; missing or incomplete files are skipped and listed in
-    :attr:`RunResults.missing`. D_tracer, D_jump, haven_ratio and conductivity are recomputed
-    from each stored trajectory with :func:`kmc.analysis.transport` (a task without a
-    trajectory -- ``run.method = "network"`` stores zero frames -- keeps its stored values);
+    ``run_dir/tasks/task-NNNNNN.h5md``, each verified against its checksums and the identity
+    of this run, task and seed; missing, incomplete, damaged or foreign files are skipped and
+    listed in :attr:`RunResults.missing` (and each file that is there but unusable, with
+    the reason, in :attr:`RunResults.damaged`). D_tracer, D_jump, haven_ratio and
+    conductivity are recomputed from each stored trajectory with
+    :func:`kmc.analysis.transport` (a task without a trajectory -- ``run.method =
+    "network"`` stores zero frames -- keeps its stored values);
     hops, simulated_time and kernel_seconds are taken from the stored observables.
 
     With ``recompute=False`` the observables stored at run time (by the same estimators) are
     used and the trajectories are not read: the quick summary at the end of ``kmc run``.
     With ``progress`` a tqdm bar over the task files is shown on stderr if it is a terminal.
 
-    Raises ``ValueError`` (one line naming the path) if ``run_dir`` is not a run directory or
-    a task file belongs to a different task than its name says, and
+    Raises ``ValueError`` (one line naming the path) if ``run_dir`` is not a run directory,
+    and
     :class:`kmc.config.ConfigError` if ``config.toml`` is not a valid config.
     """
     run = Path(run_dir)
@@ -243,17 +256,25 @@ def analyze_run(
     swept = [key for key, _ in config.sweep]
     task_dir = run / "tasks"
 
+    digest = config_digest(config)
     records: list[dict[str, Any] | None] = []
     missing: list[int] = []
+    damaged: list[str] = []
     for task in _progress(tasks, progress, desc="analyze"):
         path = task_dir / task_filename(task.index)
+        identity = TaskIdentity(digest, task.index, task.seed.entropy, tuple(task.seed.spawn_key))
         try:
-            data = read_task(path, positions=recompute)
-        except (FileNotFoundError, IncompleteTaskFileError):
+            data = read_task(path, positions=recompute, expect=identity)
+            _check_task_file(path, data, task)
+        except FileNotFoundError:
             missing.append(task.index)
             records.append(None)
             continue
-        _check_task_file(path, data, task)
+        except IncompleteTaskFileError as err:
+            missing.append(task.index)
+            records.append(None)
+            damaged.append(str(err))
+            continue
         records.append(_task_record(task, data, swept, recompute))
 
     summary = _summarize(tasks, records, swept)
@@ -268,6 +289,7 @@ def analyze_run(
         run_dir=run,
         config=resolved_dict(config),
         arrhenius_landscapes=per_landscape,
+        damaged=damaged,
     )
 
 
@@ -287,7 +309,7 @@ def _check_task_file(path: Path, data: TaskData, task: Task) -> None:
     point = params.get("point", task.plain_point)
     replica = params.get("replica", task.replica)
     if data.task != task.index or point != task.plain_point or replica != task.replica:
-        raise ValueError(
+        raise ForeignTaskFileError(
             f"{path}: task file does not belong to task {task.index} of this run's config "
             f"(it holds task {data.task}, point {json.dumps(point)}, replica {replica})"
         )

@@ -4,7 +4,8 @@ A task file is a valid H5MD 1.1 file that ``MDAnalysis.Universe(path)`` opens di
 reader is chosen by the ``.h5md`` extension). Layout (``F`` frames, ``N`` ions, lattice
 dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded)::
 
-    /h5md                              +version [1, 1], +kmc_complete 1 (written last)
+    /h5md                              +version [1, 1], +kmc_sha256_meta, +kmc_sha256_frames,
+                                       +kmc_complete 1 (the three written last)
         author                         +name
         creator                        +name "kmc", +version
     /particles/trajectory
@@ -24,7 +25,8 @@ dimension ``d``; the H5MD box is always 3-dimensional, missing axes are padded):
         species  enum{Li: 3, Na: 11} (N,)  +name "Li" | "Na"
     /parameters                        +config_json (the whole resolved config, exact)
                                        +task, +seed_entropy (decimal string), +spawn_key
-                                       +species; the config mirrored as nested groups/attributes
+                                       +species, +run_digest (the identity of the run: see
+                                       below); the config mirrored as groups/attributes
     /observables                       one float64, int64 or string attribute per per-task
                                        observable
     /collective_displacement           lattice gas only: Σ_i (r_i(t) − r_i(0)) on a grid 16
@@ -60,6 +62,25 @@ shuffling would scatter (measured on a 32³ lattice gas, 100 frames: positions 1
 and 3× faster to write than with shuffle at level 4; writing is then a few per cent of a
 typical task's run time).
 
+Integrity. Two SHA-256 digests, stored as attributes of ``/h5md``, cover every byte a result
+is read from: ``kmc_sha256_meta`` the parameters (``config_json``, task, seeds, species,
+``run_digest``), the observables, the frame times and steps, the box and the lattice
+dimension, the species; ``kmc_sha256_frames`` the positions, the lattice sites and the
+collective series. They are computed over a canonical form of the content as read back
+through h5py (each array's dtype, shape and bytes; scalars and strings as sorted JSON), so
+they catch damage anywhere — data, chunk index, object headers, attributes — that changes
+what a reader gets. Every read verifies them: :func:`read_task` checks ``kmc_sha256_meta``
+(and ``kmc_sha256_frames`` when it reads the frames); :func:`verify_task` and
+:func:`is_complete` check both, so a file is complete only if its whole content verifies
+(not just its last frame). A file without digests (an older kmc) is not complete.
+
+Identity. ``run_digest`` is the SHA-256 of the run's config as the run directory compares
+it (:func:`kmc.config.config_digest`); with the task index, the seed entropy and the spawn
+key it is a :class:`TaskIdentity`. Given ``expect=``, a reader refuses a file whose identity
+differs (:class:`ForeignTaskFileError`): a file copied in from another run or seed is never
+read as data. :func:`set_aside` moves a damaged or foreign file to ``tasks/damaged/`` (it is
+kept, never deleted) so that the next run redoes the task.
+
 A file is written to ``.<name>.tmp.<pid>`` in the destination directory, the completion
 marker ``/h5md.attrs["kmc_complete"] = 1`` is written last, the file is closed and fsynced
 and then renamed onto its final name with :func:`os.replace`. A failed write removes the
@@ -70,6 +91,8 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -84,17 +107,24 @@ import numpy as np
 from kmc.units import ANGSTROM_PER_NM
 
 __all__ = [
+    "ForeignTaskFileError",
     "IncompleteTaskFileError",
     "TaskData",
+    "TaskIdentity",
     "atomic_write",
     "is_complete",
     "read_task",
+    "set_aside",
     "task_filename",
+    "verify_task",
     "write_task",
 ]
 
 H5MD_VERSION = (1, 1)
 COMPLETE_ATTR = "kmc_complete"
+META_DIGEST_ATTR, FRAMES_DIGEST_ATTR = "kmc_sha256_meta", "kmc_sha256_frames"
+#: Subdirectory of ``tasks/`` where damaged or foreign task files are set aside.
+DAMAGED_DIR = "damaged"
 DISTRIBUTION = "kmc-amorph"
 
 #: Species that a task file can hold, with the HDF5 enumeration value (atomic number).
@@ -104,7 +134,7 @@ _GZIP_LEVEL = 1
 _CHUNK_TARGET_BYTES = 256 * 1024  # frames per chunk: as many as fit (>= 1)
 _CHUNK_MAX_BYTES = 4 * 1024 * 1024  # above this a single frame is split along ions
 _RESERVED_PARAMETER_ATTRS = frozenset(
-    {"config_json", "task", "seed_entropy", "spawn_key", "species"}
+    {"config_json", "task", "seed_entropy", "spawn_key", "species", "run_digest"}
 )
 _TRAJ = "particles/trajectory"
 #: Root group of the lattice gas's summed ion displacement on a fine time grid (kept out of
@@ -132,10 +162,41 @@ class TaskData:
     # the lattice gas's summed displacement Σ_i (r_i(t) - r_i(0)), finer than the frames
     collective_times: np.ndarray | None = None  # (M,) s
     collective: np.ndarray | None = None  # (M, d) Å
+    # the identity of the run the task belongs to (kmc.config.config_digest); "" if unknown
+    run_digest: str = ""
+
+    @property
+    def identity(self) -> TaskIdentity:
+        return TaskIdentity(self.run_digest, self.task, self.seed_entropy, self.spawn_key)
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """What makes a task file belong to one task of one run: the run's config digest, the
+    task index and the task's seed (entropy and spawn key)."""
+
+    run_digest: str
+    task: int
+    seed_entropy: int
+    spawn_key: tuple[int, ...]
+
+    def differences(self, other: TaskIdentity) -> list[str]:
+        """The fields in which ``other`` differs from this identity."""
+        names = ("run_digest", "task", "seed_entropy", "spawn_key")
+        return [
+            {"run_digest": "run (config digest)"}.get(name, name.replace("_", " "))
+            for name in names
+            if getattr(self, name) != getattr(other, name)
+        ]
 
 
 class IncompleteTaskFileError(ValueError):
-    """A task file that is missing its completion marker, truncated, corrupt or malformed."""
+    """A task file that is missing its completion marker, truncated, corrupt (its checksum
+    does not verify) or malformed."""
+
+
+class ForeignTaskFileError(IncompleteTaskFileError):
+    """A complete task file that belongs to another run, task or seed."""
 
 
 def task_filename(task: int) -> str:
@@ -268,6 +329,7 @@ def _validate(data: TaskData) -> dict[str, Any]:
         "spawn_key": spawn_key,
         "observables": observables,
         "collective": collective,
+        "run_digest": str(data.run_digest),
     }
 
 
@@ -335,6 +397,7 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
     params.attrs["seed_entropy"] = str(d["seed_entropy"])
     params.attrs["spawn_key"] = np.array(d["spawn_key"], dtype=np.int64)
     params.attrs["species"] = d["species"]
+    params.attrs["run_digest"] = d["run_digest"]
     _mirror_parameters(params, d["parameters"], reserved=_RESERVED_PARAMETER_ATTRS)
 
     observables = f.create_group("observables", track_order=True)
@@ -351,6 +414,10 @@ def _write_file(f: h5py.File, d: dict[str, Any], compression: str | None) -> Non
         group.create_dataset("value", data=c_value / ANGSTROM_PER_NM).attrs["unit"] = "nm"
 
     f.flush()
+    # the digests of the content as a reader gets it back, then the completion marker
+    meta, frames = _digests(_load(f, frames=True))
+    h5md.attrs[META_DIGEST_ATTR] = meta
+    h5md.attrs[FRAMES_DIGEST_ATTR] = frames
     h5md.attrs[COMPLETE_ATTR] = np.int32(1)  # the completion marker: always last
 
 
@@ -462,123 +529,272 @@ def _fsync_directory(directory: str | os.PathLike[str]) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    """True if ``path`` is a complete task file; False (never raises) if it is missing,
-    truncated, corrupt, not a task file, or lacks the completion marker."""
+def verify_task(path: str | os.PathLike[str], expect: TaskIdentity | None = None) -> str | None:
+    """None if ``path`` is a complete task file whose whole content verifies against its
+    checksums (and, with ``expect``, belongs to that task of that run); otherwise why not,
+    in a few words ("no such file", "checksum mismatch (...)", "belongs to another run ...").
+    Never raises."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        return "no such file"
     try:
-        with h5py.File(os.fspath(path), "r") as f:
-            return _incomplete_reason(f) is None
-    except Exception:
-        return False
+        _read_verified(name, frames=True, expect=expect)
+    except ForeignTaskFileError as exc:
+        return exc.reason
+    except IncompleteTaskFileError as exc:
+        return exc.reason
+    except Exception as exc:  # anything else a damaged file provokes
+        return f"unreadable ({_short(exc)})"
+    return None
 
 
-def read_task(path: str | os.PathLike[str], *, positions: bool = True) -> TaskData:
-    """Read a task file written by :func:`write_task`.
+def is_complete(path: str | os.PathLike[str], expect: TaskIdentity | None = None) -> bool:
+    """True if ``path`` is a complete task file whose whole content verifies (see
+    :func:`verify_task`); False (never raises) if it is missing, truncated, corrupt, not a
+    task file, lacks the completion marker or, with ``expect``, belongs elsewhere."""
+    return verify_task(path, expect) is None
 
-    With ``positions=False`` the big per-frame arrays are not read: ``positions`` is
-    returned with shape ``(0, N, d)`` and ``sites`` with shape ``(0, N)`` (``times`` and
-    everything else is read). Raises ``FileNotFoundError`` for a missing file and
-    :class:`IncompleteTaskFileError` (a ``ValueError``) naming the path for an incomplete,
-    truncated or corrupt one.
+
+def read_task(
+    path: str | os.PathLike[str],
+    *,
+    positions: bool = True,
+    expect: TaskIdentity | None = None,
+) -> TaskData:
+    """Read a task file written by :func:`write_task`, verifying its checksums.
+
+    With ``positions=False`` the big per-frame arrays are not read (nor verified):
+    ``positions`` is returned with shape ``(0, N, d)`` and ``sites`` with shape ``(0, N)``
+    (``times`` and everything else is read and verified). With ``expect`` the file must
+    belong to that task of that run. Raises ``FileNotFoundError`` for a missing file,
+    :class:`ForeignTaskFileError` for a file of another run, task or seed, and
+    :class:`IncompleteTaskFileError` (a ``ValueError``; both name the path) for an
+    incomplete, truncated or corrupt one.
     """
     name = os.fspath(path)
     if not os.path.exists(name):
         raise FileNotFoundError(f"{name}: no such task file")
     try:
-        with h5py.File(name, "r") as f:
-            reason = _incomplete_reason(f)
-            if reason is None:
-                return _read_file(f, positions)
+        return _read_verified(name, frames=positions, expect=expect)
+    except IncompleteTaskFileError:
+        raise
     except Exception as exc:
-        raise IncompleteTaskFileError(
-            f"{name}: not a complete kmc task file (unreadable or corrupt: {exc})"
-        ) from exc
-    raise IncompleteTaskFileError(f"{name}: not a complete kmc task file ({reason})")
+        raise _incomplete(name, f"unreadable ({_short(exc)})") from exc
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path:
+    """Move a damaged or foreign task file into ``damaged/`` beside it (never deleting it):
+    ``tasks/damaged/task-000003.h5md``, or ``task-000003.1.h5md`` and so on if that exists.
+    Returns the new path."""
+    source = Path(path)
+    target_dir = source.parent / DAMAGED_DIR
+    target_dir.mkdir(exist_ok=True)
+    stem, suffix = source.name.split(".", 1) if "." in source.name else (source.name, "")
+    for n in itertools.count():
+        target = target_dir / (f"{stem}.{n}.{suffix}" if n else source.name)
+        try:  # a hard link never replaces an existing file, then the name is dropped
+            os.link(source, target)
+        except FileExistsError:
+            continue
+        os.unlink(source)
+        return target
+    raise AssertionError("unreachable")
+
+
+def _incomplete(name: str, reason: str, kind: type = IncompleteTaskFileError):
+    error = kind(f"{name}: not a complete kmc task file ({reason})")
+    error.reason = reason
+    return error
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _read_verified(name: str, *, frames: bool, expect: TaskIdentity | None) -> TaskData:
+    with h5py.File(name, "r") as f:
+        reason = _incomplete_reason(f)
+        if reason is not None:
+            raise _incomplete(name, reason)
+        raw = _load(f, frames=frames)
+        stored_meta = _as_str(f["h5md"].attrs[META_DIGEST_ATTR])
+        stored_frames = _as_str(f["h5md"].attrs[FRAMES_DIGEST_ATTR])
+    meta, frames_digest = _digests(raw)
+    if meta != stored_meta:
+        raise _incomplete(name, "checksum mismatch in its parameters, observables or times")
+    if frames and frames_digest != stored_frames:
+        raise _incomplete(name, "checksum mismatch in its frames")
+    data = _to_task(raw, frames)
+    if expect is not None and data.identity != expect:
+        what = ", ".join(expect.differences(data.identity))
+        raise _incomplete(
+            name,
+            f"belongs to another run or task: its {what} differ(s) (task {data.task}, spawn key "
+            f"{list(data.spawn_key)})",
+            ForeignTaskFileError,
+        )
+    return data
 
 
 def _incomplete_reason(f: h5py.File) -> str | None:
-    """None for a complete task file, otherwise why it is not."""
+    """None if the structure of a task file is all there, otherwise why it is not."""
     if "h5md" not in f or f["h5md"].attrs.get(COMPLETE_ATTR, 0) != 1:
         return "no completion marker"
-    for item in ("position/value", "position/time", "box/edges", "lattice_site/value"):
+    for attr in (META_DIGEST_ATTR, FRAMES_DIGEST_ATTR):
+        if attr not in f["h5md"].attrs:
+            return "no checksum (written by an older kmc)"
+    for item in ("position/value", "position/time", "position/step", "box/edges"):
         if f"{_TRAJ}/{item}" not in f:
             return f"missing /{_TRAJ}/{item}"
+    if f"{_TRAJ}/lattice_site/value" not in f:
+        return f"missing /{_TRAJ}/lattice_site/value"
     edges = f[f"{_TRAJ}/box/edges"]
     if not isinstance(edges, h5py.Dataset) and "value" not in edges:
         return f"missing /{_TRAJ}/box/edges/value"
     for group in ("parameters", "observables", f"{_TRAJ}/species"):
         if group not in f:
             return f"missing /{group}"
-    for attr in ("config_json", "task", "seed_entropy", "spawn_key"):
+    for attr in ("config_json", "task", "seed_entropy", "spawn_key", "species", "run_digest"):
         if attr not in f["parameters"].attrs:
             return f"missing /parameters attribute {attr}"
     value = f[f"{_TRAJ}/position/value"]
-    sites = f[f"{_TRAJ}/lattice_site/value"]
-    n_frames = value.shape[0]
+    n_frames = value.shape[0] if value.ndim == 3 else -1
     if (
-        f[f"{_TRAJ}/position/time"].shape != (n_frames,)
-        or sites.shape != value.shape[:2]
+        n_frames < 0
+        or value.shape[2] != 3
+        or f[f"{_TRAJ}/position/time"].shape != (n_frames,)
+        or f[f"{_TRAJ}/lattice_site/value"].shape != value.shape[:2]
         or isinstance(edges, h5py.Dataset) != (n_frames == 0)
     ):
         return "inconsistent dataset shapes"
-    if n_frames == 0:  # a file without trajectory (run.method = "network")
-        edges[()]
-        return None
-    # read the last frame: fails on a file cut short or a corrupt final chunk (checksums)
-    value[n_frames - 1]
-    sites[n_frames - 1]
     return None
 
 
-def _read_file(f: h5py.File, with_positions: bool) -> TaskData:
+def _attr(attrs: h5py.AttributeManager, key: str) -> Any:
+    """An attribute as plain python data: str, int, float or a list of them."""
+    value = attrs[key]
+    if isinstance(value, str | bytes | np.bytes_):
+        return _as_str(value)
+    array = np.asarray(value)
+    if array.dtype.kind in "SUO":
+        return [_as_str(v) for v in array.ravel()] if array.ndim else _as_str(array[()])
+    if array.ndim:
+        return array.tolist()
+    return array.item()
+
+
+def _load(f: h5py.File, *, frames: bool) -> dict[str, Any]:
+    """Everything a :class:`TaskData` is made of, as stored (nm, padded to 3 axes), in the
+    form both digests are computed over. Without ``frames`` the big arrays are left out."""
     traj = f[_TRAJ]
     box_group = traj["box"]
-    if "kmc_lattice_dimension" in box_group.attrs:
-        dim = int(box_group.attrs["kmc_lattice_dimension"])
-    else:
-        dim = sum(_as_str(b) == "periodic" for b in box_group.attrs["boundary"])
     value = traj["position/value"]
-    n_ions = value.shape[1]
-    times = np.asarray(traj["position/time"][()], dtype=np.float64)
     edges = box_group["edges"]
-    edges = edges[()] if isinstance(edges, h5py.Dataset) else edges["value"][0]
-    box = np.asarray(edges[:dim], dtype=np.float64) * ANGSTROM_PER_NM  # (d,) or (3, 3)
-    if with_positions:
-        positions = np.asarray(value[:, :, :dim], dtype=np.float64) * ANGSTROM_PER_NM
-        sites = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)
-    else:
-        positions = np.empty((0, n_ions, dim), dtype=np.float64)
-        sites = np.empty((0, n_ions), dtype=np.int32)
+    edges = edges if isinstance(edges, h5py.Dataset) else edges["value"]
+    species = traj["species"]
     params = f["parameters"].attrs
-    if "name" in traj["species"].attrs:
-        species = _as_str(traj["species"].attrs["name"])
-    else:
-        species = _as_str(params["species"])
-    observables: dict[str, float | int | str] = {}
-    for key, val in f["observables"].attrs.items():
+    observables: dict[str, Any] = {}
+    for key in f["observables"].attrs:
+        val = f["observables"].attrs[key]
         if isinstance(val, str | bytes):
             observables[key] = _as_str(val)
         elif np.issubdtype(np.asarray(val).dtype, np.integer):
             observables[key] = int(val)
         else:
             observables[key] = float(val)
+    raw: dict[str, Any] = {
+        "meta": {
+            "config_json": _attr(params, "config_json"),
+            "task": _attr(params, "task"),
+            "seed_entropy": _attr(params, "seed_entropy"),
+            "spawn_key": np.atleast_1d(params["spawn_key"]).astype(np.int64).tolist(),
+            "species": _attr(params, "species"),
+            "run_digest": _attr(params, "run_digest"),
+            "species_name": _attr(species.attrs, "name") if "name" in species.attrs else None,
+            "dimension": (
+                _attr(box_group.attrs, "kmc_lattice_dimension")
+                if "kmc_lattice_dimension" in box_group.attrs
+                else None
+            ),
+            "boundary": _attr(box_group.attrs, "boundary")
+            if "boundary" in box_group.attrs
+            else None,
+            "shape": list(value.shape),
+            "collective": COLLECTIVE in f,
+            "observables": observables,
+        },
+        "times": np.asarray(traj["position/time"][()], dtype=np.float64),
+        "step": np.asarray(traj["position/step"][()], dtype=np.int64),
+        "edges": np.asarray(edges[()], dtype=np.float64),
+        "species": np.asarray(species[()], dtype=np.int8),
+    }
+    if frames:
+        raw["value"] = np.asarray(value[()], dtype=np.float64)
+        raw["sites"] = np.asarray(traj["lattice_site/value"][()], dtype=np.int32)
+        if COLLECTIVE in f:
+            raw["collective_time"] = np.asarray(f[COLLECTIVE]["time"][()], dtype=np.float64)
+            raw["collective_value"] = np.asarray(f[COLLECTIVE]["value"][()], dtype=np.float64)
+    return raw
+
+
+def _digests(raw: dict[str, Any]) -> tuple[str, str]:
+    """The SHA-256 digests (hex) of the metadata and of the frames of :func:`_load`'s
+    content (the frames' digest is "" when they were not loaded)."""
+    meta = hashlib.sha256(json.dumps(raw["meta"], sort_keys=True, allow_nan=True).encode())
+    for key in ("times", "step", "edges", "species"):
+        _hash_array(meta, key, raw[key])
+    if "value" not in raw:
+        return meta.hexdigest(), ""
+    frames = hashlib.sha256()
+    for key in ("value", "sites", "collective_time", "collective_value"):
+        if key in raw:
+            _hash_array(frames, key, raw[key])
+    return meta.hexdigest(), frames.hexdigest()
+
+
+def _hash_array(h: Any, name: str, array: np.ndarray) -> None:
+    h.update(f"|{name}|{array.dtype.str}|{array.shape}|".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+
+
+def _to_task(raw: dict[str, Any], with_frames: bool) -> TaskData:
+    meta = raw["meta"]
+    if meta["dimension"] is not None:
+        dim = int(meta["dimension"])
+    else:
+        dim = sum(b == "periodic" for b in meta["boundary"] or [])
+    if dim not in (1, 2, 3):
+        raise ValueError(f"lattice dimension {dim} is not 1, 2 or 3")
+    n_ions = meta["shape"][1]
+    edges = raw["edges"]
+    edges = edges if meta["shape"][0] == 0 else edges[0]  # time-independent if no frames
+    box = np.asarray(edges[:dim], dtype=np.float64) * ANGSTROM_PER_NM  # (d,) or (3, 3)
+    if with_frames:
+        positions = raw["value"][:, :, :dim] * ANGSTROM_PER_NM
+        sites = raw["sites"]
+    else:
+        positions = np.empty((0, n_ions, dim), dtype=np.float64)
+        sites = np.empty((0, n_ions), dtype=np.int32)
     c_times = c_value = None
-    if COLLECTIVE in f and with_positions:
-        c_times = np.asarray(f[COLLECTIVE]["time"][()], dtype=np.float64)
-        c_value = np.asarray(f[COLLECTIVE]["value"][()], dtype=np.float64) * ANGSTROM_PER_NM
+    if "collective_time" in raw:
+        c_times = raw["collective_time"]
+        c_value = raw["collective_value"] * ANGSTROM_PER_NM
+    species = meta["species_name"] if meta["species_name"] is not None else meta["species"]
     return TaskData(
-        times=times,
+        times=raw["times"],
         positions=positions,
         sites=sites,
         box=box,
         species=species,
-        parameters=json.loads(_as_str(params["config_json"])),
-        task=int(params["task"]),
-        seed_entropy=int(_as_str(params["seed_entropy"])),
-        spawn_key=tuple(int(k) for k in np.atleast_1d(params["spawn_key"])),
-        observables=observables,
+        parameters=json.loads(meta["config_json"]),
+        task=int(meta["task"]),
+        seed_entropy=int(meta["seed_entropy"]),
+        spawn_key=tuple(int(k) for k in meta["spawn_key"]),
+        observables=dict(meta["observables"]),
         collective_times=c_times,
         collective=c_value,
+        run_digest=str(meta["run_digest"]),
     )
 
 

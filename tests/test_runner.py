@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
+
 from kmc import runner
 from kmc.config import expand_tasks, parse_config, site_count
 from kmc.store import task_filename
@@ -65,20 +67,40 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _progress_after_big_task(tmp_path, log) -> None:
-    """Two tasks of 100 and 900 estimated hops; only the big one has finished."""
+def _progress_after_big_task(tmp_path, log, *, watch_files: bool = False) -> None:
+    """Two tasks of 100 and 900 estimated hops; only the big one has finished (its hops
+    unknown: reported without them, or an unreadable file when watching the directory)."""
     tasks = tasks_of(BASE | {"sweep": {"run.hops_per_ion": [100, 900]}})
     assert [runner.task_work(t.config) for t in tasks] == [300, 2700]
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / task_filename(1)).write_bytes(b"")  # unreadable: hops not counted
-    (tmp_path / "tasks" / f".{task_filename(0)}.tmp.123").write_bytes(b"")  # not a task file
-    progress = runner._Progress(tmp_path, tasks, [0, 1], log)
+    progress = runner._Progress(tmp_path, tasks, [0, 1], log, watch_files=watch_files)
+    if watch_files:
+        (tmp_path / "tasks" / task_filename(1)).write_bytes(b"")  # unreadable: hops unknown
+        (tmp_path / "tasks" / f".{task_filename(0)}.tmp.123").write_bytes(b"")  # not a task
+    else:
+        progress.finished(1, None)
     progress.stop()
 
 
-def test_progress_log_line_counts_work_not_tasks(tmp_path):
+def test_progress_does_not_look_at_files_unless_asked(tmp_path, monkeypatch):
+    """Completions are reported in memory: the watcher never lists the tasks directory
+    (a 10^5-task run would list 10^5 names every half second)."""
+    tasks = tasks_of(BASE | {"sweep": {"run.hops_per_ion": [100, 900]}})
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / task_filename(0)).write_bytes(b"")
+    listed = []
+    monkeypatch.setattr(runner.os, "scandir", lambda *a: listed.append(a) or iter(()))
+    progress = runner._Progress(tmp_path, tasks, [0, 1], io.StringIO())
+    progress.finished(1, 2700)
+    progress.stop()
+    assert listed == []
+    assert progress.counts(2) == (1, 2)
+
+
+@pytest.mark.parametrize("watch_files", [False, True])
+def test_progress_log_line_counts_work_not_tasks(tmp_path, watch_files):
     log = io.StringIO()
-    _progress_after_big_task(tmp_path, log)
+    _progress_after_big_task(tmp_path, log, watch_files=watch_files)
     lines = log.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert re.fullmatch(
