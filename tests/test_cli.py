@@ -955,6 +955,187 @@ def test_killed_run_resumes_to_the_same_result(work, background):
     assert without_wall_time(analyze_json(run_dir)) == without_wall_time(analyze_json(reference))
 
 
+def _kmc_processes(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains ``marker`` (a run directory)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize(
+    ("signum", "mpi"),
+    [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGINT, 2), (signal.SIGTERM, 2)],
+    ids=["SIGINT", "SIGTERM", "SIGINT-mpi", "SIGTERM-mpi"],
+)
+def test_signal_stops_cleanly_and_the_rerun_is_identical(work, background, signum, mpi):
+    """Ctrl-C (SIGINT) or a batch system's SIGTERM, serial and under mpiexec -n 2: kmc exits
+    within 5 s with status 128 + signum, one line saying how to resume and no traceback,
+    leaves no temporary file, no lock and no process; the rerun equals an uninterrupted run."""
+    if mpi:
+        mpi_or_skip()
+    config = write(work / "configs" / "long.toml", LONG)
+    run_dir = work / f"long-{signal.Signals(signum).name}-{mpi}"
+    command = [*KMC, "run", str(config), "--output", str(run_dir)]
+    if mpi:
+        command = [shutil.which("mpiexec"), "-n", str(mpi), *command]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment()
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(list((run_dir / "tasks").glob("task-*.h5md"))) < 3:
+            assert process.poll() is None, "kmc run ended before it could be signalled"
+            assert time.monotonic() < deadline, "no task files appeared"
+            time.sleep(0.02)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    shown = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    assert took < 5, f"took {took:.1f} s to stop\n{shown}"
+    assert process.returncode == 128 + signum, shown
+    assert "Traceback" not in stdout + stderr, shown
+    name = signal.Signals(signum).name
+    stops = [line for line in stderr.splitlines() if line.startswith("kmc: stopped")]
+    assert len(stops) == 1, shown
+    assert re.fullmatch(
+        rf"kmc: stopped by {name} \(\d+ of {N_LONG_TASKS} tasks complete\); resume with: "
+        rf"kmc run {re.escape(str(config))} --output {re.escape(str(run_dir))}",
+        stops[0],
+    ), stops
+    assert temporary_files(run_dir) == [], "a temporary file was left"
+    assert not (run_dir / "kmc.lock").exists(), "the lock was left"
+    assert _kmc_processes(str(run_dir)) == [], "a rank is still running"
+    done = complete_tasks(run_dir, N_LONG_TASKS)
+    assert 3 <= len(done) < N_LONG_TASKS, f"the signal came too late to test anything: {done}"
+
+    resumed = ok(kmc("run", config, "--output", run_dir))
+    assert f"{len(done)} already done" in resumed.stderr, resumed.stderr
+    reference, _ = background.result("long")  # the same config, never interrupted
+    assert without_wall_time(analyze_json(run_dir)) == without_wall_time(analyze_json(reference))
+
+
+def test_concurrent_runs_on_one_directory_never_duplicate_work(work, small_config, serial_json):
+    """Two kmc run started at once on one (new) directory: one runs, the other refuses with
+    one line naming the holder of the lock (or, if it came after the first had finished,
+    finds nothing to do): no task run twice, no traceback, the results of a single run."""
+    for attempt in range(2):
+        run_dir = work / f"concurrent-{attempt}"
+        command = [*KMC, "run", str(small_config), "--output", str(run_dir)]
+        both = [
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=_environment(),
+            )
+            for _ in range(2)
+        ]  # fmt: skip
+        outputs = [p.communicate(timeout=TIMEOUT) for p in both]
+        shown = "\n".join(
+            f"exit {p.returncode}:\n{o}\n{e}" for p, (o, e) in zip(both, outputs, strict=True)
+        )
+        assert "Traceback" not in shown, shown
+        ran = 0
+        for process, (_, stderr) in zip(both, outputs, strict=True):
+            if process.returncode == 2:
+                [line] = stderr.splitlines()
+                assert re.fullmatch(
+                    rf"kmc: error: {re.escape(str(run_dir))}: another kmc run is using it \(pid "
+                    rf"\d+ on \S+ since [-\d: ]+\); wait for it to finish, or give another "
+                    r"--output",
+                    line,
+                ), line
+            else:
+                assert process.returncode == 0, shown
+                ran += int(re.search(r"(\d+) to run on", stderr).group(1))
+        assert ran == N_SMALL_TASKS, f"tasks run {ran} times in all\n{shown}"
+        assert sorted(p.name for p in (run_dir / "tasks").iterdir()) == [
+            task_filename(k) for k in range(N_SMALL_TASKS)
+        ]
+        assert not (run_dir / "kmc.lock").exists()
+        assert without_wall_time(analyze_json(run_dir)) == without_wall_time(serial_json)
+
+
+def test_lock_of_a_dead_run_is_broken(existing_run, small_config):
+    """A run killed with SIGKILL leaves its lock; the next run breaks it (its holder is
+    dead) and goes on."""
+    run_dir, _, _ = existing_run
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = {"pid": dead.pid, "host": os.uname().nodename, "start": "1", "since": 0}
+    (run_dir / "kmc.lock").write_text(json.dumps(lock))
+    process = ok(kmc("run", small_config, "--output", run_dir))
+    assert f"{N_SMALL_TASKS} already done" in process.stderr
+    assert not (run_dir / "kmc.lock").exists()
+
+
+def test_damaged_and_foreign_task_files_are_named_set_aside_and_redone(
+    work, existing_run, small_config, serial_json
+):
+    """Bytes flipped in one task file, another one from a run with another seed: analyze
+    names both and reports the rest; kmc run sets them aside (kept in tasks/damaged/) and
+    redoes them; the results are then those of the clean run."""
+    run_dir, _, _ = existing_run
+    tasks = run_dir / "tasks"
+    damaged = bytearray((tasks / task_filename(1)).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10  # in the frames
+    (tasks / task_filename(1)).write_bytes(damaged)
+    other_seed = write(work / "configs" / "seed8.toml", edit(SMALL, ("seed = 7", "seed = 8")))
+    other = work / "seed8"
+    if not other.exists():
+        ok(kmc("run", other_seed, "--output", other))
+    shutil.copyfile(other / "tasks" / task_filename(4), tasks / task_filename(4))
+
+    analyzed = ok(kmc("analyze", run_dir))
+    named = [line for line in analyzed.stderr.splitlines() if "skipped" in line]
+    assert len(named) == 2, analyzed.stderr
+    assert str(tasks / task_filename(1)) in named[0] and "checksum mismatch" in named[0]
+    assert str(tasks / task_filename(4)) in named[1] and "belongs to another run" in named[1]
+    assert "2 task(s) not complete yet (1, 4)" in analyzed.stderr
+    assert "missing: 1, 4" in analyzed.stdout
+
+    rerun = ok(kmc("run", small_config, "--output", run_dir))
+    assert "4 already done, 2 to run" in rerun.stderr, rerun.stderr
+    assert f"{tasks / task_filename(1)}: checksum mismatch" in rerun.stderr
+    assert sorted(p.name for p in (tasks / "damaged").iterdir()) == [
+        task_filename(1),
+        task_filename(4),
+    ]
+    assert (tasks / "damaged" / task_filename(1)).read_bytes() == damaged  # kept as it was
+    assert without_wall_time(analyze_json(run_dir)) == without_wall_time(serial_json)
+
+
+def test_reordered_sweep_is_another_run(background, tmp_path):
+    """The order of the sweep keys numbers the tasks: the same keys in another order on an
+    existing run directory are refused (by kmc run and by its dry run), nothing written."""
+    run_dir, _ = background.result("temps")
+    before = snapshot(run_dir)
+    reordered = edit(
+        TEMPS,
+        (SWEEP_PHI + "\n", ""),
+        (
+            '"run.temperature" = [500.0, 600.0]\n',
+            f'"run.temperature" = [500.0, 600.0]\n{SWEEP_PHI}\n',
+        ),
+    )
+    config = write(tmp_path / "temps.toml", reordered)
+    for argv in (["run", config, "--output", run_dir], ["run", "--dry-run", config, "-o", run_dir]):
+        check_refused(kmc(*argv), [str(run_dir), "another order"])
+    assert snapshot(run_dir) == before
+
+
 # --------------------------------------------------------------------------- quick start
 
 

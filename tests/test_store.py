@@ -1,7 +1,10 @@
-"""Task files (kmc.store): H5MD layout, exact round trip, MDAnalysis, atomic writes."""
+"""Task files (kmc.store): H5MD layout, exact round trip, MDAnalysis, atomic writes,
+checksums and identity (byte flips, foreign files), setting damaged files aside."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import re
@@ -12,11 +15,16 @@ import numpy as np
 import pytest
 
 from kmc.store import (
+    ForeignTaskFileError,
+    IncompleteTaskFileError,
     TaskData,
+    TaskIdentity,
     atomic_write,
     is_complete,
     read_task,
+    set_aside,
     task_filename,
+    verify_task,
     write_task,
 )
 
@@ -349,3 +357,150 @@ def test_zero_frame_round_trip(tmp_path, dim):
     with h5py.File(path, "r+") as f:  # the completion marker still decides
         del f["h5md"].attrs["kmc_complete"]
     assert not is_complete(path)
+
+
+# --------------------------------------------------------------------------- integrity
+
+DIGEST = "d" * 64  # a run's config digest (kmc.config.config_digest)
+FLIPS = 2400  # byte positions flipped, drawn across the whole file
+
+
+def identity_of(data: TaskData) -> TaskIdentity:
+    return TaskIdentity(data.run_digest, data.task, data.seed_entropy, data.spawn_key)
+
+
+def flip_task() -> TaskData:
+    """A small task file with everything a result is read from: frames, a collective
+    series, numeric and string observables, the run's identity."""
+    data = make_task(n_frames=12, n_ions=6)
+    rng = np.random.default_rng(5)
+    return dataclasses.replace(
+        data,
+        observables={**data.observables, "diffusive_reason": "", "fit_start": 1e-9},
+        collective_times=np.linspace(0.0, 6.0e-9, 48),
+        collective=np.cumsum(rng.normal(size=(48, 3)), axis=0),
+        run_digest=DIGEST,
+    )
+
+
+def same_result(a: TaskData, b: TaskData) -> bool:
+    """Bit-for-bit the same data (NaN equal to NaN)."""
+    arrays = ("times", "positions", "sites", "box", "collective_times", "collective")
+    return (
+        all(
+            np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True)
+            if getattr(a, k) is not None and getattr(b, k) is not None
+            else getattr(a, k) is getattr(b, k)
+            for k in arrays
+        )
+        and json.dumps(a.observables, sort_keys=True) == json.dumps(b.observables, sort_keys=True)
+        and (a.species, a.parameters, a.identity) == (b.species, b.parameters, b.identity)
+    )
+
+
+def _regions(path) -> list[tuple[int, int, str]]:
+    """(start, stop, kind) of every raw-data block of the file: chunks and contiguous
+    datasets; everything else is HDF5 metadata (superblock, object headers, chunk index
+    B-trees, heaps, attributes)."""
+    regions = []
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset) or obj.id.get_storage_size() == 0:
+            return
+        if obj.chunks is None:
+            start = obj.id.get_offset()
+            regions.append((start, start + obj.id.get_storage_size(), "contiguous data"))
+            return
+        for i in range(obj.id.get_num_chunks()):
+            info = obj.id.get_chunk_info(i)
+            regions.append((info.byte_offset, info.byte_offset + info.size, "chunk data"))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return regions
+
+
+def test_no_byte_flip_is_ever_read_as_a_different_result(tmp_path):
+    """Flip 2400 bytes of a task file, one at a time, at positions drawn across all of it
+    (metadata: superblock, object headers, the chunk index, heaps, attributes; chunked and
+    contiguous raw data): each flip is either harmless (the file reads back bit-for-bit
+    equal) or detected with the path named; never a different result."""
+    clean_path = tmp_path / task_filename(17)
+    write_task(clean_path, flip_task())
+    clean = read_task(clean_path, expect=identity_of(flip_task()))
+    raw = clean_path.read_bytes()
+    regions = _regions(clean_path)
+    rng = np.random.default_rng(2026)
+    positions = rng.choice(len(raw), size=min(FLIPS, len(raw)), replace=False)
+    flipped = tmp_path / "flipped" / task_filename(17)
+    flipped.parent.mkdir()
+    outcome: dict[str, dict[str, int]] = {}
+    for pos in positions:
+        kind = next((k for a, b, k in regions if a <= pos < b), "metadata")
+        damaged = bytearray(raw)
+        damaged[pos] ^= 1 << int(rng.integers(8))
+        flipped.write_bytes(damaged)
+        try:
+            data = read_task(flipped, expect=clean.identity)
+        except IncompleteTaskFileError as exc:
+            assert str(exc).startswith(f"{flipped}: "), exc  # named
+            assert not is_complete(flipped, clean.identity)  # not complete: redone
+            result = "detected"
+        else:
+            assert same_result(data, clean), f"flip at byte {pos} ({kind}) read as data"
+            result = "harmless"
+        counts = outcome.setdefault(kind, {"detected": 0, "harmless": 0})
+        counts[result] += 1
+    assert {"metadata", "chunk data", "contiguous data"} <= set(outcome), outcome
+    assert outcome["metadata"]["detected"] + outcome["metadata"]["harmless"] > 1000, outcome
+    assert outcome["chunk data"]["detected"] > 50, outcome  # raw frames are covered
+
+
+def test_foreign_task_file_is_refused(tmp_path):
+    """A complete, intact file of another run, task or seed never passes as this task's."""
+    data = flip_task()
+    path = tmp_path / task_filename(17)
+    write_task(path, data)
+    mine = identity_of(data)
+    assert is_complete(path, mine) and read_task(path, expect=mine).task == 17
+    others = {
+        "run (config digest)": dataclasses.replace(mine, run_digest="e" * 64),
+        "seed entropy": dataclasses.replace(mine, seed_entropy=mine.seed_entropy + 1),
+        "spawn key": dataclasses.replace(mine, spawn_key=(17, 4)),
+        "task": dataclasses.replace(mine, task=16),
+    }
+    for what, other in others.items():
+        assert not is_complete(path, other)
+        with pytest.raises(ForeignTaskFileError, match=re.escape(what)):
+            read_task(path, expect=other)
+        assert "belongs to another run" in verify_task(path, other)
+
+
+def test_file_without_checksum_or_with_edited_config_is_not_complete(tmp_path):
+    path = tmp_path / task_filename(17)
+    write_task(path, flip_task())
+    with h5py.File(path, "r+") as f:  # the config analyze takes T and the hop from
+        text = f["parameters"].attrs["config_json"].replace("3.4", "4.4")
+        f["parameters"].attrs["config_json"] = text
+    assert "checksum mismatch" in verify_task(path)
+    with pytest.raises(IncompleteTaskFileError, match="checksum mismatch"):
+        read_task(path, positions=False)
+    write_task(path, flip_task())
+    with h5py.File(path, "r+") as f:  # as an older kmc wrote it
+        del f["h5md"].attrs["kmc_sha256_meta"]
+    assert verify_task(path) == "no checksum (written by an older kmc)"
+
+
+def test_set_aside_keeps_every_damaged_file(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    for n in range(3):
+        (tasks / task_filename(4)).write_bytes(b"damaged %d" % n)
+        moved = set_aside(tasks / task_filename(4))
+        assert moved.parent == tasks / "damaged" and moved.read_bytes() == b"damaged %d" % n
+    assert not (tasks / task_filename(4)).exists()
+    assert sorted(p.name for p in (tasks / "damaged").iterdir()) == [
+        "task-000004.1.h5md",
+        "task-000004.2.h5md",
+        "task-000004.h5md",
+    ]
