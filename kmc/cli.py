@@ -53,6 +53,8 @@ def _task_index(text: str) -> int:
 def _output_file(path: str | Path, option: str) -> Path:
     """An output file whose directory exists, checked before any work is done."""
     path = Path(path)
+    if path.is_dir():
+        raise _UsageError(f"{option} {path}: is a directory; give a file name")
     if not path.parent.is_dir():
         raise _UsageError(f"{option} {path}: directory {path.parent} does not exist")
     return path
@@ -183,6 +185,9 @@ def _dry_run(config_path: str, output: str | None) -> None:
     run_dir = runner.run_directory(config, output)
     exists = runner.check_run_directory(config, run_dir)  # RunError (exit 2) as kmc run
     tasks = expand_tasks(config)
+    speaks = not runner.launcher_rank()  # under MPI only rank 0 speaks
+    if speaks:  # at once: a sweep of 10^5 tasks takes seconds to tabulate
+        print(f"kmc run --dry-run: {config.source} → {run_dir}", flush=True)
     done: set[int] = set()
     damaged: dict[int, str] = {}
     if exists:
@@ -215,7 +220,6 @@ def _dry_run(config_path: str, output: str | None) -> None:
     where = str(run_dir) if run_dir.exists() else f"{run_dir} (does not exist yet)"
     to_run = len(tasks) - len(done)
     lines = [
-        f"kmc run --dry-run: {config.source} → {run_dir}",
         *text_table(headers, rows, right=numeric),
         "",
         f"tasks:  {len(tasks)} ({len(rows)} sweep point(s) × {replicas} replica(s)); "
@@ -227,7 +231,7 @@ def _dry_run(config_path: str, output: str | None) -> None:
         "gzip-compressed)",
         "nothing was written (dry run)",
     ]
-    if not runner.launcher_rank():  # under MPI only rank 0 speaks
+    if speaks:
         print("\n".join(lines))
 
 
@@ -253,7 +257,8 @@ def _analyze(run_dir: Path, recompute: bool = True):
     try:
         results.write_results(outcome, Path(run_dir) / "results.h5")
     except OSError as err:
-        return outcome, OSError(err.errno, f"results not saved: {os_error_text(err)}", err.filename)
+        target = Path(run_dir) / "results.h5"
+        return outcome, OSError(None, f"{target}: not saved ({os_error_text(err)})")
     return outcome, None
 
 
@@ -325,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
 
             run_dir = _check_run_dir(args.run_dir)
             try:  # -o and the keys are checked before _analyze rewrites results.h5
+                if args.output and Path(args.output).is_dir():
+                    raise ValueError(
+                        f"-o {args.output}: is a directory; give a file name (.png, .pdf, .svg)"
+                    )
                 figure = plot.check_output(args.output or run_dir / "plot.png")
                 plot.check_run_options(run_dir, x=args.x, by=args.by)
             except ValueError as err:

@@ -193,6 +193,19 @@ _STRUCTURE_KEYS = ("structure", "mobile", "cutoff", "supercell")
 MICROSTRUCTURE_KINDS = ("random", "correlated", "grains")
 METHODS = ("kmc", "network")
 MEMORY_FRACTION = 0.8
+#: Longest run name in bytes (it names the run directory; file systems allow 255).
+MAX_NAME_BYTES = 255
+#: Accepted lattice.hop_distance (Å) and crystal.attempt_frequency (Hz): wide around the
+#: physical values, narrow enough that no estimator over- or underflows.
+HOP_DISTANCE_RANGE = (1e-3, 1e3)
+ATTEMPT_FREQUENCY_RANGE = (1e3, 1e20)
+#: Most hops per ion (hop counters and run lengths stay exact 64-bit integers).
+MAX_HOPS_PER_ION = 10**12
+_HOPS_WHY = " (hop counts must stay exact 64-bit integers)"
+MAX_FRAMES = 10**6
+#: Largest (lowest barrier) / kT for which a hop still happens: exp(-690) ≈ 1e-300, just
+#: above the smallest double; beyond it every rate underflows to 0.
+MAX_BARRIER_OVER_KT = 690.0
 #: First spawn-key entry of the landscape seeds and of the task (ions, kernel) seeds.
 LANDSCAPE_STREAM, TASK_STREAM = 0, 1
 _TASK_ONLY_PREFIXES = ("run.", "ions.", "interactions.")
@@ -447,13 +460,15 @@ def _float_in(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    why: str = "",
 ) -> Callable[[object], float]:
     def parse(value: object) -> float:
         number = _float(value)
         too_low = low is not None and (number <= low if low_open else number < low)
         too_high = high is not None and (number >= high if high_open else number > high)
         if too_low or too_high:
-            raise ValueError(f"must be {_range_text(low, high, low_open, high_open)}, not {value}")
+            bounds = _range_text(low, high, low_open, high_open)
+            raise ValueError(f"must be {bounds}{why}, not {value}")
         return number
 
     return parse
@@ -469,8 +484,11 @@ def _range_text(low, high, low_open, high_open) -> str:
     return f"{'<' if high_open else '≤'} {high:g}"
 
 
-def _int(minimum: int, *, exact: bool = False) -> Callable[[object], int]:
-    """An integer ≥ minimum; integral floats (``2e3``) are accepted unless ``exact``."""
+def _int(
+    minimum: int, *, exact: bool = False, maximum: int | None = None, why: str = ""
+) -> Callable[[object], int]:
+    """An integer ≥ minimum (and ≤ maximum, ``why`` saying why); integral floats (``2e3``)
+    are accepted unless ``exact``."""
 
     def parse(value: object) -> int:
         if isinstance(value, float) and not exact and math.isfinite(value) and value.is_integer():
@@ -479,6 +497,8 @@ def _int(minimum: int, *, exact: bool = False) -> Callable[[object], int]:
             raise ValueError(f"must be an integer, not {_describe(value)}")
         if value < minimum:
             raise ValueError(f"must be ≥ {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be ≤ {maximum:.0e}{why}, not {value:.3g}")
         return value
 
     return parse
@@ -517,6 +537,11 @@ def _name(value: object) -> str:
     ):
         raise ValueError(
             f"must be a usable directory name (no '/', '\\' or control characters), not {value!r}"
+        )
+    if len(value.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(
+            f"is {len(value.encode('utf-8'))} bytes long; a directory name may have at most "
+            f"{MAX_NAME_BYTES}"
         )
     return value
 
@@ -660,7 +685,9 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     "lattice": {
         "kind": _Key(_choice((*LATTICE_KINDS, STRUCTURE))),
         "cells": _Key(_cells, None),
-        "hop_distance": _Key(_float_in(0, low_open=True), None),
+        "hop_distance": _Key(
+            _float_in(*HOP_DISTANCE_RANGE, why=" Å (an ionic hop is 1-10 Å)"), None
+        ),
         "blocked_fraction": _Key(_float_in(0, 1, high_open=True), 0.0),
         "structure": _Key(_path_text, None),
         "mobile": _Key(_element, None),
@@ -674,7 +701,9 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "exclusion": _Key(_bool, True),
     },
     "crystal": {
-        "attempt_frequency": _Key(_float_in(0, low_open=True), 1e13),
+        "attempt_frequency": _Key(
+            _float_in(*ATTEMPT_FREQUENCY_RANGE, why=" Hz (a lattice vibration: 1e12-1e14 Hz)"), 1e13
+        ),
         "site_energy": _Key(_site_energy, 0.0),
         "saddle_energy": _Key(_saddle),
     },
@@ -694,9 +723,9 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     "run": {
         "method": _Key(_choice(METHODS), "kmc"),
         "temperature": _Key(_float_in(0, low_open=True), 300.0),
-        "hops_per_ion": _Key(_int(1), 2000),
-        "equilibration_hops_per_ion": _Key(_int(0), 200),
-        "frames": _Key(_int(8), 100),
+        "hops_per_ion": _Key(_int(1, maximum=MAX_HOPS_PER_ION, why=_HOPS_WHY), 2000),
+        "equilibration_hops_per_ion": _Key(_int(0, maximum=MAX_HOPS_PER_ION, why=_HOPS_WHY), 200),
+        "frames": _Key(_int(8, maximum=MAX_FRAMES, why=" (frames are stored)"), 100),
         "replicas": _Key(_int(1), 4),
         "seed": _Key(_int(0, exact=True), 0),
         "field": _Key(_field, 0.0),
@@ -824,16 +853,36 @@ def _check_top_level(data: Mapping) -> None:
             raise _Problem(table, f"missing required table [{table}]")
 
 
-def _section(data: Mapping, table: str, kind: type):
-    """One table's dataclass, every key of the table's schema parsed and checked."""
+def _section(data: Mapping, table: str, kind: type, shared: dict | None = None):
+    """One table's dataclass, every key of the table's schema parsed and checked.
+
+    ``shared`` (sweep points) maps a table name to (table dict, its dataclass) as first
+    parsed: a point whose table is that very dict (not swept: see :func:`_with_dotted`)
+    reuses the dataclass instead of parsing the table again."""
+    if shared is not None:
+        hit = shared.get(table)
+        if hit is not None and hit[0] is data.get(table):
+            return hit[1]
     values = _table(data, table)
-    return kind(**{key: _value(table, values, key) for key in _SCHEMA[table]})
+    section = kind(**{key: _value(table, values, key) for key in _SCHEMA[table]})
+    if shared is not None and table not in shared and table in data:
+        shared[table] = (data[table], section)
+    return section
 
 
-def _lattice_section(data: Mapping, source: str) -> LatticeConfig:
+def _lattice_section(data: Mapping, source: str, shared: dict | None = None) -> LatticeConfig:
     """The [lattice] table: an ideal lattice (kind, cells, hop_distance) or a structure
     (structure, mobile, cutoff, supercell), whose file is read here so that every later check
     (site counts, per-type energy tables) sees its sites and hop types."""
+    if shared is not None and "lattice" in shared and shared["lattice"][0] is data.get("lattice"):
+        return shared["lattice"][1]  # checked, its structure read, as first parsed
+    lattice = _parse_lattice_section(data, source)
+    if shared is not None and "lattice" not in shared and "lattice" in data:
+        shared["lattice"] = (data["lattice"], lattice)
+    return lattice
+
+
+def _parse_lattice_section(data: Mapping, source: str) -> LatticeConfig:
     lattice = _section(data, "lattice", LatticeConfig)
     given = data.get("lattice", {})
     if lattice.kind != STRUCTURE:
@@ -912,6 +961,8 @@ MAX_FIELD_BIAS = 20.0
 
 
 def _check_field(run: RunConfig, lattice: LatticeConfig, dim: int) -> None:
+    if run.field == 0.0 and run.field_direction is None:
+        return  # no field (the common case, and cheap for sweeps of 10^5 points)
     if isinstance(run.field, tuple) and len(run.field) != dim:
         raise _Problem(
             "run.field", f"a field vector needs {dim} components (one per lattice axis), "
@@ -950,8 +1001,52 @@ def _check_field(run: RunConfig, lattice: LatticeConfig, dim: int) -> None:
         )
 
 
-def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config:
-    """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here)."""
+def _energy_bounds(setting) -> tuple[float, float]:
+    """The lowest and highest energy a setting (a distribution, a per-axis list or a
+    per-type table) gives, eV; a normal distribution's ±8 σ."""
+    if isinstance(setting, dict):
+        setting = tuple(setting.values())
+    if isinstance(setting, tuple):
+        bounds = [_energy_bounds(item) for item in setting]
+        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+    kind = setting.kind
+    if kind == "constant":
+        return setting.value, setting.value
+    if kind == "normal":
+        return setting.mean - 8 * setting.sigma, setting.mean + 8 * setting.sigma
+    if kind == "uniform":
+        return setting.low, setting.high
+    return min(setting.values), max(setting.values)
+
+
+def _check_rates(crystal, amorphous, interface, micro, run) -> None:
+    """Refuse a landscape on which no hop can happen in double precision: its lowest
+    possible barrier, max(saddle, site) − site ≥ max(0, lowest saddle − highest site energy),
+    over kT beyond :data:`MAX_BARRIER_OVER_KT` (every rate ν exp(−barrier/kT) underflows)."""
+    phases = []
+    if micro.amorphous_fraction < 1:
+        phases.append((crystal.saddle_energy, crystal.site_energy))
+    if micro.amorphous_fraction > 0:
+        phases.append((amorphous.saddle_energy, amorphous.site_energy))
+    if 0 < micro.amorphous_fraction < 1:
+        phases.append((interface.saddle_energy or amorphous.saddle_energy, amorphous.site_energy))
+    site_top = max(_energy_bounds(site)[1] for _, site in phases)
+    lowest = max(0.0, min(_energy_bounds(saddle)[0] for saddle, _ in phases) - site_top)
+    exponent = lowest / (BOLTZMANN_EV * run.temperature)
+    if exponent > MAX_BARRIER_OVER_KT:
+        raise _Problem(
+            "run.temperature",
+            f"at {run.temperature:g} K even the lowest barrier ({lowest:.3g} eV) gives a hop rate "
+            f"ν·exp(−{exponent:.3g}), which underflows to 0: no ion can move (raise the "
+            "temperature or lower the barriers)",
+        )
+
+
+def _build(
+    data: Mapping, default_name: str, source: str = "<config>", shared: dict | None = None
+) -> Config:
+    """A sweep-free Config from a plain nested dict (the ``sweep`` table is ignored here);
+    ``shared`` reuses the tables a sweep point shares with the others (see :func:`_section`)."""
     _check_top_level(data)
     if "name" in data:
         try:
@@ -961,10 +1056,10 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
     else:
         name = default_name
 
-    lattice = _lattice_section(data, source)
+    lattice = _lattice_section(data, source, shared)
     dim = lattice.dim
 
-    ions = _section(data, "ions", IonsConfig)
+    ions = _section(data, "ions", IonsConfig, shared)
     free = free_site_count(lattice)
     if ions.concentration is not None and ions.count is not None:
         raise _Problem("ions.count", "give either ions.concentration or ions.count, not both")
@@ -978,8 +1073,21 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
             "ions.concentration",
             f"{ions.concentration} of {free} free sites rounds to no ion at all",
         )
+    if free < 2:
+        raise _Problem(
+            "lattice.blocked_fraction",
+            f"leaves {free} free site(s) of {site_count(lattice)}: no hop is possible",
+        )
+    if ions.exclusion:
+        n_ions = ions.count if ions.count is not None else round(ions.concentration * free)
+        if n_ions >= free:
+            raise _Problem(
+                "ions.count" if ions.count is not None else "ions.concentration",
+                f"{n_ions} ions fill all {free} free sites: with site exclusion no ion can move "
+                "(leave at least one site free)",
+            )
 
-    crystal = _section(data, "crystal", CrystalConfig)
+    crystal = _section(data, "crystal", CrystalConfig, shared)
     if lattice.kind == STRUCTURE:
         found = lattice.read_structure()
         site_labels, hop_labels = found.site_type_labels, found.hop_type_labels
@@ -994,10 +1102,10 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
             f"not {len(crystal.saddle_energy)}",
         )
 
-    amorphous = _section(data, "amorphous", AmorphousConfig)
-    interface = _section(data, "interface", InterfaceConfig)
+    amorphous = _section(data, "amorphous", AmorphousConfig, shared)
+    interface = _section(data, "interface", InterfaceConfig, shared)
 
-    micro = _section(data, "microstructure", MicrostructureConfig)
+    micro = _section(data, "microstructure", MicrostructureConfig, shared)
     if micro.kind == "correlated" and micro.correlation_length is None:
         raise _Problem(
             "microstructure.correlation_length", "missing: required when kind = 'correlated'"
@@ -1005,8 +1113,9 @@ def _build(data: Mapping, default_name: str, source: str = "<config>") -> Config
     if micro.kind == "grains" and micro.grain_diameter is None:
         raise _Problem("microstructure.grain_diameter", "missing: required when kind = 'grains'")
 
-    run = _section(data, "run", RunConfig)
+    run = _section(data, "run", RunConfig, shared)
     _check_field(run, lattice, dim)
+    _check_rates(crystal, amorphous, interface, micro, run)
     if run.method == "network" and ions.exclusion:
         # the resistor network solves for one ion alone: it would silently drop the blocking
         raise _Problem(
@@ -1165,16 +1274,21 @@ def _has_dotted(data: Mapping, key: str) -> bool:
 
 def _points(config: Config) -> Iterator[tuple[dict[str, object], Config]]:
     """(point, sweep-free config) for every sweep point, in task order (no replicas)."""
+    cached = config.__dict__.get("_points")
+    if cached is not None:  # parse_config built them while validating
+        yield from cached
+        return
     base = resolved_dict(config)
     base.pop("sweep")
     keys = [key for key, _ in config.sweep]
+    shared: dict = {}  # the tables no sweep key touches, parsed once
     for combo in itertools.product(*(values for _, values in config.sweep)):
         point = dict(zip(keys, combo, strict=True))
         data = base
         for key, value in point.items():
             data = _with_dotted(data, key, plain(value))
         try:
-            built = _build(data, config.name, config.source)
+            built = _build(data, config.name, config.source, shared)
         except _Problem as problem:
             raise _point_problem(problem, point) from None
         yield point, replace(built, source=config.source, raw=config.raw)
@@ -1205,6 +1319,13 @@ def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool 
     source = str(source)
     default_name = Path(source).stem if not source.startswith("<") else "run"
     try:
+        return _parse_config(data, source, default_name, check_memory)
+    except RecursionError:
+        raise ConfigError(source, None, "nested too deeply (tables or lists)") from None
+
+
+def _parse_config(data: Mapping, source: str, default_name: str, check_memory: bool) -> Config:
+    try:
         if not isinstance(data, Mapping):
             raise _Problem(None, f"a config must be a table of keys, not {_describe(data)}")
         raw = copy.deepcopy(dict(data))
@@ -1225,9 +1346,11 @@ def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool 
                     break
             raise problem from None
         config = replace(built, sweep=sweep, source=source, raw=raw)
-        need = 0
-        for _, point_config in _points(config):  # validates every point
-            need = max(need, task_memory(point_config))
+        points = list(_points(config))  # validates every point
+        # kept for expand_tasks (built once, not twice: sweeps of 10^5 points); an instance
+        # attribute, not a field, so that a replace()d copy never inherits it
+        object.__setattr__(config, "_points", points)
+        need = max(task_memory(point_config) for _, point_config in points)
         if check_memory:
             _check_memory(config, need)
     except _Problem as problem:
@@ -1246,6 +1369,8 @@ def load_config(path: str | os.PathLike, *, check_memory: bool = True) -> Config
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, None, f"TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise ConfigError(source, None, "TOML nested too deeply to read") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(source, None, f"not a UTF-8 text file: {exc}") from None
     except FileNotFoundError:

@@ -43,6 +43,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -83,6 +84,11 @@ class RunError(Exception):
 
 class RunBusyError(RunError):
     """The run directory is locked by a run that is still alive (exit status 2)."""
+
+
+class UncomputableTaskError(RunError):
+    """A task whose physics cannot be computed on its landscape (every rate underflows, no
+    ion can move): the simulation refused its input (exit status 2); finished tasks stay."""
 
 
 class DiskFullError(OSError):
@@ -610,8 +616,17 @@ def _check_disk(run_dir: Path, config: Config) -> None:
         raise DiskFullError(
             errno.ENOSPC,
             f"{run_dir}: disk full: {format_bytes(free)} free, a task file needs up to "
-            f"{format_bytes(need)}",
+            f"{format_bytes(need)}; the finished tasks are kept: free some space and rerun",
         )
+
+
+def _uncomputable(config: Config, task: Task, err: ValueError) -> str:
+    point = ", ".join(f"{key} = {value}" for key, value in task.plain_point.items())
+    where = f" (the sweep point {point})" if point else ""
+    return (
+        f"{config.source}: task {task.index}{where} cannot be computed: {err} (check the "
+        "temperature, barriers and blocking)"
+    )
 
 
 def _compute(task: Task, signals: _Signals):
@@ -696,11 +711,20 @@ def run(
             while (k := comm.next_index(signals, finished_task)) < len(pending):
                 task = tasks[pending[k]]
                 try:
-                    data = dataclasses.replace(_compute(task, signals), run_digest=digest)
+                    try:
+                        computed = _compute(task, signals)
+                    except ValueError as err:  # the kernel's and solver's input checks
+                        raise UncomputableTaskError(_uncomputable(config, task, err)) from err
+                    data = dataclasses.replace(computed, run_digest=digest)
                     _check_disk(run_dir, task.config)
                     with signals.deferred():
                         store.write_task(_task_path(run_dir, task), data)
                 except (Interrupted, OSError):
+                    raise
+                except UncomputableTaskError as err:
+                    if comm.size > 1:  # one line, then end every rank
+                        print(f"kmc: error: {err}", file=sys.stderr, flush=True)
+                        comm.abort(2)
                     raise
                 except Exception:
                     if comm.size > 1:
@@ -738,11 +762,25 @@ def run(
 
 
 def os_error_text(err: OSError) -> str:
-    """One line for an environment failure (disk full, read-only directory, ...)."""
-    if isinstance(err, DiskFullError) or (err.errno and not err.filename and err.strerror):
-        return err.strerror or str(err)
-    where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{err.strerror or err}"
+    """One line for an environment failure (disk full, read-only directory, ...): the file
+    and the cause ("No space left on device"), also from HDF5's long multi-line messages."""
+    text = " ".join(str(err).split())
+    if (
+        err.filename is None
+        and err.strerror
+        and (err.errno is None or isinstance(err, DiskFullError))
+    ):
+        return " ".join(err.strerror.split())  # a message of kmc's own
+    number = err.errno
+    found = re.search(r"errno = (\d+)", text)
+    if number is None and found:
+        number = int(found.group(1))
+    cause = os.strerror(number) if number else " ".join((err.strerror or text).split())
+    filename = err.filename
+    named = re.search(r"(?:filename|name) = '([^']*)'", text)
+    if filename is None and named:
+        filename = named.group(1)
+    return f"{filename}: {cause}" if filename else cause
 
 
 #: The network solver's cost per lattice site in kMC-hop equivalents, for the ETA only. On

@@ -395,7 +395,12 @@ BAD = [
     ("cells-wrong-length", edit(MINIMAL, "[8, 8]", "[8, 8, 8]"), "lattice.cells", "2 entries"),
     ("bad-lattice-kind", edit(MINIMAL, '"square"', '"sqaure"'), "lattice.kind", "'square'"),
     ("negative-temperature", MINIMAL + "[run]\ntemperature = -5.0\n", "run.temperature", "> 0"),
-    ("zero-hop-distance", edit(MINIMAL, "2.0", "0.0"), "lattice.hop_distance", "> 0"),
+    (
+        "zero-hop-distance",
+        edit(MINIMAL, "2.0", "0.0"),
+        "lattice.hop_distance",
+        "0.001 ≤ x ≤ 1000 Å",
+    ),
     (
         "blocked-fraction-one",
         edit(MINIMAL, "hop_distance = 2.0", "hop_distance = 2.0\nblocked_fraction = 1.0"),
@@ -643,6 +648,38 @@ BAD = [
         "interactions need ions.exclusion = true",
     ),
     ("bad-name", 'name = "a/b"\n' + MINIMAL, "name", "directory name"),
+    # issue 14: inputs that were accepted and then crashed or gave nonsense
+    ("name-300-characters", f'name = "{"n" * 300}"\n' + MINIMAL, "name", "at most 255"),
+    ("toml-nested-3000-deep", "x = " + "[" * 3000 + "]" * 3000 + "\n" + MINIMAL, None, "nested"),
+    ("temperature-5-K", MINIMAL + "[run]\ntemperature = 5.0\n", "run.temperature", "underflows"),
+    ("count-fills-every-site", edit(MINIMAL, "count = 1", "count = 64"), "ions.count", "no ion"),
+    (
+        "blocked-fraction-0.999",
+        edit(edit(MINIMAL, "[8, 8]", "[32, 32]"), "2.0\n", "2.0\nblocked_fraction = 0.999\n"),
+        "lattice.blocked_fraction",
+        "no hop is possible",
+    ),
+    ("hop-distance-1e-308", edit(MINIMAL, "2.0", "1e-308"), "lattice.hop_distance", "1-10 Å"),
+    ("hop-distance-1e308", edit(MINIMAL, "2.0", "1e308"), "lattice.hop_distance", "1-10 Å"),
+    (
+        "attempt-frequency-1e290",
+        edit(MINIMAL, "[crystal]\n", "[crystal]\nattempt_frequency = 1e290\n"),
+        "crystal.attempt_frequency",
+        "1e12-1e14 Hz",
+    ),
+    (
+        "attempt-frequency-1e-200",
+        edit(MINIMAL, "[crystal]\n", "[crystal]\nattempt_frequency = 1e-200\n"),
+        "crystal.attempt_frequency",
+        "1e12-1e14 Hz",
+    ),
+    ("hops-per-ion-1e300", MINIMAL + "[run]\nhops_per_ion = 1e300\n", "run.hops_per_ion", "64-bit"),
+    (
+        "swept-temperature-underflows",
+        MINIMAL + '[sweep]\n"run.temperature" = [300.0, 4.0]\n',
+        "sweep.run.temperature",
+        "no ion can move",
+    ),
     ("table-not-table", "lattice = 3\n" + MINIMAL[MINIMAL.index("[ions]") :], "lattice", "table"),
 ]
 
