@@ -184,10 +184,10 @@ def _dry_run(config_path: str, output: str | None) -> None:
     config = load_config(config_path)
     run_dir = runner.run_directory(config, output)
     exists = runner.check_run_directory(config, run_dir)  # RunError (exit 2) as kmc run
-    tasks = expand_tasks(config)
     speaks = not runner.launcher_rank()  # under MPI only rank 0 speaks
-    if speaks:  # at once: a sweep of 10^5 tasks takes seconds to tabulate
+    if speaks:  # at once: a sweep of 10^5 tasks takes seconds to expand and tabulate
         print(f"kmc run --dry-run: {config.source} → {run_dir}", flush=True)
+    tasks = expand_tasks(config)
     done: set[int] = set()
     damaged: dict[int, str] = {}
     if exists:

@@ -14,6 +14,7 @@ core while the quick checks run; a test that needs one waits for it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -543,6 +544,26 @@ BAD_CONFIGS = {
     "field-wrong-shape": ([("[run]\n", "[run]\nfield = [1e4, 0]\n")], ["run.field"]),
     "field-nan": ([("[run]\n", "[run]\nfield = nan\n")], ["run.field"]),
     "field-unit-mistake": ([("[run]\n", "[run]\nfield = 1e9\n")], ["run.field", "unit"]),
+    # issue 14: accepted before, then a traceback or nonsense
+    "name-300-characters": ([('name = "small"', f'name = "{"s" * 300}"')], ["name", "255"]),
+    "toml-nested-3000-deep": (
+        [("[lattice]", "x = " + "[" * 3000 + "]" * 3000 + "\n[lattice]")],
+        ["nested"],
+    ),
+    "temperature-2-K": ([("600.0", "2.0")], ["run.temperature", "no ion can move"]),
+    "count-fills-every-site": ([("concentration = 0.3", "count = 512")], ["ions.count"]),
+    "hop-distance-1e308": (
+        [("hop_distance = 3.0", "hop_distance = 1e308")],
+        ["lattice.hop_distance"],
+    ),
+    "attempt-frequency-1e290": (
+        [("[crystal]\n", "[crystal]\nattempt_frequency = 1e290\n")],
+        ["crystal.attempt_frequency"],
+    ),
+    "hops-per-ion-1e300": (
+        [("hops_per_ion = 2000", "hops_per_ion = 1e300")],
+        ["run.hops_per_ion"],
+    ),
 }
 
 # id -> argv ({run}: the existing run, {tmp}: an empty scratch directory), what it must name
@@ -560,6 +581,11 @@ BAD_ARGUMENTS = {
     "plot-into-missing-directory": (
         ["plot", "{run}", "-o", "{tmp}/no/such/dir/x.png"],
         ["{tmp}/no/such/dir"],
+    ),
+    "plot-into-a-directory": (["plot", "{run}", "-o", "{tmp}"], ["{tmp}", "is a directory"]),
+    "export-into-a-directory": (
+        ["export", "{run}", "--task", "0", "-o", "{tmp}"],
+        ["{tmp}", "is a directory"],
     ),
 }
 
@@ -1134,6 +1160,114 @@ def test_reordered_sweep_is_another_run(background, tmp_path):
     for argv in (["run", config, "--output", run_dir], ["run", "--dry-run", config, "-o", run_dir]):
         check_refused(kmc(*argv), [str(run_dir), "another order"])
     assert snapshot(run_dir) == before
+
+
+@contextlib.contextmanager
+def mounted(where: Path, kind: str, size: str = ""):
+    """A file system at ``where`` for the test: a tmpfs of ``size`` (kind "tmpfs") or the
+    directory itself bound read-only (kind "ro"; ``remount(where, "rw")`` to fill it).
+    Skips where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if kind == "tmpfs":
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    else:
+        command = ["mount", "--bind", str(where), str(where)]
+    if shutil.which("mount") is None or subprocess.run(command, capture_output=True).returncode:
+        pytest.skip("cannot mount a file system here (needs root with CAP_SYS_ADMIN)")
+    try:
+        if kind == "ro" and remount(where, "ro").returncode:
+            pytest.skip("cannot remount read-only here")
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def remount(where: Path, mode: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["mount", "-o", f"remount,bind,{mode}", str(where)], capture_output=True)
+
+
+def test_disk_full_stops_with_one_line_and_loses_nothing(tmp_path, small_config, serial_json):
+    """A real full disk (a 330 KiB tmpfs): kmc run stops with one line and exit status 1,
+    the finished tasks stay intact, analyze shows its results and says why results.h5 is
+    not saved; moved to a disk with room, the rerun finishes to the clean run's results."""
+    with mounted(tmp_path / "small-disk", "tmpfs", "330k") as disk:
+        run_dir = disk / "run"
+        process = kmc("run", small_config, "--output", run_dir)
+        shown = f"stdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+        assert process.returncode == 1, shown
+        assert "Traceback" not in shown, shown
+        [error] = [line for line in process.stderr.splitlines() if "error" in line]
+        assert error.startswith(f"kmc: error: {run_dir}: disk full: "), error
+        done = complete_tasks(run_dir, N_SMALL_TASKS)
+        assert 1 <= len(done) < N_SMALL_TASKS, done
+        assert temporary_files(run_dir) == []
+        with contextlib.suppress(OSError):  # fill it to the last byte
+            (disk / "filler").write_bytes(b"\0" * 1024 * 1024)
+        analyzed = kmc("analyze", run_dir)
+        shown = f"stdout:\n{analyzed.stdout}\nstderr:\n{analyzed.stderr}"
+        assert analyzed.returncode == 1 and "Traceback" not in shown, shown
+        last = analyzed.stderr.splitlines()[-1]
+        assert last.startswith(f"kmc: error: {run_dir}/results.h5: not saved ("), shown
+        assert last.endswith("No space left on device)"), shown
+        assert f"of {N_SMALL_TASKS} tasks complete" in analyzed.stdout  # still shown
+        moved = tmp_path / "run"
+        shutil.copytree(run_dir, moved)
+    assert complete_tasks(moved, N_SMALL_TASKS) == done  # nothing finished was lost
+    ok(kmc("run", small_config, "--output", moved))
+    assert without_wall_time(analyze_json(moved)) == without_wall_time(serial_json)
+
+
+def test_read_only_run_directory_is_one_line(tmp_path, serial_run, small_config):
+    """A run directory on a read-only file system: run, analyze, plot and export each end
+    with one line naming the cause and exit status 1 (analyze after showing its results);
+    nothing changes."""
+    with mounted(tmp_path / "ro", "ro") as root:
+        assert remount(root, "rw").returncode == 0
+        shutil.copytree(serial_run[0], root / "run")
+        assert remount(root, "ro").returncode == 0
+        run_dir = root / "run"
+        before = snapshot(run_dir)
+        for argv in (
+            ["run", small_config, "--output", run_dir],
+            ["analyze", run_dir],
+            ["plot", run_dir],
+            ["export", run_dir, "--task", "0"],
+            ["run", small_config, "--output", root / "new"],
+        ):
+            process = kmc(*argv)
+            shown = f"{argv}\nstdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+            assert process.returncode == 1, shown
+            assert "Traceback" not in shown, shown
+            [line] = process.stderr.splitlines()
+            assert line.startswith("kmc: error: ") and "Read-only file system" in line, shown
+        assert snapshot(run_dir) == before
+
+
+def test_a_sweep_of_100000_tasks_starts_within_seconds(tmp_path):
+    """kmc run --dry-run of a 10^5-task sweep prints its first line within 10 s (it took
+    18 s before: every point's config was built twice, all its tables parsed each time)."""
+    temperatures = ", ".join(f"{300 + 0.01 * i:.2f}" for i in range(1000))
+    fractions = ", ".join(f"{0.01 * i:.2f}" for i in range(100))
+    swept = f'"microstructure.amorphous_fraction" = [{fractions}]\n'
+    text = edit(
+        SMALL,
+        (SWEEP_PHI, swept + f'"run.temperature" = [{temperatures}]'),
+        ("replicas = 2", "replicas = 1"),
+    )
+    config = write(tmp_path / "huge.toml", text)
+    process = subprocess.Popen(
+        [*KMC, "run", "--dry-run", str(config), "-o", str(tmp_path / "huge")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(),
+    )  # fmt: skip
+    try:
+        start = time.monotonic()
+        first = process.stdout.readline()
+        took = time.monotonic() - start
+    finally:
+        process.kill()
+        process.communicate()
+    assert first.startswith(f"kmc run --dry-run: {config}"), first
+    assert took < 10, f"first line after {took:.1f} s (load average {os.getloadavg()})"
 
 
 # --------------------------------------------------------------------------- quick start
