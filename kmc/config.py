@@ -109,16 +109,26 @@ slowest) with replicas innermost. Tasks that differ only in ``run.*`` or ``ions.
 the landscape of their replica; ions and kernel stream are each task's own (see
 :func:`expand_tasks`).
 
-Memory: :func:`estimate_memory` bounds one task by (bytes)::
+Memory: :func:`task_memory` estimates the peak memory of one task above the interpreter's
+own (bytes)::
 
-    N_sites · (z · (8 + 4 + 8) + 64)  +  N_ions · (frames · (3·8 + 4) + 64)
+    kmc:      N_sites · (300 + 100 z)  +  N_ions · (96 · frames + 200)
+    network:  N_sites · (600 + 180 z)  [+ 16 KiB per site when a 3D system is small enough
+              to go to the direct solver first, 2 KiB in 2D: SuperLU's fill-in, from the
+              0.5 GB measured at 32³; not measured by the test]
 
-(per directed hop a float64 rate, an int32 neighbour and a float64 saddle/bond entry; 64 bytes
-of per-site state — energies, phase, occupation, kernel bookkeeping; per ion and frame three
-float64 coordinates and an int32 site; 64 bytes of per-ion state), maximised over the sweep
-points. A config whose estimate exceeds 80 % of the physical memory is refused on
-``lattice.cells`` before anything is allocated. :func:`task_memory` is the same bound for one
-sweep-free config.
+measured (a test checks within 1.5×) as the growth of the peak resident set of a process
+running one task, building its landscape, percolation observables, kernel run, estimators
+and task file: on cubic lattices (z = 6) at 32³ and 64³ a site cost ~900 B (kMC) and
+~1.6 KiB (the network solve: the conductance matrix, its scaled copy and conjugate
+gradients), an ion and frame ~94 B (the trajectory, its padded copy for the file, the
+estimators' work arrays). A network solve whose conjugate gradients fail and that falls
+back to the direct solver (3D systems up to 40 000 unknowns) can need more than this.
+:func:`estimate_memory` is the largest over the sweep points. The
+check (:func:`process_memory`) adds :data:`PROCESS_BASELINE` for the interpreter and its
+libraries and multiplies by the ranks sharing a node under MPI (:func:`ranks_per_node`,
+from the launcher's environment); a config needing more than 80 % of the physical memory is
+refused on ``lattice.cells`` before anything is allocated.
 
 Disk: :func:`task_disk` bounds one task file, uncompressed, by (bytes)::
 
@@ -180,6 +190,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "plain",
+    "process_memory",
+    "ranks_per_node",
     "resolved_dict",
     "site_count",
     "task_disk",
@@ -1487,12 +1499,52 @@ def config_digest(config: Config) -> str:
 # Memory
 
 
+#: Resident memory of a kmc process before its first task (python, numpy, scipy, h5py):
+#: measured 84 MiB; an allowance.
+PROCESS_BASELINE = 100 * 1024**2
+_LAUNCHER_LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCAL_NRANKS")
+
+
 def task_memory(config: Config) -> int:
-    """Bytes one task of a sweep-free config needs at most (formula in the module docs)."""
+    """Peak bytes one task of a sweep-free config needs above the interpreter's own
+    (formula and measurements in the module docs)."""
     sites = site_count(config.lattice)
     z = coordination(config.lattice)
+    if config.run.method == "network":
+        need = sites * (600 + 180 * z)
+        dim = config.lattice.dim
+        if dim >= 2 and sites <= _direct_max_unknowns(dim):
+            need += sites * (16 if dim == 3 else 2) * 1024
+        return need
     ions = ion_count(config)
-    return sites * (z * (8 + 4 + 8) + 64) + ions * (config.run.frames * (3 * 8 + 4) + 64)
+    return sites * (300 + 100 * z) + ions * (96 * config.run.frames + 200)
+
+
+def _direct_max_unknowns(dim: int) -> int:
+    from kmc import network  # the solver's own limits (imported late: scipy)
+
+    return network.DIRECT_MAX_UNKNOWNS[dim]
+
+
+def ranks_per_node() -> int:
+    """MPI ranks on this node, from the launcher's environment (MPICH/Hydra, Open MPI,
+    Slurm); 1 without a launcher."""
+    for variable in _LAUNCHER_LOCAL_SIZE:
+        if os.environ.get(variable, "").isdigit():
+            return max(1, int(os.environ[variable]))
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE", "")
+    if tasks.isdigit():
+        return max(1, int(tasks))
+    if any(v in os.environ for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
+        size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
+        return max(1, int(size)) if size.isdigit() else 1  # all on this node, at worst
+    return 1
+
+
+def process_memory(task_bytes: int, ranks: int | None = None) -> int:
+    """What a node needs for tasks of ``task_bytes``: (interpreter + task) × ranks."""
+    ranks = ranks_per_node() if ranks is None else ranks
+    return ranks * (PROCESS_BASELINE + task_bytes)
 
 
 #: Bytes of a task file besides its per-frame and per-ion arrays (HDF5 and H5MD metadata,
@@ -1525,13 +1577,18 @@ def available_memory() -> int | None:
 
 def _check_memory(config: Config, need: int) -> None:
     total = available_memory()
-    if total is None or total <= 0 or need <= MEMORY_FRACTION * total:
+    ranks = ranks_per_node()
+    node = process_memory(need, ranks)
+    if total is None or total <= 0 or node <= MEMORY_FRACTION * total:
         return
     swept = any(key == "lattice.cells" for key, _ in config.sweep)
+    per_node = (
+        f" each, {format_bytes(node)} for the {ranks} ranks on this node" if ranks > 1 else ""
+    )
     raise _Problem(
         "sweep.lattice.cells" if swept else "lattice.cells",
-        f"too large: a task would need about {format_bytes(need)} but only "
-        f"{format_bytes(MEMORY_FRACTION * total)} is usable "
+        f"too large: a task would need about {format_bytes(need + PROCESS_BASELINE)}{per_node} "
+        f"but only {format_bytes(MEMORY_FRACTION * total)} is usable "
         f"(80 % of {format_bytes(total)} physical memory)",
     )
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import kmc.config as config_module
 from kmc.config import (
+    PROCESS_BASELINE,
     Config,
     ConfigError,
     Task,
@@ -19,7 +23,10 @@ from kmc.config import (
     ion_count,
     load_config,
     parse_config,
+    process_memory,
+    ranks_per_node,
     resolved_dict,
+    task_memory,
 )
 from kmc.distributions import Distribution
 
@@ -311,8 +318,18 @@ def test_memory_estimate_formula():
         }
     )
     sites = 27 * 4
-    assert estimate_memory(config) == sites * (12 * 20 + 64) + 10 * (50 * 28 + 64)
+    assert estimate_memory(config) == sites * (300 + 100 * 12) + 10 * (96 * 50 + 200)
     assert config_module.task_memory(config) == estimate_memory(config)
+    network = parse_config(
+        {
+            "lattice": {"kind": "fcc", "cells": [3, 3, 3], "hop_distance": 1.0},
+            "ions": {"count": 10, "exclusion": False},
+            "crystal": {"saddle_energy": 0.3},
+            "amorphous": {"saddle_energy": 0.5},
+            "run": {"method": "network"},
+        }
+    )  # small enough to go to the direct solver first: its fill-in is counted
+    assert task_memory(network) == sites * (600 + 180 * 12) + sites * 16 * 1024
 
 
 def test_task_disk_formula_and_network_stores_no_frames():
@@ -733,3 +750,89 @@ def test_docstring_documents_every_key():
     doc = config_module.__doc__
     for key in config_module.ALL_KEYS:
         assert f"``{key}``" in doc, key
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: the estimate against the measured peak
+
+_MEASURE = """
+import json, sys, tomllib
+from kmc import config as cfg, experiment, store
+import h5py, numpy, scipy.sparse.linalg  # noqa: F401 -- the interpreter's own, as in a run
+
+def resident(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+config = cfg.parse_config(tomllib.loads(sys.argv[1]))
+[task] = cfg.expand_tasks(config)
+before = resident("VmRSS")
+store.write_task(sys.argv[2], experiment.run_task(task))
+print(json.dumps({"estimate": cfg.task_memory(task.config), "peak": resident("VmHWM") - before}))
+"""
+
+
+def _memory_config(method: str, cells: int) -> str:
+    return f"""
+[lattice]
+kind = "cubic"
+cells = [{cells}, {cells}, {cells}]
+hop_distance = 3.0
+[ions]
+concentration = 0.05
+exclusion = {str(method == "kmc").lower()}
+[crystal]
+saddle_energy = 0.5
+[amorphous]
+saddle_energy = {{ dist = "normal", mean = 0.4, sigma = 0.05 }}
+[microstructure]
+amorphous_fraction = 0.3
+[run]
+method = "{method}"
+temperature = 600.0
+hops_per_ion = 20
+equilibration_hops_per_ion = 2
+frames = 100
+replicas = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "cells"),
+    [
+        ("kmc", 32),
+        ("kmc", 64),
+        ("network", 32),
+        pytest.param("network", 64, marks=pytest.mark.slow),  # ~25 s of conjugate gradients
+    ],
+)
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_memory_estimate_is_within_1_5x_of_the_measured_peak(tmp_path, method, cells):
+    """One task in a fresh process: the growth of its peak resident set (VmHWM) over the
+    interpreter's own is what task_memory estimates, within a factor 1.5 either way."""
+    process = subprocess.run(
+        [sys.executable, "-c", _MEASURE, _memory_config(method, cells), str(tmp_path / "t.h5md")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr
+    measured = json.loads(process.stdout)
+    ratio = measured["estimate"] / measured["peak"]
+    assert 1 / 1.5 <= ratio <= 1.5, measured
+
+
+def test_memory_check_counts_the_ranks_on_a_node(monkeypatch):
+    config = parse_config(tomllib.loads(MINIMAL))
+    one = process_memory(task_memory(config), 1)
+    assert one == PROCESS_BASELINE + task_memory(config)
+    monkeypatch.setenv("MPI_LOCALNRANKS", "16")
+    assert ranks_per_node() == 16
+    assert process_memory(task_memory(config)) == 16 * one
+    monkeypatch.setattr(config_module, "available_memory", lambda: 10 * one)  # 8 usable ranks
+    with pytest.raises(ConfigError, match="for the 16 ranks on this node"):
+        parse_config(tomllib.loads(MINIMAL))
+    monkeypatch.setenv("MPI_LOCALNRANKS", "4")
+    parse_config(tomllib.loads(MINIMAL))
