@@ -120,12 +120,12 @@ own (bytes)::
 measured (a test checks within 1.5×) as the growth of the peak resident set of a process
 running one task, building its landscape, percolation observables, kernel run, estimators
 and task file: on cubic lattices (z = 6) at 32³ and 64³ a site cost ~900 B (kMC) and
-~1.6 KiB (the network solve: the conductance matrix, its scaled copy and conjugate
-gradients), an ion and frame ~94 B (the trajectory, its padded copy for the file, the
-estimators' work arrays). A network solve whose conjugate gradients fail and that falls
-back to the direct solver (3D systems up to 40 000 unknowns) can need more than this.
-:func:`estimate_memory` is the largest over the sweep points. The
-check (:func:`process_memory`) adds :data:`PROCESS_BASELINE` for the interpreter and its
+~1.6 KiB (the network solve: the conductance matrix, its scaled copy, the AMG hierarchy
+and conjugate gradients), an ion and frame ~94 B (the trajectory, its padded copy for the
+file, the estimators' work arrays). A network solve whose iterative solver fails and that
+falls back to the direct one (3D systems up to 40 000 unknowns) can need more than this.
+:func:`estimate_memory` is the largest over the sweep points. The check
+(:func:`process_memory`) adds :data:`PROCESS_BASELINE` for the interpreter and its
 libraries and multiplies by the ranks sharing a node under MPI (:func:`ranks_per_node`,
 from the launcher's environment); a config needing more than 80 % of the physical memory is
 refused on ``lattice.cells`` before anything is allocated.

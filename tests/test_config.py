@@ -804,7 +804,7 @@ replicas = 1
         ("kmc", 32),
         ("kmc", 64),
         ("network", 32),
-        pytest.param("network", 64, marks=pytest.mark.slow),  # ~25 s of conjugate gradients
+        pytest.param("network", 64, marks=pytest.mark.slow),  # ~10 s of AMG-preconditioned CG
     ],
 )
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
