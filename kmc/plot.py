@@ -676,7 +676,9 @@ def _no_data(ax, drawn: int) -> None:
                 va="center", fontsize="small", color="0.3")  # fmt: skip
 
 
-def _x_panel(ax, plan: _Plan, rows, column: str, filled: bool, style: str) -> None:
+def _curves(plan: _Plan, rows) -> dict[str, list[dict[str, Any]]]:
+    """The records of a panel, one list per curve: per temperature (when coloured by it)
+    and combination of the other keys."""
     curves: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         key = _ident(
@@ -684,6 +686,11 @@ def _x_panel(ax, plan: _Plan, rows, column: str, filled: bool, style: str) -> No
             + [row[k] for k in plan.remaining]
         )
         curves.setdefault(key, []).append(row)
+    return curves
+
+
+def _x_panel(ax, plan: _Plan, rows, column: str, filled: bool, style: str) -> None:
+    curves = _curves(plan, rows)
     missing = drawn = 0
     for curve in curves.values():
         points = [_point(row, column) for row in curve]
@@ -930,13 +937,7 @@ def _percolation_points(rows, column: str, x_of) -> tuple[list[float], list, int
 def _voltage_panel(ax, plan: _Plan, rows) -> None:
     """−μ/e against x (the equilibrium voltage profile V(x) = −(μ − μ_ref)/e with μ_ref the
     site-energy zero), one curve per temperature and combination, with error bars."""
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        key = _ident(
-            [plan.temperature(row) if plan.colour_temps else None]
-            + [row[k] for k in plan.remaining]
-        )
-        curves.setdefault(key, []).append(row)
+    curves = _curves(plan, rows)
     drawn = 0
     for curve in curves.values():
         xs = np.array([plan.x_of(row) for row in curve], dtype=float)
