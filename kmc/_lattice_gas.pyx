@@ -18,7 +18,7 @@ uniform at its turn.
 """
 
 from libc.math cimport log
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 
 from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
@@ -206,7 +206,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
                     const double[:, ::1] scaled=None, const double[:, ::1] weight=None,
                     const int32_t[:, ::1] neighbour_table=None, const int32_t[:, ::1] reverse=None,
-                    double span=1.0):
+                    double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
     ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
@@ -222,7 +222,11 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     displacement of all ions on a finer time grid than the frames (``fine_times`` must end
     by the last frame time). ``carriers`` is updated to the carriers' final sites.
     ``pool_size`` overrides the selection's initial pool (tests) and ``counters``, if given,
-    receives its repack and resize counts. Returns (hops, attempts, elapsed simulated time).
+    receives its repack and resize counts. ``max_attempts`` > 0 caps the attempts (null events
+    included: the work of the call); ``work``, if given, has the attempts added to work[0]
+    as the run goes (every 4096 attempts, for a watcher in another thread). Returns (hops,
+    attempts, elapsed simulated time, frames recorded): fewer frames than asked only when
+    the cap stopped the run, the state then known up to the elapsed time.
 
     Pair interactions: ``scaled`` (c_km = Γ0_km / w_km) and ``weight`` (w_km), both
     (n_sites, z), see the comment above _field, ``neighbour_table`` (m of each hop k → m) and
@@ -280,6 +284,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef Attempt ring[RING]
     cdef Attempt* this
     cdef bint alive, found = False
+    cdef int64_t cap = max_attempts if max_attempts > 0 else INT64_MAX
+    cdef int64_t* tally = &work[0] if work is not None else NULL
+    cdef int64_t tally_start = tally[0] if tally != NULL else 0
     with nogil:
         for i in range(RING):
             ring[i].u = rng_uniform(&rng)
@@ -293,7 +300,11 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     _record_frame(f, ions, out_sites, out_cells)
                     f += 1
                 break
+            if attempts == cap:
+                break  # out of work: the caller reads the cap from the frames recorded
             attempts += 1
+            if tally != NULL and (attempts & 4095) == 0:
+                tally[0] = tally_start + attempts
             product *= 1.0 - rng_uniform(&rng)  # in (0, 1]: this attempt's Exp(1) factor
             if product < 1e-280:  # keep the running product of uniforms from underflowing
                 waited -= log(product) / gr.rate_bound
@@ -361,6 +372,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             hops += 1
             if hops % REBUILD_EVERY == 0:
                 selection_rebuild(gr)
+        if tally != NULL:
+            tally[0] = tally_start + attempts
         selection_save_sites(gr)
         for i in range(records.shape[0]):
             occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
@@ -369,4 +382,4 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
         raise RuntimeError("an interacting total rate left the group table (span too small)")
     if counters is not None:
         counters.update(selection.counters)
-    return hops, attempts, t
+    return hops, attempts, t, f

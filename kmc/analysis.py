@@ -45,6 +45,7 @@ __all__ = [
     "lattice_gas_thermodynamics",
     "msd",
     "nernst_einstein",
+    "no_transport",
     "replica_mean",
     "staggered_order",
     "tensor_keys",
@@ -657,6 +658,7 @@ def transport(
     collective: tuple[ArrayLike, ArrayLike] | None = None,
     martingale: bool = False,
     field: ArrayLike | None = None,
+    verdict: str = "",
 ) -> dict:
     """All transport observables of one trajectory (one task).
 
@@ -687,6 +689,10 @@ def transport(
         and every MSD is taken about the drift, of Δr − v τ, divided by 1 − τ/(N T) (tracer)
         or 1 − τ/T (collective): the variance that subtracting an estimated v removes, exact
         for increments without memory. The :data:`FIELD_KEYS` are added.
+    verdict : str, optional
+        Why the run cannot count as diffusive whatever its MSD shows (e.g. it was stopped at
+        its work budget, so it ends before its planned length): the result is then the
+        non-diffusive one, with this reason first.
 
     Returns
     -------
@@ -784,28 +790,29 @@ def transport(
         "D_tracer": float(tracer_sum[half] + 2 * tracer_error) / lags[half] / (2 * dim),
         "D_jump": float(c_msd[c_half] * (1 + 2 * single)) / c_lags[c_half] / (2 * dim),
     }
+    diffusive = test.diffusive and not verdict
     density = n_ions / volume
     result: dict = {}
     for key, value in (("D_tracer", d_tracer), ("D_jump", d_jump)):
         value *= units.A2_TO_CM2
         bound = float(bounds[key] * units.A2_TO_CM2)
-        result[key] = value if test.diffusive else math.nan
-        result[f"{key}_upper"] = math.nan if test.diffusive else bound
+        result[key] = value if diffusive else math.nan
+        result[f"{key}_upper"] = math.nan if diffusive else bound
     d_jump_cm2 = result["D_jump"]
     result["haven_ratio"] = (
-        result["D_tracer"] / d_jump_cm2 if test.diffusive and d_jump_cm2 > 0 else math.nan
+        result["D_tracer"] / d_jump_cm2 if diffusive and d_jump_cm2 > 0 else math.nan
     )
     result["conductivity"] = (
-        nernst_einstein(d_jump_cm2, density, temperature, charge) if test.diffusive else math.nan
+        nernst_einstein(d_jump_cm2, density, temperature, charge) if diffusive else math.nan
     )
     result["conductivity_upper"] = (
         math.nan
-        if test.diffusive
+        if diffusive
         else nernst_einstein(result["D_jump_upper"], density, temperature, charge)
     )
     if dim > 3:  # not a lattice's trajectory: no Cartesian names for the components
         pass
-    elif test.diffusive:
+    elif diffusive:
         result.update(
             tensor_observables(tracer_tensor * units.A2_TO_CM2, jump_diagonal * units.A2_TO_CM2)
         )
@@ -814,7 +821,7 @@ def transport(
     if e_field is not None:
         magnitude = float(np.linalg.norm(e_field))
         along = float(drift @ e_field) / magnitude * units.ANGSTROM_TO_CM  # cm/s
-        ok = test.diffusive
+        ok = diffusive
         result["drift_velocity"] = along if ok else math.nan
         result["drift_velocity_err"] = drift_err * units.ANGSTROM_TO_CM if ok else math.nan
         result["mobility"] = along / magnitude if ok else math.nan
@@ -824,8 +831,8 @@ def transport(
         )  # fmt: skip
     fitted = lags[window]
     result.update(
-        diffusive=test.diffusive,
-        diffusive_reason=test.reason,
+        diffusive=diffusive,
+        diffusive_reason="; ".join(text for text in (verdict, test.reason) if text),
         msd_growth=test.growth,
         slope_ratio=test.slope_ratio,
         slope_ratio_err=test.slope_ratio_err,
@@ -835,6 +842,18 @@ def transport(
         jump_fit_stop=float(c_fitted[-1]),
     )
     return result
+
+
+def no_transport(dim: int, reason: str, *, driven: bool = False) -> dict:
+    """The keys of :func:`transport` for a run with too few frames to analyse (one stopped at
+    its work budget early): every value nan, not diffusive, ``reason`` saying why."""
+    keys = (
+        "D_tracer", "D_jump", "haven_ratio", "conductivity", "D_tracer_upper", "D_jump_upper",
+        "conductivity_upper", "msd_growth", "slope_ratio", "slope_ratio_err", "fit_start",
+        "fit_stop", "jump_fit_start", "jump_fit_stop",
+        *(tensor_keys(dim) if dim <= 3 else ()), *(FIELD_KEYS if driven else ()),
+    )  # fmt: skip
+    return {**dict.fromkeys(keys, math.nan), "diffusive": False, "diffusive_reason": reason}
 
 
 def _check_field(field: ArrayLike | None, dim: int) -> np.ndarray | None:

@@ -270,23 +270,24 @@ def _plot(outcome, path: Path) -> Path:
 
 def _export(args) -> None:
     from kmc import export, store
+    from kmc.config import STRUCTURE, config_digest, expand_tasks, load_config
 
-    task_file = Path(args.run_dir) / "tasks" / store.task_filename(args.task)
-    if not store.is_complete(task_file):
-        raise _UsageError(f"{task_file}: no complete task {args.task} in this run")
-    out = _output_file(args.output or Path(args.run_dir) / f"task-{args.task}.extxyz", "-o")
-    frames = export.export_extxyz(task_file, out, framework=_framework(Path(args.run_dir)))
+    run_dir = Path(args.run_dir)
+    config = load_config(run_dir / "config.toml", check_memory=False)
+    tasks = expand_tasks(config)
+    if args.task >= len(tasks):
+        raise _UsageError(f"{run_dir}: no task {args.task} (the run has {len(tasks)} tasks)")
+    task_file = run_dir / "tasks" / store.task_filename(args.task)
+    identity = store.TaskIdentity.of_task(tasks[args.task], config_digest(config))
+    reason = store.verify_task(task_file, identity)
+    if reason is not None:
+        raise _UsageError(f"{task_file}: {reason}: not exported (kmc run redoes the task)")
+    out = _output_file(args.output or run_dir / f"task-{args.task}.extxyz", "-o")
+    framework = None  # the framework atoms of a structure run's supercell
+    if config.lattice.kind == STRUCTURE:
+        framework = config.lattice.read_structure().framework(config.lattice.supercell)
+    frames = export.export_extxyz(task_file, out, framework=framework, expect=identity)
     print(f"{out}: {frames} frames")
-
-
-def _framework(run_dir: Path):
-    """The framework atoms of a structure run's supercell (None for an ideal lattice)."""
-    from kmc.config import STRUCTURE, load_config
-
-    lattice = load_config(run_dir / "config.toml", check_memory=False).lattice
-    if lattice.kind != STRUCTURE:
-        return None
-    return lattice.read_structure().framework(lattice.supercell)
 
 
 def _validate(args) -> bool:

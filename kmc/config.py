@@ -41,6 +41,7 @@ key                                        type            unit       default   
 ``run.seed``                               int             —          0                 no
 ``run.field``                              float or list   V/cm       0.0               no
 ``run.field_direction``                    list            —          first axis        no
+``run.work_budget``                        float ≥ 1       —          100               no
 ``interactions.nearest_neighbour``         float           eV         0.0               yes
 ``interactions.hop_type``                  table           eV         (none)            no
 ``interactions.amorphous_sigma``           float ≥ 0       eV         0.0               yes
@@ -88,6 +89,12 @@ Allowed values:
   first axis) or a vector of one component per axis. A hop of vector d then has its rate
   multiplied by exp(q E·d / 2kT). Refused for ``run.method = "network"`` and when
   q |E| a / kT > 20 for the longest hop a (a unit mistake).
+- ``run.work_budget``: each kernel phase of a task (the two halves of the equilibration and
+  the production; for independent walkers the whole run) may make at most this many times
+  its planned hops (ions × hops per ion of the phase) in attempts, null events included;
+  ``inf`` lifts the cap. A task that runs out is stored with ``status = "budget exceeded"``,
+  its reason, and its trajectory up to where it stopped, and is not diffusive
+  (:func:`kmc.kernel.simulate`).
 - ``interactions.nearest_neighbour``: pair energy (eV, > 0 repulsion) of two ions on
   neighbouring (hop-neighbour) sites, on every bond; ``interactions.hop_type`` a table
   {hop type label = eV} overriding it per hop type of a structure;
@@ -213,6 +220,8 @@ HOP_DISTANCE_RANGE = (1e-3, 1e3)
 ATTEMPT_FREQUENCY_RANGE = (1e3, 1e20)
 #: Most hops per ion (hop counters and run lengths stay exact 64-bit integers).
 MAX_HOPS_PER_ION = 10**12
+#: ``run.work_budget`` when not given: a kernel phase may make 100 × its planned hops.
+DEFAULT_WORK_BUDGET = 100.0
 _HOPS_WHY = " (hop counts must stay exact 64-bit integers)"
 MAX_FRAMES = 10**6
 #: Largest (lowest barrier) / kT for which a hop still happens: exp(-690) ≈ 1e-300, just
@@ -343,6 +352,14 @@ class RunConfig:
     # V/cm: a magnitude along field_direction, or one component per lattice axis
     field: float | tuple[float, ...] = 0.0
     field_direction: tuple[float, ...] | None = None  # default: along the first axis
+    # × the planned hops of each kernel phase; None: DEFAULT_WORK_BUDGET (left out of the
+    # resolved config, so that runs made before the key existed keep their identity)
+    work_budget: float | None = None
+
+    @property
+    def budget(self) -> float:
+        """The work budget in force (``work_budget``, or :data:`DEFAULT_WORK_BUDGET`)."""
+        return DEFAULT_WORK_BUDGET if self.work_budget is None else self.work_budget
 
     def field_vector(self, dim: int) -> np.ndarray:
         """The applied field (V/cm) as a vector of ``dim`` components."""
@@ -484,6 +501,12 @@ def _float_in(
         return number
 
     return parse
+
+
+def _work_budget(value: object) -> float:
+    if _is_number(value) and value == math.inf:
+        return math.inf
+    return _float_in(1, why=" (a factor of the planned hops; inf lifts the cap)")(value)
 
 
 def _range_text(low, high, low_open, high_open) -> str:
@@ -742,6 +765,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "seed": _Key(_int(0, exact=True), 0),
         "field": _Key(_field, 0.0),
         "field_direction": _Key(_direction, None),
+        "work_budget": _Key(_work_budget, None),
     },
     "interactions": {
         "nearest_neighbour": _Key(_float, 0.0),

@@ -45,11 +45,14 @@ def build_landscape(config: Config, rng: np.random.Generator) -> landscape.Lands
     )
 
 
-def run_task(task: Task) -> TaskData:
+def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
     """Simulate one task and compute its observables; nothing is written to disk here.
 
     With ``run.method = "network"`` the landscape is built exactly as for kMC (the same
     landscape seed) and :func:`network_task` solves for its dilute-limit D instead.
+    ``progress`` (a (1,) int64 array) has the kernel's attempts added as it goes.
+    A task stopped at its work budget (``run.work_budget``) keeps ``status`` "budget
+    exceeded" and ``status_reason``; it is analysed as far as it got, and not diffusive.
     """
     config = task.config
     landscape_rng = np.random.default_rng(task.landscape_seed)
@@ -81,6 +84,8 @@ def run_task(task: Task) -> TaskData:
         hops_per_ion=run.hops_per_ion,
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
+        work_budget=run.budget,
+        progress=progress,
         **({"field": field} if driven else {}),
         **({"interactions": pair} if pair is not None else {}),
     )
@@ -89,17 +94,26 @@ def run_task(task: Task) -> TaskData:
     collective = None
     if traj.collective is not None:
         collective = (traj.collective_times, traj.collective)
-    observables = analysis.transport(
-        traj.times,
-        traj.positions,
-        temperature=run.temperature,
-        volume=traj.volume,
-        hop_distance=traj.hop_distance,
-        collective=collective,
-        martingale=uniform,
-        field=field if driven else None,
-    )
-    if config.ions.exclusion and not driven:  # an equilibrium lattice gas: its thermodynamics
+    capped = traj.budget_exceeded
+    if traj.times.size >= analysis.MIN_FRAMES:
+        observables = analysis.transport(
+            traj.times,
+            traj.positions,
+            temperature=run.temperature,
+            volume=traj.volume,
+            hop_distance=traj.hop_distance,
+            collective=collective,
+            martingale=uniform,
+            field=field if driven else None,
+            verdict=capped,
+        )
+    else:  # stopped at its budget before it had frames enough for a fit
+        observables = analysis.no_transport(land.lattice.dim, capped, driven=driven)
+    if capped and config.ions.exclusion and not driven:  # not an equilibrium sample
+        observables.update(dict.fromkeys(analysis.THERMODYNAMIC_KEYS, math.nan))
+        if land.lattice.sublattice is not None:
+            observables["order_parameter"] = math.nan
+    elif config.ions.exclusion and not driven:  # an equilibrium lattice gas: its thermodynamics
         observables.update(analysis.lattice_gas_thermodynamics(
             traj.positions, traj.box, len(land.free_sites), observables["D_jump"]
         ))  # fmt: skip
@@ -118,6 +132,10 @@ def run_task(task: Task) -> TaskData:
         simulated_time=float(traj.times[-1]),
         kernel_seconds=traj.kernel_seconds,
         diffusive=int(observables["diffusive"]),
+        status="budget exceeded" if capped else "complete",
+        status_reason=capped,
+        work=traj.work,
+        planned_work=traj.planned_work,
     )
     return _task_data(task, land, traj.times, traj.positions, traj.sites, observables, collective)
 
@@ -165,6 +183,10 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "hops": 0,
         "simulated_time": 0.0,
         "kernel_seconds": seconds,
+        "status": "complete",
+        "status_reason": "",
+        "work": 0,
+        "planned_work": 0,
         "solver": solution.solver,
         "solver_residual": solution.residual,
         **analysis.tensor_observables(tensor_cm2_s, tensor_cm2_s),

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from kmc.store import atomic_write, read_task
+from kmc.store import TaskIdentity, atomic_write, read_task
 
 __all__ = ["export_extxyz"]
 
@@ -34,18 +34,20 @@ def export_extxyz(
     out: str | os.PathLike[str],
     *,
     framework: tuple[list[str], np.ndarray] | None = None,
+    expect: TaskIdentity | None = None,
 ) -> int:
     """Write the trajectory of ``task_file`` to the extended-XYZ file ``out``.
 
-    ``framework`` (symbols, (M, 3) positions in Å) adds fixed atoms to every frame.
+    ``framework`` (symbols, (M, 3) positions in Å) adds fixed atoms to every frame; with
+    ``expect`` the file must belong to that task of that run.
 
     Returns the number of frames written (0 for a task without a trajectory, such as one
     computed with ``run.method = "network"``; the file is then empty). The output is written
     to a temporary name and renamed into place. Raises ``FileNotFoundError`` or
-    :class:`kmc.store.IncompleteTaskFileError` (a ``ValueError``) for a missing or incomplete
-    task file.
+    :class:`kmc.store.IncompleteTaskFileError` (a ``ValueError``) for a missing, incomplete or
+    (:class:`kmc.store.ForeignTaskFileError`) foreign task file.
     """
-    data = read_task(task_file)
+    data = read_task(task_file, expect=expect)
     positions = np.asarray(data.positions, dtype=np.float64)
     n_frames, n_ions, dim = positions.shape
     box = np.asarray(data.box, dtype=np.float64)

@@ -56,6 +56,13 @@ class Trajectory:
     collective : (M, d) float64 or None
         Σ_i (r_i(t) − r_i(0)) in Å at ``collective_times`` (exact, from the hops counted per
         basis site and direction); None for independent walkers.
+    work : int
+        Attempts the kernel made in all phases (hops and, for the lattice gas, null events).
+    planned_work : int
+        Hops planned: ions × (equilibration + production hops per ion).
+    budget_exceeded : str
+        Empty, or why the run was stopped at its work budget (then the frames end early:
+        the state is known only up to the last of them; possibly none at all).
     """
 
     times: np.ndarray
@@ -69,6 +76,9 @@ class Trajectory:
     kernel_seconds: float
     collective_times: np.ndarray | None = None
     collective: np.ndarray | None = None
+    work: int = 0
+    planned_work: int = 0
+    budget_exceeded: str = ""
 
     @property
     def n_ions(self) -> int:
@@ -225,6 +235,8 @@ def simulate(
     initial_sites: np.ndarray | None = None,
     field: np.ndarray | None = None,
     interactions: np.ndarray | None = None,
+    work_budget: float = 100.0,
+    progress: np.ndarray | None = None,
 ) -> Trajectory:
     """Equilibrate, then record ``frames`` uniformly spaced frames of a production run.
 
@@ -242,6 +254,11 @@ def simulate(
     one per bond of the lattice (see :func:`kmc.landscape.pair_energies`); hops then follow
     the rule of :func:`interaction_tables` (docs/physics.md) and the ions, never the
     vacancies, are driven. All zero (or None) is exactly the non-interacting gas.
+    ``work_budget``: each kernel phase (the two halves of the equilibration and the
+    production; for independent walkers the whole run) may make at most this factor times
+    its planned hops in attempts (inf: no cap); a phase that runs out stops there and the
+    trajectory says so in ``budget_exceeded``. ``progress``, a (1,) int64 array, has the
+    attempts added as the kernel goes, for a watcher in another thread.
     """
     n_ions = ion_count(landscape, concentration=concentration, count=count, exclusion=exclusion)
     if not hops_per_ion > 0:
@@ -252,6 +269,10 @@ def simulate(
         )
     if frames < 2:
         raise ValueError(f"frames must be at least 2, not {frames}")
+    if not work_budget >= 1:
+        raise ValueError(f"work_budget must be >= 1, not {work_budget}")
+    if progress is not None and (progress.shape != (1,) or progress.dtype != np.int64):
+        raise ValueError("progress must be a (1,) int64 array")
     lattice = landscape.lattice
     free = landscape.free_sites
     filled = n_ions / len(free) if exclusion else 0.0
@@ -289,6 +310,11 @@ def simulate(
     out_sites = np.empty((frames, n_ions), dtype=np.int32)
     out_cells = np.empty((frames, n_ions, lattice.dim), dtype=np.int32)
 
+    planned = round(n_ions * (equilibration_hops_per_ion + hops_per_ion))
+    work = np.zeros(1, dtype=np.int64) if progress is None else progress
+    work_start = int(work[0])
+    cap = _Budget(work_budget)
+    overrun = ""
     start = time.perf_counter()
     if exclusion:
         ions = np.ascontiguousarray(np.column_stack([site, cell]), dtype=np.int32)
@@ -305,47 +331,68 @@ def simulate(
         no_frames = np.empty(0)
         n_moves = lattice.n_basis * lattice.coordination
         no_moves = np.empty((0, n_moves), dtype=np.int64)
+        extra["work"] = work
         # Equilibrate in two halves: the first relaxes by a number of hops and gives a
         # first rate; the second runs for a fixed time (ending after a fixed number of hops
         # would favour states with fast ions) and measures the equilibrium hop rate, which
         # the dilute estimate misses when a filled disordered lattice puts ions on
-        # high-energy sites.
+        # high-energy sites. Each phase may make at most work_budget × its planned hops in
+        # attempts: an ion that finds a fast cluster later in a phase timed by a slow rate
+        # would otherwise rattle in it without end.
         half = round(equilibration_hops_per_ion * n_ions / 2)
         if half:
-            hops, _, elapsed = _lattice_gas.run_lattice_gas(
-                *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state, **extra
-            )
-            if hops == half and elapsed > 0:
+            hops, attempts, elapsed, _ = _lattice_gas.run_lattice_gas(
+                *args, half, no_frames, out_sites, out_cells, no_frames, no_moves, state,
+                max_attempts=cap.attempts(half), **extra,
+            )  # fmt: skip
+            if hops < half and attempts == cap.attempts(half):
+                overrun = cap.text("equilibration", attempts, half, "the first half")
+            elif hops == half and elapsed > 0:
                 settle = np.array([elapsed])  # as long again: about as many hops
-                hops, _, _ = _lattice_gas.run_lattice_gas(
-                    *args,
-                    0,
-                    settle,
-                    out_sites[:1],
-                    out_cells[:1],
-                    no_frames,
-                    no_moves,
-                    state,
-                    **extra,
-                )
-                hop_rate = max(hops, 1) / settle[0] / n_ions
+                hops, attempts, reached, recorded = _lattice_gas.run_lattice_gas(
+                    *args, 0, settle, out_sites[:1], out_cells[:1], no_frames, no_moves,
+                    state, max_attempts=cap.attempts(half), **extra,
+                )  # fmt: skip
+                if recorded:
+                    hop_rate = max(hops, 1) / settle[0] / n_ions
+                else:  # the rate rose within the phase: measured over the time it reached
+                    overrun = cap.text(
+                        "equilibration", attempts, half,
+                        f"its second half, {hops / max(half, 1):.3g}x as many hops as the "
+                        "first in a fraction of its time: ions found faster sites",
+                    )  # fmt: skip
+                    hop_rate = max(hops, 1) / reached / n_ions
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
         collective_times = np.linspace(
             0.0, frame_times[-1], COLLECTIVE_PER_FRAME * (frames - 1) + 1
         )
         moves = np.empty((collective_times.size, n_moves), dtype=np.int64)
-        hops, _, _ = _lattice_gas.run_lattice_gas(
-            *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state, **extra
-        )
+        production = round(hops_per_ion * n_ions)
+        hops, attempts, reached, recorded = _lattice_gas.run_lattice_gas(
+            *args, 0, frame_times, out_sites, out_cells, collective_times, moves, state,
+            max_attempts=cap.attempts(production), **extra,
+        )  # fmt: skip
+        if recorded < frames:
+            overrun = cap.text(
+                "production", attempts, production,
+                f"stopped at {reached:.3g} s of {frame_times[-1]:.3g} s, {recorded} of "
+                f"{frames} frames",
+            )  # fmt: skip
+            kept = COLLECTIVE_PER_FRAME * (recorded - 1) + 1 if recorded else 0
+            frame_times, collective_times = frame_times[:recorded], collective_times[:kept]
+            out_sites, out_cells, moves = out_sites[:recorded], out_cells[:recorded], moves[:kept]
         # Σ over hops of their vectors; the hop vector of (basis b, direction k) is exact
-        collective = (moves - moves[0]) @ lattice.hop_vectors.reshape(n_moves, lattice.dim)
+        collective = (moves - moves[:1]) @ lattice.hop_vectors.reshape(n_moves, lattice.dim)
     else:
         collective_times = collective = None
         frame_times = np.linspace(0.0, hops_per_ion / hop_rate, frames)
-        hops = _walkers.run_walkers(
+        hops, recorded = _walkers.run_walkers(
             records, deltas, lattice.hop_cells, site, cell, equilibration_hops_per_ion / hop_rate,
-            frame_times, out_sites, out_cells, state,
+            frame_times, out_sites, out_cells, state, max_hops=cap.attempts(planned), work=work,
         )  # fmt: skip
+        if recorded < frames:
+            overrun = cap.text("run", int(work[0]) - work_start, planned, "no frame kept")
+            frame_times, out_sites, out_cells = frame_times[:0], out_sites[:0], out_cells[:0]
     seconds = time.perf_counter() - start
 
     return Trajectory(
@@ -360,7 +407,29 @@ def simulate(
         kernel_seconds=seconds,
         collective_times=collective_times,
         collective=collective,
+        work=int(work[0]) - work_start,
+        planned_work=planned,
+        budget_exceeded=overrun,
     )
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """The cap of a kernel phase: ``factor`` × its planned hops, in attempts (inf: none)."""
+
+    factor: float
+
+    def attempts(self, planned: int) -> int:
+        """max_attempts of a phase of ``planned`` hops (0: no cap)."""
+        if math.isinf(self.factor):
+            return 0
+        return max(1, math.ceil(self.factor * max(planned, 1)))
+
+    def text(self, phase: str, attempts: int, planned: int, detail: str) -> str:
+        return (
+            f"budget exceeded in the {phase}: {attempts:.3g} attempts, run.work_budget = "
+            f"{self.factor:g} times the {max(planned, 1):.3g} hops planned ({detail})"
+        )
 
 
 def _check_initial_sites(sites, landscape: Landscape, n_ions: int, exclusion: bool) -> np.ndarray:

@@ -102,17 +102,20 @@ def direction_below(rates, x: float) -> int:
 
 def run_walkers(
     rates, neighbours, hop_cells, site, cell, equilibration_time, frame_times,
-    out_sites, out_cells, rng_state,
-) -> int:  # fmt: skip
+    out_sites, out_cells, rng_state, max_hops: int = 0, work=None,
+) -> tuple[int, int]:  # fmt: skip
     """Independent walkers, one plain Gillespie chain after another (kmc._walkers).
 
     Walker w draws from ``rng_state`` jumped w times: a waiting time, then per hop a
     direction and a waiting time; equilibration for ``equilibration_time``, then production
     from clock 0, frame f holding the state at frame_times[f]. Updates ``site``, ``cell``,
-    ``out_sites``, ``out_cells`` and ``rng_state`` in place; returns the production hops."""
+    ``out_sites``, ``out_cells`` and ``rng_state`` in place. ``max_hops`` > 0 caps the hops
+    of all walkers together (``work[0]``, if given, gets the hops added); returns
+    (production hops, frames recorded: all, or 0 when the cap stopped the run)."""
     n_basis = hop_cells.shape[0]
     stream = Xoshiro256(rng_state)
-    hops = 0
+    cap = max_hops if max_hops > 0 else math.inf
+    hops = done = 0
 
     def wait(rng: Xoshiro256, s: int) -> float:
         total = total_rate(rates[s])
@@ -123,25 +126,38 @@ def run_walkers(
         cell[w] += hop_cells[s % n_basis, k]
         return int(neighbours[s, k])
 
-    for w in range(len(site)):
-        rng = Xoshiro256(stream.s)
-        stream.jump()
-        s = int(site[w])
-        t_next = wait(rng, s)
-        while t_next <= equilibration_time:
-            s = hop(rng, s, w)
-            t_next += wait(rng, s)
-        t_next = wait(rng, s)  # production clock from 0 (memoryless)
-        for f, frame_time in enumerate(frame_times):
-            while t_next <= frame_time:
+    def walk() -> bool:
+        nonlocal hops, done
+        for w in range(len(site)):
+            rng = Xoshiro256(stream.s)
+            stream.jump()
+            s = int(site[w])
+            t_next = wait(rng, s)
+            while t_next <= equilibration_time:
+                if done == cap:
+                    return False
                 s = hop(rng, s, w)
-                hops += 1
+                done += 1
                 t_next += wait(rng, s)
-            out_sites[f, w] = s
-            out_cells[f, w] = cell[w]
-        site[w] = s
+            t_next = wait(rng, s)  # production clock from 0 (memoryless)
+            for f, frame_time in enumerate(frame_times):
+                while t_next <= frame_time:
+                    if done == cap:
+                        return False
+                    s = hop(rng, s, w)
+                    hops += 1
+                    done += 1
+                    t_next += wait(rng, s)
+                out_sites[f, w] = s
+                out_cells[f, w] = cell[w]
+            site[w] = s
+        return True
+
+    complete = walk()
+    if work is not None:
+        work[0] += done
     rng_state[:] = stream.state()
-    return hops
+    return hops, len(frame_times) if complete else 0
 
 
 class Groups:
@@ -311,7 +327,8 @@ def run_lattice_gas(
     rates, neighbours, hop_cells, ions, occupied, occupant, carriers, holes, max_hops,
     frame_times, out_sites, out_cells, fine_times, out_moves, rng_state,
     scaled=None, weight=None, neighbour_table=None, reverse=None, span: float = 1.0,
-) -> tuple[int, int, float]:  # fmt: skip
+    max_attempts: int = 0, work=None,
+) -> tuple[int, int, float, int]:  # fmt: skip
     """The lattice gas with site exclusion (kmc._lattice_gas), attempt by attempt.
 
     Composition–rejection with uniformization over the carriers (the ions, or with
@@ -320,8 +337,8 @@ def run_lattice_gas(
     1 − u gives the time to the next hop, one logarithm per hop) and uses the uniform drawn
     RING attempts before it, which picks a group, a slot and x; a hop if the slot holds a
     carrier, x lies under one of its rates and the target is free, else a null event. Same
-    arguments, in-place updates and result (hops, attempts, elapsed time) as the compiled
-    loop.
+    arguments, in-place updates, cap on the attempts (``max_attempts``, ``work``) and result
+    (hops, attempts, elapsed time, frames recorded) as the compiled loop.
 
     Pair interactions (``scaled`` c = Γ0 / w and ``weight`` w, see kmc._lattice_gas): ions
     only, ``occupant`` the ion on every site; ``rates`` is overwritten with the current
@@ -350,6 +367,9 @@ def run_lattice_gas(
             out_moves[fm:] = moves
             for frame in range(f, len(frame_times)):
                 record_frame(frame)
+            f = len(frame_times)
+            break
+        if attempts == max_attempts > 0:
             break
         attempts += 1
         product *= 1.0 - rng.uniform()
@@ -431,4 +451,6 @@ def run_lattice_gas(
     groups.save_sites()
     occupied[:] = groups.occupied
     rng_state[:] = rng.state()
-    return hops, attempts, t
+    if work is not None:
+        work[0] += attempts
+    return hops, attempts, t, f

@@ -12,7 +12,9 @@ activation energies in eV):
 
 - ``tasks``: ``task``, ``replica``, ``landscape`` (its index: tasks that share it ran on the
   same realization), every swept key by its dotted name, ``hops``, ``simulated_time``,
-  ``kernel_seconds``, ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity`` (nan when the
+  ``kernel_seconds``, ``work`` (kernel attempts), ``status`` ("complete", or "budget
+  exceeded" for a task stopped at ``run.work_budget``: kept as stored, not diffusive),
+  ``D_tracer``, ``D_jump``, ``haven_ratio``, ``conductivity`` (nan when the
   task is not diffusive), ``D_tracer_upper``, ``D_jump_upper``, ``conductivity_upper`` (upper
   bounds for a non-diffusive task, else nan), ``diffusive`` (bool), ``diffusive_reason`` (empty
   when diffusive), ``msd_growth`` (a²), ``slope_ratio`` (see :func:`kmc.analysis.diffusive_test`)
@@ -97,6 +99,8 @@ BOUNDED = ("D_tracer", "D_jump", "conductivity")
 #: the mean of ``percolating`` is the spanning probability.
 PERCOLATION = ("percolating", "spanning_fraction", "critical_barrier")
 _AXES = ("percolating_x", "percolating_y", "percolating_z")
+#: ``status`` of a task stopped at its work budget (kmc.experiment.run_task).
+BUDGET_EXCEEDED = "budget exceeded"
 #: The swept key that makes an Arrhenius fit possible.
 TEMPERATURE_KEY = "run.temperature"
 
@@ -262,7 +266,7 @@ def analyze_run(
     damaged: list[str] = []
     for task in _progress(tasks, progress, desc="analyze"):
         path = task_dir / task_filename(task.index)
-        identity = TaskIdentity(digest, task.index, task.seed.entropy, tuple(task.seed.spawn_key))
+        identity = TaskIdentity.of_task(task, digest)
         try:
             data = read_task(path, positions=recompute, expect=identity)
             _check_task_file(path, data, task)
@@ -328,7 +332,8 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     stored = data.observables
     dim = data.positions.shape[2]
     tensor = analysis.tensor_keys(dim) if 1 <= dim <= 3 else ()
-    if not recompute or data.positions.shape[0] < analysis.MIN_FRAMES:
+    stopped = stored.get("status", "complete") == BUDGET_EXCEEDED  # cut short: as stored
+    if not recompute or stopped or data.positions.shape[0] < analysis.MIN_FRAMES:
         driven = analysis.FIELD_KEYS if "drift_velocity" in stored else ()
         thermo = analysis.THERMODYNAMIC_KEYS if "thermodynamic_factor" in stored else ()
         order = ("order_parameter",) if "order_parameter" in stored else ()
@@ -391,6 +396,8 @@ def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) 
     record["hops"] = _number(stored.get("hops", math.nan))
     record["simulated_time"] = _number(stored.get("simulated_time", math.nan), float)
     record["kernel_seconds"] = _number(stored.get("kernel_seconds", math.nan), float)
+    record["work"] = _number(stored.get("work", math.nan))
+    record["status"] = str(stored.get("status", "complete"))
     record.update(_task_observables(data, recompute))
     record["Ea_lower"] = _number(stored.get("Ea_lower", math.nan), float)
     record["Ea_upper"] = _number(stored.get("Ea_upper", math.nan), float)
@@ -464,6 +471,12 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         else f"{len(records) - diffusive} of {len(records)} replicas not diffusive: "
         "D and σ are upper bounds"
     )
+    stopped = sum(r.get("status") == BUDGET_EXCEEDED for r in records)
+    if stopped:
+        out["note"] += (
+            f"; {stopped} of them stopped at their work budget (run.work_budget; status "
+            f'"{BUDGET_EXCEEDED}"): their bounds cover only the part they ran, if any'
+        )
     for key in OBSERVABLES:
         out[key] = out[f"{key}_err"] = math.nan
     for key in BOUNDED:
@@ -730,6 +743,14 @@ def _table(results: RunResults) -> str:
             "< x: an upper bound: some replicas did not reach the diffusive regime (their "
             "diffusive_reason is in the task records); run longer, or use run.method = "
             '"network" for the exact dilute-limit D'
+        )
+    stopped = [rec["task"] for rec in results.tasks if rec.get("status") == BUDGET_EXCEEDED]
+    if stopped:
+        lines.append(
+            f"budget exceeded: {len(stopped)} of {n_tasks} tasks ({_ranges(stopped)}) were "
+            "stopped at run.work_budget times their planned hops, most often because ions "
+            "found a fast cluster only after the run length was set; each one's reason is "
+            "its diffusive_reason (kmc analyze --json)"
         )
     lines.extend(_diagonal_block(results))
     lines.extend(_field_block(results))

@@ -53,6 +53,8 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 from kmc import store
 from kmc.config import (
     Config,
@@ -76,6 +78,9 @@ LOCK_NAME = "kmc.lock"
 STOP_GRACE = 3.0
 #: Seconds between two looks while waiting (for a task, an MPI request, a barrier).
 _POLL = 0.05
+#: A running task that has made this many times its planned hops in kernel attempts says so
+#: (once; it stops at run.work_budget times them).
+OVER_PLAN = 10.0
 
 
 class RunError(Exception):
@@ -578,11 +583,6 @@ def _task_path(run_dir: Path, task: Task) -> Path:
     return run_dir / "tasks" / store.task_filename(task.index)
 
 
-def task_identity(task: Task, digest: str) -> store.TaskIdentity:
-    """The identity a task file of ``task`` in the run with config digest ``digest`` has."""
-    return store.TaskIdentity(digest, task.index, task.seed.entropy, tuple(task.seed.spawn_key))
-
-
 def survey(run_dir: Path, tasks: list[Task], digest: str) -> tuple[list[int], dict[int, str]]:
     """The tasks whose files verify (complete, intact, this run's), and why each other file
     present does not (damaged or foreign; task index → reason). Reads nothing but the files
@@ -597,7 +597,8 @@ def survey(run_dir: Path, tasks: list[Task], digest: str) -> tuple[list[int], di
         name = store.task_filename(task.index)
         if name not in present:
             continue
-        reason = store.verify_task(run_dir / "tasks" / name, task_identity(task, digest))
+        identity = store.TaskIdentity.of_task(task, digest)
+        reason = store.verify_task(run_dir / "tasks" / name, identity)
         if reason is None:
             done.append(task.index)
         else:
@@ -629,26 +630,39 @@ def _uncomputable(config: Config, task: Task, err: ValueError) -> str:
     )
 
 
-def _compute(task: Task, signals: _Signals):
+def _compute(task: Task, signals: _Signals, log=None):
     """experiment.run_task in a worker thread while this (main) thread waits, so that a
-    signal is honoured at once even while the kernel runs (its thread is left behind)."""
+    signal is honoured at once even while the kernel runs (its thread is left behind), and
+    a task far over its planned work (:data:`OVER_PLAN`) is named in ``log`` as it runs."""
     from kmc import experiment  # the simulation stack, only when there is work to do
 
     if threading.current_thread() is not threading.main_thread():
         return experiment.run_task(task)
     outcome: dict = {}
+    progress = np.zeros(1, dtype=np.int64)  # the kernel's attempts so far, written as it goes
 
     def work() -> None:
         try:
-            outcome["data"] = experiment.run_task(task)
+            outcome["data"] = experiment.run_task(task, progress=progress)
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
+    planned = task_work(task.config) if task.config.run.method == "kmc" else 0
+    warned = not planned or log is None
     worker = threading.Thread(target=work, name=f"kmc-task-{task.index}", daemon=True)
     worker.start()
     while worker.is_alive():
         worker.join(_POLL)
         signals.check()
+        if not warned and progress[0] > OVER_PLAN * planned:
+            warned = True
+            print(
+                f"kmc: task {task.index} has made {progress[0]:.3g} kernel attempts, over "
+                f"{OVER_PLAN:g} times its {planned:.3g} planned hops; it stops at "
+                f"run.work_budget = {task.config.run.budget:g} times them",
+                file=log,
+                flush=True,
+            )
     if "error" in outcome:
         raise outcome["error"]
     return outcome["data"]
@@ -712,7 +726,7 @@ def run(
                 task = tasks[pending[k]]
                 try:
                     try:
-                        computed = _compute(task, signals)
+                        computed = _compute(task, signals, log)
                     except ValueError as err:  # the kernel's and solver's input checks
                         raise UncomputableTaskError(_uncomputable(config, task, err)) from err
                     data = dataclasses.replace(computed, run_digest=digest)

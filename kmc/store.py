@@ -180,6 +180,12 @@ class TaskIdentity:
     seed_entropy: int
     spawn_key: tuple[int, ...]
 
+    @classmethod
+    def of_task(cls, task, run_digest: str) -> TaskIdentity:
+        """The identity of a file of ``task`` (a :class:`kmc.config.Task`: its ``index`` and
+        ``seed``, a SeedSequence) in the run whose config digest is ``run_digest``."""
+        return cls(run_digest, task.index, task.seed.entropy, tuple(task.seed.spawn_key))
+
     def differences(self, other: TaskIdentity) -> list[str]:
         """The fields in which ``other`` differs from this identity."""
         names = ("run_digest", "task", "seed_entropy", "spawn_key")

@@ -138,6 +138,8 @@ TASK_KEYS = {
     "hops",
     "simulated_time",
     "kernel_seconds",
+    "work",
+    "status",
     *OBSERVABLES,
     *UPPER,
     "diffusive",
@@ -1144,6 +1146,10 @@ def test_damaged_and_foreign_task_files_are_named_set_aside_and_redone(
     assert str(tasks / task_filename(4)) in named[1] and "belongs to another run" in named[1]
     assert "2 task(s) not complete yet (1, 4)" in analyzed.stderr
     assert "missing: 1, 4" in analyzed.stdout
+    for task, reason in ((1, "checksum mismatch"), (4, "belongs to another run")):
+        exported = kmc("export", run_dir, "--task", task, "-o", work / "refused.extxyz")
+        check_refused(exported, [str(tasks / task_filename(task)), reason, "not exported"])
+    assert not (work / "refused.extxyz").exists()
 
     rerun = ok(kmc("run", small_config, "--output", run_dir))
     assert "4 already done, 2 to run" in rerun.stderr, rerun.stderr

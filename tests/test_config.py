@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -385,6 +386,19 @@ def test_resolved_dict_round_trips(tmp_path, text):
         assert parse_config(task_dict) == task.config
 
 
+def test_work_budget_is_left_out_of_the_resolved_config_until_given(tmp_path):
+    """Runs made before run.work_budget existed keep their identity: the default (100) is
+    not written out; a value given, also inf (no cap), round-trips."""
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.run.budget == 100.0 and "work_budget" not in resolved_dict(config)["run"]
+    for text, value in (("1e3", 1e3), ("inf", math.inf)):
+        config = load_config(write(tmp_path, MINIMAL + f"[run]\nwork_budget = {text}\n"))
+        assert config.run.budget == value
+        resolved = json.loads(json.dumps(resolved_dict(config)))
+        assert resolved["run"]["work_budget"] == value
+        assert parse_config(resolved) == config
+
+
 # ------------------------------------------------------------------------------------------
 # Bad configs: each names its dotted key on one line
 
@@ -458,6 +472,8 @@ BAD = [
         "grains",
     ),
     ("frames-too-few", MINIMAL + "[run]\nframes = 4\n", "run.frames", "≥ 8"),
+    ("work-budget-low", MINIMAL + "[run]\nwork_budget = 0.5\n", "run.work_budget", "≥ 1"),
+    ("work-budget-nan", MINIMAL + "[run]\nwork_budget = nan\n", "run.work_budget", "finite"),
     ("seed-negative", MINIMAL + "[run]\nseed = -1\n", "run.seed", "≥ 0"),
     ("seed-float", MINIMAL + "[run]\nseed = 1.0\n", "run.seed", "integer"),
     ("method", MINIMAL + '[run]\nmethod = "mc"\n', "run.method", "kmc | network"),

@@ -259,6 +259,76 @@ def test_same_generator_same_trajectory():
         assert not np.array_equal(a.positions, c.positions)
 
 
+# Bounded work (run.work_budget): a chain of 8 sites whose sites 0 and 1 form a pair joined
+# by a low saddle, entered over the bonds 1-2 and 7-0; every other saddle at 1.2 eV.
+
+
+def trap_chain(pair_energy, pair_saddle, entry_saddle):
+    lat = lattice.build("chain", (8,))
+    site = np.zeros(lat.n_sites)
+    site[[0, 1]] = pair_energy
+    saddle = np.full(lat.n_bonds, 1.2)
+    saddle[1], saddle[[0, 2]] = pair_saddle, entry_saddle  # bond b joins sites b - 1 and b
+    return dataclasses.replace(uniform_landscape(lat), site_energy=site, saddle_energy=saddle)
+
+
+def test_an_ion_trapped_late_in_the_equilibration_stops_at_the_budget():
+    """A deep pair (−0.3 eV, rattling over 0.6 eV) entered over 0.9 eV and left over 1.2 eV,
+    like every other hop: one ion starting outside it falls in during the first half of
+    the equilibration, which is timed by ~1.2 eV hops; the second half, as long again, would
+    rattle ~e^(0.6 eV / kT) ≈ 10^10 times per hop of the first. It stops after
+    work_budget × its 100 planned hops instead, says so, and the run stays within budget."""
+    land = trap_chain(-0.3, 0.3, 0.9)
+    for seed in range(3):
+        traj = kernel.simulate(
+            land, T, rng(seed), count=1, initial_sites=np.array([4]), hops_per_ion=2000,
+            equilibration_hops_per_ion=200, frames=10, work_budget=100,
+        )  # fmt: skip
+        assert traj.budget_exceeded.startswith("budget exceeded in the equilibration")
+        assert "ions found faster sites" in traj.budget_exceeded
+        assert traj.planned_work == 2200
+        assert traj.work <= 100 * traj.planned_work
+        # the production is timed by the rate the capped half measured: it runs in full
+        assert traj.times.size == 10
+
+
+def test_walkers_started_in_a_rarely_visited_fast_pair_stop_at_the_budget():
+    """A pair 0.3 eV above the host (Boltzmann weight ~1e-5 per site) joined by a 0.5 eV
+    saddle and left over 1.5 eV: the planned hop rate, exact for walkers from the Boltzmann
+    start, is dominated by the pair's ~4e9 Hz rattling times its small weight, ~1e4 Hz;
+    walkers started inside the pair rattle ~1e5 times more than planned. The whole run may
+    make work_budget × ions × (200 + 2000) hops: it stops there with no frame kept."""
+    land = trap_chain(0.3, 0.5, 1.5)
+    traj = kernel.simulate(
+        land, T, rng(0), count=4, exclusion=False, initial_sites=np.array([0, 1, 0, 1]),
+        hops_per_ion=2000, equilibration_hops_per_ion=200, frames=10, work_budget=50,
+    )  # fmt: skip
+    assert traj.budget_exceeded.startswith("budget exceeded in the run")
+    assert traj.work == 50 * 4 * 2200
+    assert traj.times.size == 0 and traj.positions.shape == (0, 4, 1)
+
+
+@pytest.mark.parametrize("exclusion", [True, False])
+def test_a_run_within_its_budget_is_unchanged_by_it(exclusion):
+    """The default budget, an unlimited one and the progress counter change no hop of a run
+    that stays within its plan, and the counter ends at the attempts made."""
+    lat = lattice.build("square", (8, 8))
+    land = disordered_landscape(lat, 3, {"dist": "normal", "mean": 0, "sigma": 0.03}, 0.3)
+    progress = np.zeros(1, dtype=np.int64)
+    runs = [
+        kernel.simulate(
+            land, T, rng(5), concentration=0.4, exclusion=exclusion, hops_per_ion=100,
+            frames=10, **kwargs,
+        )
+        for kwargs in ({}, {"work_budget": np.inf}, {"progress": progress})
+    ]  # fmt: skip
+    for traj in runs:
+        assert traj.budget_exceeded == ""
+        np.testing.assert_array_equal(traj.positions, runs[0].positions)
+        assert traj.hops == runs[0].hops and traj.work == runs[0].work
+    assert progress[0] == runs[2].work >= runs[2].hops
+
+
 def test_exclusion_is_respected_and_hops_are_nearest_neighbour():
     lat = lattice.build("fcc", (4, 4, 4), hop_distance=2.0)
     land = disordered_landscape(lat, 2, {"dist": "normal", "mean": 0, "sigma": 0.05}, 0.3)
@@ -396,6 +466,8 @@ def test_d_jump_of_the_half_filled_lattice_gas_through_the_config(kind, z, n_sit
         ({"count": 2, "frames": 1}, "frames"),
         ({"count": 2, "hops_per_ion": 0}, "hops_per_ion"),
         ({"count": 2, "initial_sites": np.array([0, 0])}, "distinct"),
+        ({"count": 2, "work_budget": 0.5}, "work_budget"),
+        ({"count": 2, "progress": np.zeros(1)}, "progress"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, word):
@@ -537,12 +609,12 @@ def test_sites_whose_every_rate_is_zero_hold_their_carriers():
     occupied = np.zeros(lat.n_sites, dtype=np.uint8)
     occupied[stuck] = 1
     out_sites, out_cells = np.empty((3, 1), np.int32), np.empty((3, 1, 2), np.int32)
-    hops, attempts, elapsed = kernel._lattice_gas.run_lattice_gas(
+    hops, attempts, elapsed, recorded = kernel._lattice_gas.run_lattice_gas(
         records, deltas, land.lattice.hop_cells, ions, occupied, np.empty(0, np.int32),
         np.array([stuck], np.int32), False, 0, np.array([0.0, 1.0, 2.0]), out_sites, out_cells,
         np.empty(0), np.empty((0, 1), np.int64), np.ones(4, np.uint64),
     )  # fmt: skip
-    assert (hops, attempts, elapsed) == (0, 0, 0.0)
+    assert (hops, attempts, elapsed, recorded) == (0, 0, 0.0, 3)
     assert np.all(out_sites == stuck) and np.all(out_cells == 1)
 
 

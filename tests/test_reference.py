@@ -77,7 +77,8 @@ def test_walkers_match_the_reference(name):
         hops = run(*table, site, cell, 20 * scale, frame_times, out_sites, out_cells, state)
         results.append((hops, site, cell, out_sites, out_cells, state))
     (hops, *arrays), (ref_hops, *ref_arrays) = results
-    assert hops == ref_hops > 30 * n
+    assert hops == ref_hops
+    assert hops[0] > 30 * n and hops[1] == frames
     for a, b in zip(arrays, ref_arrays, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -135,6 +136,69 @@ def test_lattice_gas_matches_the_reference(name, filling):
         else:
             assert 1000 < result[0] < 4000
             assert len(np.unique(arrays[5].reshape(-1, lat.dim), axis=0)) > 1  # ions moved
+
+
+@pytest.mark.parametrize("holes", [False, True])
+def test_a_capped_lattice_gas_matches_the_reference_and_its_uncapped_run(holes):
+    """A production run capped at 300 attempts: the compiled loop and the reference stop
+    at the same attempt with the same state and frames, the frames they keep are those of
+    the uncapped run (a cap changes no hop before it), and ``work`` counts the attempts."""
+    land = LANDSCAPES["cubic"]
+    lat = land.lattice
+    compiled, plain, _ = tables(land, incoming=holes)
+    n = round((0.7 if holes else 0.3) * lat.n_sites)
+    start = np.sort(np.random.default_rng(2).choice(lat.n_sites, n, replace=False))
+    start = start.astype(np.int32)
+    frame_times = np.linspace(0.0, 1e-8, 9)
+    full, full_arrays = gas_run(
+        _lattice_gas.run_lattice_gas, compiled, lat, start, holes, frame_times, np.empty(0)
+    )
+    assert full[3] == 9 and full[1] > 600
+    capped = []
+    loops = ((_lattice_gas.run_lattice_gas, compiled), (reference.run_lattice_gas, plain))
+    for run, table in loops:
+        work = np.array([5], dtype=np.int64)
+        result, arrays = gas_run(run, table, lat, start, holes, frame_times, np.empty(0),
+                                 max_attempts=300, work=work)  # fmt: skip
+        assert result[1] == 300 and work[0] == 305
+        capped.append((result, arrays))
+    (result, arrays), (expected, ref_arrays) = capped
+    assert result == expected and result[3] < 9
+    for a, b in zip(arrays, ref_arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
+    kept = result[3]
+    assert np.all(frame_times[:kept] < result[2]) and frame_times[kept] >= result[2]
+    np.testing.assert_array_equal(arrays[4][:kept], full_arrays[4][:kept])  # sites
+    np.testing.assert_array_equal(arrays[5][:kept], full_arrays[5][:kept])  # cells
+
+
+def test_capped_walkers_keep_no_frame_in_either_loop():
+    """A cap on the walkers' hops all together: the interleaved compiled loop and the plain
+    one stop after exactly that many hops and keep no frame (the walkers after the stopped
+    one never ran); a cap above what the run needs changes nothing."""
+    land = LANDSCAPES["fcc"]
+    lat = land.lattice
+    compiled, plain, escape = tables(land, incoming=False)
+    n, frames = 20, 9
+    start = np.random.default_rng(0).choice(lat.n_sites, n).astype(np.int32)
+    scale = np.mean(1.0 / escape)
+    frame_times = np.linspace(0.0, 60 * scale, frames)
+    for cap, whole in ((500, False), (10**9, True)):
+        outcomes = []
+        for run, table in ((_walkers.run_walkers, compiled), (reference.run_walkers, plain)):
+            site, cell, state = start.copy(), lat.cell_coordinates(start), STATE.copy()
+            out_sites = np.empty((frames, n), np.int32)
+            out_cells = np.empty((frames, n, lat.dim), np.int32)
+            work = np.zeros(1, dtype=np.int64)
+            hops, recorded = run(*table, site, cell, 20 * scale, frame_times, out_sites,
+                                 out_cells, state, max_hops=cap, work=work)  # fmt: skip
+            outcomes.append((hops, recorded, int(work[0]), out_sites))
+        for _, recorded, work, _ in outcomes:
+            assert recorded == (frames if whole else 0)
+            assert (work < cap) if whole else (work == cap)
+        if whole:
+            assert outcomes[0][0] == outcomes[1][0] and outcomes[0][2] == outcomes[1][2]
+            np.testing.assert_array_equal(outcomes[0][3], outcomes[1][3])
 
 
 def test_group_moves_region_resizes_and_repacks_match_the_reference():

@@ -299,6 +299,7 @@ def results(run_dir) -> RunResults:
 
 TASK_KEYS = [
     "task", "replica", "landscape", *DEFAULT_SWEEP, "hops", "simulated_time", "kernel_seconds",
+    "work", "status",
     *OBS, *UPPER, "diffusive", "diffusive_reason", "msd_growth", "slope_ratio", *TENSOR,
     "Ea_lower", "Ea_upper",
 ]  # fmt: skip

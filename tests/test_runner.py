@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import re
+import time
+import tomllib
 
 import pytest
 
@@ -131,3 +133,84 @@ def test_run_logs_share_of_work_and_eta(tmp_path):
     assert progress[-1].startswith("kmc: 4/4 tasks done, 100 % of the work, ")
     assert progress[-1].endswith(", ETA 0 s")
     assert float(progress[-1].split(", ")[2].split()[0]) > 0  # hops/s, from the task files
+
+
+# Bounded work: the sweep of issue 14 (amorphizing maricite on 8³, c = 0.05): at φ ≤ 0.05 the
+# few amorphous pairs are 10^10-10^13 times faster than the crystal, so an ion that finds one
+# after the run length was set would rattle in it for hours.
+RUNAWAY = """\
+name = "runaway"
+[lattice]
+kind = "cubic"
+cells = [8, 8, 8]
+hop_distance = 3.4
+[ions]
+species = "Na"
+concentration = 0.05
+[crystal]
+saddle_energy = 1.6
+[amorphous]
+site_energy = { dist = "normal", mean = 0.05, sigma = 0.03 }
+saddle_energy = { dist = "normal", mean = 0.76, sigma = 0.10 }
+[interface]
+saddle_energy = 1.15
+[run]
+hops_per_ion = 200
+replicas = 8
+seed = 20261201
+[sweep]
+"microstructure.amorphous_fraction" = [0.01, 0.02, 0.05]
+"run.temperature" = [305.0, 350.0, 400.0]
+"""
+
+
+def test_runaway_tasks_stop_at_their_work_budget_and_are_marked(tmp_path):
+    """Every task's kernel work stays within run.work_budget (100) × its planned hops; the
+    tasks stopped there are stored complete, not diffusive, with status "budget exceeded"
+    and the reason, and the analysis names them."""
+    from kmc import results
+
+    config = tmp_path / "runaway.toml"
+    config.write_text(RUNAWAY, encoding="utf-8")
+    run_dir = runner.run(config, tmp_path / "run", log=io.StringIO())
+    analysed = results.analyze_run(run_dir)
+    assert len(analysed.tasks) == 72 and not analysed.missing
+    planned = runner.task_work(parse_config(tomllib.loads(RUNAWAY)))
+    assert planned == 26 * (200 + 200)
+    stopped = [rec for rec in analysed.tasks if rec["status"] == results.BUDGET_EXCEEDED]
+    assert stopped  # this seed has runaways (13 of 72 when written)
+    for rec in analysed.tasks:
+        assert rec["status"] in ("complete", results.BUDGET_EXCEEDED)
+        assert 0 < rec["work"] <= 100 * planned
+    for rec in stopped:
+        assert not rec["diffusive"]
+        assert rec["diffusive_reason"].startswith("budget exceeded in the ")
+    assert "budget exceeded: " in analysed.table()
+    noted = [row for row in analysed.summary if "work budget" in row["note"]]
+    assert sum(int(row["note"].split("; ")[1].split()[0]) for row in noted) == len(stopped)
+
+
+def test_a_task_far_over_its_plan_says_so_while_it_runs(tmp_path, monkeypatch):
+    """The kernel's attempts are watched while a task runs: past 10× its planned hops the
+    run names the task once."""
+    from kmc import experiment
+
+    real = experiment.run_task
+
+    def slow(task, progress=None):
+        progress[0] = 11 * runner.task_work(task.config)
+        time.sleep(0.3)
+        return real(task, progress=progress)
+
+    monkeypatch.setattr(experiment, "run_task", slow)
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL.replace("replicas = 2", "replicas = 1"), encoding="utf-8")
+    log = io.StringIO()
+    runner.run(config, tmp_path / "run", log=log)
+    warnings = [line for line in log.getvalue().splitlines() if "planned hops" in line]
+    assert len(warnings) == 2, log.getvalue()
+    assert re.fullmatch(
+        r"kmc: task \d has made \S+ kernel attempts, over 10 times its \S+ planned hops; it "
+        r"stops at run.work_budget = 100 times them",
+        warnings[0],
+    )
