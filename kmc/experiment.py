@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kmc import analysis, kernel, landscape, network, percolation, units
+from kmc import analysis, kernel, landscape, network, percolation, store, units
 from kmc.config import Config, Task, resolved_dict
 from kmc.store import TaskData
 
@@ -84,8 +84,8 @@ def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
         hops_per_ion=run.hops_per_ion,
         equilibration_hops_per_ion=run.equilibration_hops_per_ion,
         frames=run.frames,
-        work_budget=run.budget,
         progress=progress,
+        **({} if run.work_budget is None else {"work_budget": run.work_budget}),
         **({"field": field} if driven else {}),
         **({"interactions": pair} if pair is not None else {}),
     )
@@ -132,7 +132,7 @@ def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
         simulated_time=float(traj.times[-1]),
         kernel_seconds=traj.kernel_seconds,
         diffusive=int(observables["diffusive"]),
-        status="budget exceeded" if capped else "complete",
+        status=store.BUDGET_EXCEEDED if capped else store.COMPLETE,
         status_reason=capped,
         work=traj.work,
         planned_work=traj.planned_work,
@@ -183,7 +183,7 @@ def network_task(task: Task, land: landscape.Landscape) -> TaskData:
         "hops": 0,
         "simulated_time": 0.0,
         "kernel_seconds": seconds,
-        "status": "complete",
+        "status": store.COMPLETE,
         "status_reason": "",
         "work": 0,
         "planned_work": 0,

@@ -23,6 +23,8 @@ from kmc.lattice import Lattice
 from kmc.units import BOLTZMANN_EV
 
 _RECORD_BLOCK = 1 << 16  # sites per block when building the kernel's site records
+#: Work budget of a kernel phase: at most this many times its planned hops, in attempts.
+DEFAULT_WORK_BUDGET = 100.0
 #: Samples of the lattice gas's summed displacement per frame interval (for D_σ).
 COLLECTIVE_PER_FRAME = 16
 
@@ -235,7 +237,7 @@ def simulate(
     initial_sites: np.ndarray | None = None,
     field: np.ndarray | None = None,
     interactions: np.ndarray | None = None,
-    work_budget: float = 100.0,
+    work_budget: float = DEFAULT_WORK_BUDGET,
     progress: np.ndarray | None = None,
 ) -> Trajectory:
     """Equilibrate, then record ``frames`` uniformly spaced frames of a production run.

@@ -65,7 +65,7 @@ import h5py
 import numpy as np
 import scipy.stats
 
-from kmc import analysis
+from kmc import analysis, store
 from kmc.config import Task, config_digest, expand_tasks, load_config, resolved_dict
 from kmc.lattice import volume
 from kmc.store import (
@@ -99,8 +99,6 @@ BOUNDED = ("D_tracer", "D_jump", "conductivity")
 #: the mean of ``percolating`` is the spanning probability.
 PERCOLATION = ("percolating", "spanning_fraction", "critical_barrier")
 _AXES = ("percolating_x", "percolating_y", "percolating_z")
-#: ``status`` of a task stopped at its work budget (kmc.experiment.run_task).
-BUDGET_EXCEEDED = "budget exceeded"
 #: The swept key that makes an Arrhenius fit possible.
 TEMPERATURE_KEY = "run.temperature"
 
@@ -332,7 +330,7 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     stored = data.observables
     dim = data.positions.shape[2]
     tensor = analysis.tensor_keys(dim) if 1 <= dim <= 3 else ()
-    stopped = stored.get("status", "complete") == BUDGET_EXCEEDED  # cut short: as stored
+    stopped = stored.get("status", store.COMPLETE) == store.BUDGET_EXCEEDED  # cut short: as stored
     if not recompute or stopped or data.positions.shape[0] < analysis.MIN_FRAMES:
         driven = analysis.FIELD_KEYS if "drift_velocity" in stored else ()
         thermo = analysis.THERMODYNAMIC_KEYS if "thermodynamic_factor" in stored else ()
@@ -397,7 +395,7 @@ def _task_record(task: Task, data: TaskData, swept: list[str], recompute: bool) 
     record["simulated_time"] = _number(stored.get("simulated_time", math.nan), float)
     record["kernel_seconds"] = _number(stored.get("kernel_seconds", math.nan), float)
     record["work"] = _number(stored.get("work", math.nan))
-    record["status"] = str(stored.get("status", "complete"))
+    record["status"] = str(stored.get("status", store.COMPLETE))
     record.update(_task_observables(data, recompute))
     record["Ea_lower"] = _number(stored.get("Ea_lower", math.nan), float)
     record["Ea_upper"] = _number(stored.get("Ea_upper", math.nan), float)
@@ -471,11 +469,11 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
         else f"{len(records) - diffusive} of {len(records)} replicas not diffusive: "
         "D and σ are upper bounds"
     )
-    stopped = sum(r.get("status") == BUDGET_EXCEEDED for r in records)
+    stopped = sum(r.get("status") == store.BUDGET_EXCEEDED for r in records)
     if stopped:
         out["note"] += (
             f"; {stopped} of them stopped at their work budget (run.work_budget; status "
-            f'"{BUDGET_EXCEEDED}"): their bounds cover only the part they ran, if any'
+            f'"{store.BUDGET_EXCEEDED}"): their bounds cover only the part they ran, if any'
         )
     for key in OBSERVABLES:
         out[key] = out[f"{key}_err"] = math.nan
@@ -744,7 +742,7 @@ def _table(results: RunResults) -> str:
             "diffusive_reason is in the task records); run longer, or use run.method = "
             '"network" for the exact dilute-limit D'
         )
-    stopped = [rec["task"] for rec in results.tasks if rec.get("status") == BUDGET_EXCEEDED]
+    stopped = [rec["task"] for rec in results.tasks if rec.get("status") == store.BUDGET_EXCEEDED]
     if stopped:
         lines.append(
             f"budget exceeded: {len(stopped)} of {n_tasks} tasks ({_ranges(stopped)}) were "

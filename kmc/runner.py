@@ -634,7 +634,7 @@ def _compute(task: Task, signals: _Signals, log=None):
     """experiment.run_task in a worker thread while this (main) thread waits, so that a
     signal is honoured at once even while the kernel runs (its thread is left behind), and
     a task far over its planned work (:data:`OVER_PLAN`) is named in ``log`` as it runs."""
-    from kmc import experiment  # the simulation stack, only when there is work to do
+    from kmc import experiment, kernel  # the simulation stack, only when there is work to do
 
     if threading.current_thread() is not threading.main_thread():
         return experiment.run_task(task)
@@ -647,7 +647,9 @@ def _compute(task: Task, signals: _Signals, log=None):
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
-    planned = task_work(task.config) if task.config.run.method == "kmc" else 0
+    run = task.config.run
+    planned = task_work(task.config) if run.method == "kmc" else 0
+    budget = kernel.DEFAULT_WORK_BUDGET if run.work_budget is None else run.work_budget
     warned = not planned or log is None
     worker = threading.Thread(target=work, name=f"kmc-task-{task.index}", daemon=True)
     worker.start()
@@ -659,7 +661,7 @@ def _compute(task: Task, signals: _Signals, log=None):
             print(
                 f"kmc: task {task.index} has made {progress[0]:.3g} kernel attempts, over "
                 f"{OVER_PLAN:g} times its {planned:.3g} planned hops; it stops at "
-                f"run.work_budget = {task.config.run.budget:g} times them",
+                f"run.work_budget = {budget:g} times them",
                 file=log,
                 flush=True,
             )

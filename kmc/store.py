@@ -123,6 +123,8 @@ __all__ = [
 H5MD_VERSION = (1, 1)
 COMPLETE_ATTR = "kmc_complete"
 META_DIGEST_ATTR, FRAMES_DIGEST_ATTR = "kmc_sha256_meta", "kmc_sha256_frames"
+#: The ``status`` observable of a task: it ran its plan, or was stopped at run.work_budget.
+COMPLETE, BUDGET_EXCEEDED = "complete", "budget exceeded"
 #: Subdirectory of ``tasks/`` where damaged or foreign task files are set aside.
 DAMAGED_DIR = "damaged"
 DISTRIBUTION = "kmc-amorph"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import kmc.config as config_module
+import kmc.config.memory as memory_module
 from kmc.config import (
     PROCESS_BASELINE,
     Config,
@@ -390,10 +391,10 @@ def test_work_budget_is_left_out_of_the_resolved_config_until_given(tmp_path):
     """Runs made before run.work_budget existed keep their identity: the default (100) is
     not written out; a value given, also inf (no cap), round-trips."""
     config = load_config(write(tmp_path, MINIMAL))
-    assert config.run.budget == 100.0 and "work_budget" not in resolved_dict(config)["run"]
+    assert config.run.work_budget is None and "work_budget" not in resolved_dict(config)["run"]
     for text, value in (("1e3", 1e3), ("inf", math.inf)):
         config = load_config(write(tmp_path, MINIMAL + f"[run]\nwork_budget = {text}\n"))
-        assert config.run.budget == value
+        assert config.run.work_budget == value
         resolved = json.loads(json.dumps(resolved_dict(config)))
         assert resolved["run"]["work_budget"] == value
         assert parse_config(resolved) == config
@@ -847,7 +848,7 @@ def test_memory_check_counts_the_ranks_on_a_node(monkeypatch):
     monkeypatch.setenv("MPI_LOCALNRANKS", "16")
     assert ranks_per_node() == 16
     assert process_memory(task_memory(config)) == 16 * one
-    monkeypatch.setattr(config_module, "available_memory", lambda: 10 * one)  # 8 usable ranks
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 10 * one)  # 8 usable ranks
     with pytest.raises(ConfigError, match="for the 16 ranks on this node"):
         parse_config(tomllib.loads(MINIMAL))
     monkeypatch.setenv("MPI_LOCALNRANKS", "4")

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from kmc import runner
+from kmc import runner, store
 from kmc.config import expand_tasks, parse_config, site_count
 from kmc.store import task_filename
 
@@ -177,10 +177,10 @@ def test_runaway_tasks_stop_at_their_work_budget_and_are_marked(tmp_path):
     assert len(analysed.tasks) == 72 and not analysed.missing
     planned = runner.task_work(parse_config(tomllib.loads(RUNAWAY)))
     assert planned == 26 * (200 + 200)
-    stopped = [rec for rec in analysed.tasks if rec["status"] == results.BUDGET_EXCEEDED]
+    stopped = [rec for rec in analysed.tasks if rec["status"] == store.BUDGET_EXCEEDED]
     assert stopped  # this seed has runaways (13 of 72 when written)
     for rec in analysed.tasks:
-        assert rec["status"] in ("complete", results.BUDGET_EXCEEDED)
+        assert rec["status"] in (store.COMPLETE, store.BUDGET_EXCEEDED)
         assert 0 < rec["work"] <= 100 * planned
     for rec in stopped:
         assert not rec["diffusive"]

@@ -1,163 +1,13 @@
-"""Run configuration: one TOML file → validated, typed, frozen dataclasses; sweeps → tasks.
-
-A value marked *dist* is a distribution (eV): a number (a constant) or an inline table
-``{dist = "normal", mean, sigma}``, ``{dist = "uniform", low, high}``,
-``{dist = "discrete", values, weights}`` (see :mod:`kmc.distributions`). Unknown tables and
-keys are errors; integers are accepted where a float is expected, booleans never count as
-numbers, and every float must be finite.
-
-=========================================  ==============  =========  ================  ==========
-key                                        type            unit       default           required
-=========================================  ==============  =========  ================  ==========
-``name``                                   string          —          file stem         no
-``lattice.kind``                           string          —          —                 yes
-``lattice.cells``                          list of int     cells      —                 ideal
-``lattice.hop_distance``                   float           Å          —                 ideal
-``lattice.structure``                      string (path)   —          —                 structure
-``lattice.mobile``                         string          —          —                 structure
-``lattice.cutoff``                         float           Å          —                 structure
-``lattice.supercell``                      list of 3 int   cells      —                 structure
-``lattice.blocked_fraction``               float           —          0.0               no
-``ions.species``                           string          —          "Li"              no
-``ions.concentration``                     float           —          —                 one of
-``ions.count``                             int             ions       —                 one of
-``ions.exclusion``                         bool            —          true              no
-``crystal.attempt_frequency``              float           Hz         1e13              no
-``crystal.site_energy``                    dist or table   eV         0.0               no
-``crystal.saddle_energy``                  dist/list/table eV         —                 yes
-``amorphous.site_energy``                  dist            eV         0.0               no
-``amorphous.saddle_energy``                dist            eV         —                 yes
-``interface.saddle_energy``                dist            eV         amorphous saddle  no
-``microstructure.kind``                    string          —          "random"          no
-``microstructure.amorphous_fraction``      float           —          0.0               no
-``microstructure.correlation_length``      float           Å          —                 correlated
-``microstructure.grain_diameter``          float           Å          —                 grains
-``run.method``                             string          —          "kmc"             no
-``run.temperature``                        float           K          300.0             no
-``run.hops_per_ion``                       int             hops       2000              no
-``run.equilibration_hops_per_ion``         int             hops       200               no
-``run.frames``                             int             frames     100               no
-``run.replicas``                           int             —          4                 no
-``run.seed``                               int             —          0                 no
-``run.field``                              float or list   V/cm       0.0               no
-``run.field_direction``                    list            —          first axis        no
-``run.work_budget``                        float ≥ 1       —          100               no
-``interactions.nearest_neighbour``         float           eV         0.0               yes
-``interactions.hop_type``                  table           eV         (none)            no
-``interactions.amorphous_sigma``           float ≥ 0       eV         0.0               yes
-``sweep."<dotted key>"``                   list            —          (no sweep)        no
-=========================================  ==============  =========  ================  ==========
-
-The tables ``[lattice]``, ``[ions]``, ``[crystal]`` and ``[amorphous]`` are required;
-``[interface]``, ``[microstructure]``, ``[run]``, ``[interactions]`` and ``[sweep]`` may be
-left out.
-
-Allowed values:
-
-- ``lattice.kind``: chain | square | triangular | honeycomb | cubic | bcc | fcc (the ideal
-  lattices, which need ``cells`` and ``hop_distance``) | structure (which needs the four
-  structure keys and refuses the other two).
-- ``lattice.cells``: one integer ≥ 2 per lattice axis (1 for chain, 2 for square, triangular
-  and honeycomb, 3 for cubic, bcc and fcc), counted in conventional cells.
-- ``lattice.hop_distance`` > 0; ``0 ≤ lattice.blocked_fraction < 1`` (round(f·N) of the N
-  sites are blocked).
-- ``lattice.structure``: a file ASE reads (CIF, POSCAR, extxyz, ...), absolute or relative to
-  the config file's directory (else a file of that name beside the config: a run directory
-  keeps its copy there); ``lattice.mobile``: the element whose sites (with vacancy sites ``X``
-  and sites partly occupied by it) form the hop network; ``lattice.cutoff`` > 0: the longest
-  hop, Å; ``lattice.supercell``: cells along a, b, c (≥ 1 each; a hop may not join a site to
-  its own image). See :mod:`kmc.structure`.
-- ``ions.species``: Li | Na (charge +1 e). Exactly one of ``ions.concentration``
-  (``0 < c < 1``, a fraction of the free sites: round(c·N_free) ions, which must be ≥ 1) and
-  ``ions.count`` (``1 ≤ n ≤ N_free``; any n ≥ 1 for independent walkers) is given.
-- ``crystal.saddle_energy`` may be a list of one dist per lattice axis (its length must equal
-  the lattice dimension); ``crystal.attempt_frequency`` > 0 is the one ν of the landscape.
-- On a structure, ``crystal.saddle_energy`` may be a table with one dist per hop type
-  (``{H1 = 0.27, H2 = 2.9, ...}``) and ``crystal.site_energy`` one with a dist per site type
-  (``{Na1 = 0.0}``), labels as ``kmc inspect`` prints them; a table must name every type.
-- ``microstructure.kind``: random | correlated | grains; ``0 ≤ amorphous_fraction ≤ 1``;
-  ``correlation_length`` > 0 is required for correlated, ``grain_diameter`` > 0 for grains
-  (each may be given, and is then checked, for the other kinds too).
-- ``run.method``: kmc | network (network solves for a single ion, so it requires
-  ``ions.exclusion = false``); ``temperature`` > 0; ``hops_per_ion`` ≥ 1;
-  ``equilibration_hops_per_ion`` ≥ 0; ``frames`` ≥ 8; ``replicas`` ≥ 1; ``seed`` ≥ 0 (an
-  integer written exactly; the default 0 keeps runs reproducible but makes two configs that
-  leave it out share their random numbers — give each study its own seed). Integer keys other
-  than ``seed`` and ``cells`` also accept integral floats such as ``2e3``.
-- ``run.field``: an applied electric field in V/cm, a magnitude along
-  ``run.field_direction`` (any non-zero vector, one component per lattice axis; default the
-  first axis) or a vector of one component per axis. A hop of vector d then has its rate
-  multiplied by exp(q E·d / 2kT). Refused for ``run.method = "network"`` and when
-  q |E| a / kT > 20 for the longest hop a (a unit mistake).
-- ``run.work_budget``: each kernel phase of a task (the two halves of the equilibration and
-  the production; for independent walkers the whole run) may make at most this many times
-  its planned hops (ions × hops per ion of the phase) in attempts, null events included;
-  ``inf`` lifts the cap. A task that runs out is stored with ``status = "budget exceeded"``,
-  its reason, and its trajectory up to where it stopped, and is not diffusive
-  (:func:`kmc.kernel.simulate`).
-- ``interactions.nearest_neighbour``: pair energy (eV, > 0 repulsion) of two ions on
-  neighbouring (hop-neighbour) sites, on every bond; ``interactions.hop_type`` a table
-  {hop type label = eV} overriding it per hop type of a structure;
-  ``interactions.amorphous_sigma`` a Gaussian spread per bond with an end in the amorphous
-  phase. Rates Γ⁰ exp(−ΔE_int / 2kT) (docs/physics.md). Need ``ions.exclusion = true`` and
-  ``run.method = "kmc"``.
-
-``[sweep]`` maps quoted dotted keys to non-empty lists, e.g.
-``"microstructure.amorphous_fraction" = [0.0, 0.5, 1.0]``. Any key of the table above may be
-swept except ``name``, ``run.replicas`` and ``run.seed``; so may one parameter of a
-distribution written as a table (``"amorphous.saddle_energy.sigma" = [0.05, 0.1]``), or one
-type's entry of a per-type table (``"crystal.saddle_energy.H1" = [0.3, 0.5]``). Every
-swept value is validated like the scalar it replaces, and every point of the sweep is checked
-as a whole (e.g. ``cells`` against ``kind``). The fields of :class:`Config` hold the file's own
-values; a swept key the file leaves out takes its first swept value there.
-
-Tasks are the Cartesian product of the sweep lists in file order (the first key varies
-slowest) with replicas innermost. Tasks that differ only in ``run.*`` or ``ions.*`` keys share
-the landscape of their replica; ions and kernel stream are each task's own (see
-:func:`expand_tasks`).
-
-Memory: :func:`task_memory` estimates the peak memory of one task above the interpreter's
-own (bytes)::
-
-    kmc:      N_sites · (300 + 100 z)  +  N_ions · (96 · frames + 200)
-    network:  N_sites · (600 + 180 z)  [+ 16 KiB per site when a 3D system is small enough
-              to go to the direct solver first, 2 KiB in 2D: SuperLU's fill-in, from the
-              0.5 GB measured at 32³; not measured by the test]
-
-measured (a test checks within 1.5×) as the growth of the peak resident set of a process
-running one task, building its landscape, percolation observables, kernel run, estimators
-and task file: on cubic lattices (z = 6) at 32³ and 64³ a site cost ~900 B (kMC) and
-~1.6 KiB (the network solve: the conductance matrix, its scaled copy, the AMG hierarchy
-and conjugate gradients), an ion and frame ~94 B (the trajectory, its padded copy for the
-file, the estimators' work arrays). A network solve whose iterative solver fails and that
-falls back to the direct one (3D systems up to 40 000 unknowns) can need more than this.
-:func:`estimate_memory` is the largest over the sweep points. The check
-(:func:`process_memory`) adds :data:`PROCESS_BASELINE` for the interpreter and its
-libraries and multiplies by the ranks sharing a node under MPI (:func:`ranks_per_node`,
-from the launcher's environment); a config needing more than 80 % of the physical memory is
-refused on ``lattice.cells`` before anything is allocated.
-
-Disk: :func:`task_disk` bounds one task file, uncompressed, by (bytes)::
-
-    F · N_ions · (3·8 + 4)  +  F · (8 + 8 + 3·8)  +  N_ions  +  64 KiB
-
-(per frame and ion three float64 coordinates — H5MD positions always have three — and an
-int32 site; per frame a step, a time and a box; per ion a species byte; 64 KiB of metadata,
-parameters and observables), with F = ``run.frames``, or 0 for ``run.method = "network"``.
-The files are gzip-compressed, so they are usually smaller.
-"""
+"""The config schema: typed config tables, value parsers, the key table, and building one
+sweep-free :class:`Config` from a plain dict; its resolved form and digest (see kmc.config)."""
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
-import itertools
 import json
 import math
-import os
-import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -174,44 +24,12 @@ from kmc.lattice import site_count as lattice_site_count
 from kmc.structure import Structure, StructureError
 from kmc.units import BOLTZMANN_EV, VOLT_PER_CM_TO_EV_PER_ANGSTROM
 
-__all__ = [
-    "AmorphousConfig",
-    "Config",
-    "ConfigError",
-    "CrystalConfig",
-    "InterfaceConfig",
-    "IonsConfig",
-    "LatticeConfig",
-    "MicrostructureConfig",
-    "RunConfig",
-    "Task",
-    "available_memory",
-    "comparable_dict",
-    "config_digest",
-    "estimate_memory",
-    "expand_tasks",
-    "format_bytes",
-    "free_site_count",
-    "ion_count",
-    "landscape_keys",
-    "load_config",
-    "parse_config",
-    "plain",
-    "process_memory",
-    "ranks_per_node",
-    "resolved_dict",
-    "site_count",
-    "task_disk",
-    "task_memory",
-]
-
 SPECIES = ("Li", "Na")
 #: ``lattice.kind`` of a lattice read from a crystal structure file.
 STRUCTURE = "structure"
 _STRUCTURE_KEYS = ("structure", "mobile", "cutoff", "supercell")
 MICROSTRUCTURE_KINDS = ("random", "correlated", "grains")
 METHODS = ("kmc", "network")
-MEMORY_FRACTION = 0.8
 #: Longest run name in bytes (it names the run directory; file systems allow 255).
 MAX_NAME_BYTES = 255
 #: Accepted lattice.hop_distance (Å) and crystal.attempt_frequency (Hz): wide around the
@@ -220,21 +38,11 @@ HOP_DISTANCE_RANGE = (1e-3, 1e3)
 ATTEMPT_FREQUENCY_RANGE = (1e3, 1e20)
 #: Most hops per ion (hop counters and run lengths stay exact 64-bit integers).
 MAX_HOPS_PER_ION = 10**12
-#: ``run.work_budget`` when not given: a kernel phase may make 100 × its planned hops.
-DEFAULT_WORK_BUDGET = 100.0
 _HOPS_WHY = " (hop counts must stay exact 64-bit integers)"
 MAX_FRAMES = 10**6
 #: Largest (lowest barrier) / kT for which a hop still happens: exp(-690) ≈ 1e-300, just
 #: above the smallest double; beyond it every rate underflows to 0.
 MAX_BARRIER_OVER_KT = 690.0
-#: First spawn-key entry of the landscape seeds and of the task (ions, kernel) seeds.
-LANDSCAPE_STREAM, TASK_STREAM = 0, 1
-_TASK_ONLY_PREFIXES = ("run.", "ions.", "interactions.")
-UNSWEEPABLE = {
-    "name": "the run name cannot be swept",
-    "run.replicas": "cannot be swept: every sweep point gets run.replicas replicas",
-    "run.seed": "cannot be swept: every task already draws its own seeds from run.seed",
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,14 +160,9 @@ class RunConfig:
     # V/cm: a magnitude along field_direction, or one component per lattice axis
     field: float | tuple[float, ...] = 0.0
     field_direction: tuple[float, ...] | None = None  # default: along the first axis
-    # × the planned hops of each kernel phase; None: DEFAULT_WORK_BUDGET (left out of the
-    # resolved config, so that runs made before the key existed keep their identity)
+    # × the planned hops of each kernel phase; None: kmc.kernel.DEFAULT_WORK_BUDGET (left
+    # out of the resolved config, so that runs made before the key existed keep their identity)
     work_budget: float | None = None
-
-    @property
-    def budget(self) -> float:
-        """The work budget in force (``work_budget``, or :data:`DEFAULT_WORK_BUDGET`)."""
-        return DEFAULT_WORK_BUDGET if self.work_budget is None else self.work_budget
 
     def field_vector(self, dim: int) -> np.ndarray:
         """The applied field (V/cm) as a vector of ``dim`` components."""
@@ -410,32 +213,6 @@ class Config:
     sweep: tuple[tuple[str, tuple], ...] = ()
     source: str = field(default="<config>", compare=False)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One parameter point × one replica.
-
-    ``point`` maps each swept dotted key to its value here (typed, as in ``Config.sweep``;
-    :func:`plain` makes it JSON-friendly), ``config`` is the config with those values
-    substituted and no sweep, ``seed`` is the task's own ``SeedSequence`` (ion placement and
-    the kernel), ``landscape`` the index of the landscape it runs on and ``landscape_seed``
-    that landscape's ``SeedSequence`` (blocked sites, microstructure, energies), shared by
-    every task that differs from this one only in ``run.*`` and ``ions.*`` keys.
-    """
-
-    index: int
-    replica: int
-    point: dict[str, object]
-    config: Config
-    seed: np.random.SeedSequence
-    landscape: int
-    landscape_seed: np.random.SeedSequence
-
-    @property
-    def plain_point(self) -> dict[str, Any]:
-        """``point`` with JSON-friendly values (lists, ``{"dist": ...}`` dicts)."""
-        return {key: plain(value) for key, value in self.point.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1189,272 +966,6 @@ def _build(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Sweeps
-
-
-def _sweep_key_error(key: str, data: Mapping) -> str | None:
-    """Why ``key`` cannot be swept (None if it can)."""
-    if key in UNSWEEPABLE:
-        return UNSWEEPABLE[key]
-    if key in ALL_KEYS:
-        return None
-    parent, _, param = key.rpartition(".")
-    if parent in _DISTRIBUTION_KEYS:
-        table, name = parent.split(".")
-        written = data.get(table, {}).get(name) if isinstance(data.get(table), Mapping) else None
-        if isinstance(written, Mapping) and param in _DIST_PARAMETERS.get(written.get("dist"), ()):
-            return None
-        if isinstance(written, Mapping) and "dist" not in written and param in written:
-            return None  # one type's energy in a per-type table
-        return (
-            f"unknown key: {parent} is not written as a {{dist = ...}} table with a "
-            f"parameter {param!r}"
-        )
-    sweepable = [k for k in ALL_KEYS if k not in UNSWEEPABLE]
-    hint = _suggest(key, sweepable)
-    if not hint:
-        same_leaf = [k for k in sweepable if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
-        hint = f" (did you mean {same_leaf[0]!r}?)" if same_leaf else ""
-    return "unknown key, not a sweepable config key" + hint
-
-
-def _flatten_sweep(table: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """Quoted dotted keys as given; unquoted ones (nested tables in TOML) flattened back."""
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and not (dotted in ALL_KEYS and "dist" in value):
-            yield from _flatten_sweep(value, dotted + ".")
-        else:
-            yield dotted, value
-
-
-def _parse_sweep_value(key: str, value: object, data: Mapping) -> object:
-    """A swept value validated and typed like the scalar it replaces."""
-    if key in ALL_KEYS:
-        return _key_spec(key).parse(value)
-    parent, _, param = key.rpartition(".")  # a distribution parameter
-    table, name = parent.split(".")
-    spec = dict(data[table][name])
-    if "dist" not in spec:  # one type's entry of a per-type table
-        return _distribution(value)
-    spec[param] = value
-    _key_spec(parent).parse(spec)  # the whole distribution must stay valid
-    if param in ("values", "weights"):
-        return tuple(float(v) for v in value)
-    return float(value)
-
-
-def _parse_sweep(data: Mapping) -> tuple[tuple[str, tuple], ...]:
-    table = data.get("sweep", {})
-    if not isinstance(table, Mapping):
-        raise _Problem("sweep", f"must be a table [sweep], not {_describe(table)}")
-    sweep: list[tuple[str, tuple]] = []
-    for key, values in _flatten_sweep(table):
-        where = f"sweep.{key}"
-        reason = _sweep_key_error(key, data)
-        if reason:
-            raise _Problem(where, reason)
-        for other, _ in sweep:
-            if key.startswith(other + ".") or other.startswith(key + "."):
-                raise _Problem(where, f"overlaps the swept key {other!r}; sweep only one")
-        if not isinstance(values, list):
-            raise _Problem(where, f"must be a list of values, not {_describe(values)}")
-        if not values:
-            raise _Problem(where, "is an empty list; give at least one value")
-        typed: list = []
-        seen: set[str] = set()
-        for i, value in enumerate(values):
-            try:
-                parsed = _parse_sweep_value(key, value, data)
-            except ValueError as exc:
-                raise _Problem(where, f"entry {i + 1} ({_show(value)}): {exc}") from None
-            ident = repr(plain(parsed))  # a set, not a list scan: sweeps of 10⁵ values
-            if ident in seen:
-                raise _Problem(where, f"entry {i + 1} ({_show(value)}) is listed twice")
-            seen.add(ident)
-            typed.append(parsed)
-        sweep.append((key, tuple(typed)))
-    return tuple(sweep)
-
-
-def _set_dotted(data: dict, key: str, value: object) -> None:
-    *parents, last = key.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
-def _with_dotted(data: dict, key: str, value: object) -> dict:
-    """A copy of ``data`` with ``key`` set, copying only the tables along the key's path
-    (the rest is shared, never mutated): a deep copy per sweep point cost 0.1 ms."""
-    head, _, rest = key.partition(".")
-    out = dict(data)
-    if rest:
-        inner = data.get(head)
-        out[head] = _with_dotted(inner if isinstance(inner, dict) else {}, rest, value)
-    else:
-        out[head] = value
-    return out
-
-
-def _has_dotted(data: Mapping, key: str) -> bool:
-    node: object = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _points(config: Config) -> Iterator[tuple[dict[str, object], Config]]:
-    """(point, sweep-free config) for every sweep point, in task order (no replicas)."""
-    cached = config.__dict__.get("_points")
-    if cached is not None:  # parse_config built them while validating
-        yield from cached
-        return
-    base = resolved_dict(config)
-    base.pop("sweep")
-    keys = [key for key, _ in config.sweep]
-    shared: dict = {}  # the tables no sweep key touches, parsed once
-    for combo in itertools.product(*(values for _, values in config.sweep)):
-        point = dict(zip(keys, combo, strict=True))
-        data = base
-        for key, value in point.items():
-            data = _with_dotted(data, key, plain(value))
-        try:
-            built = _build(data, config.name, config.source, shared)
-        except _Problem as problem:
-            raise _point_problem(problem, point) from None
-        yield point, replace(built, source=config.source, raw=config.raw)
-
-
-def _point_problem(problem: _Problem, point: dict[str, object]) -> _Problem:
-    """Name the sweep key behind a problem found at one sweep point."""
-    key = problem.key
-    for swept in point:
-        if key == swept or (key and swept.startswith(key + ".")) or swept in problem.message:
-            key = f"sweep.{swept}"
-            break
-    where = ", ".join(f"{k} = {_show(plain(v))}" for k, v in point.items())
-    return _Problem(key, f"{problem.message} (at the sweep point {where})")
-
-
-# --------------------------------------------------------------------------------------------
-# Public entry points
-
-
-def parse_config(data: Mapping, source: str = "<config>", *, check_memory: bool = True) -> Config:
-    """Validate a parsed TOML document (a plain nested dict) into a :class:`Config`.
-
-    Every sweep point is validated too. With ``check_memory`` (the default) a config whose
-    largest task would need more than 80 % of the physical memory is refused on
-    ``lattice.cells``. Raises :class:`ConfigError`.
-    """
-    source = str(source)
-    default_name = Path(source).stem if not source.startswith("<") else "run"
-    try:
-        return _parse_config(data, source, default_name, check_memory)
-    except RecursionError:
-        raise ConfigError(source, None, "nested too deeply (tables or lists)") from None
-
-
-def _parse_config(data: Mapping, source: str, default_name: str, check_memory: bool) -> Config:
-    try:
-        if not isinstance(data, Mapping):
-            raise _Problem(None, f"a config must be a table of keys, not {_describe(data)}")
-        raw = copy.deepcopy(dict(data))
-        _check_unknown_top_level(raw)
-        sweep = _parse_sweep(raw)
-        # the file's own values; a swept key the file leaves out takes its first value
-        base = copy.deepcopy(raw)
-        base.pop("sweep", None)
-        missing = [(key, values[0]) for key, values in sweep if not _has_dotted(base, key)]
-        for key, value in missing:
-            _set_dotted(base, key, plain(value))
-        try:
-            built = _build(base, default_name, source)
-        except _Problem as problem:
-            for key, _ in missing:  # a problem with a value taken from [sweep]
-                if problem.key == key or key in problem.message:
-                    problem = _Problem(f"sweep.{key}", problem.message)
-                    break
-            raise problem from None
-        config = replace(built, sweep=sweep, source=source, raw=raw)
-        points = list(_points(config))  # validates every point
-        # kept for expand_tasks (built once, not twice: sweeps of 10^5 points); an instance
-        # attribute, not a field, so that a replace()d copy never inherits it
-        object.__setattr__(config, "_points", points)
-        need = max(task_memory(point_config) for _, point_config in points)
-        if check_memory:
-            _check_memory(config, need)
-    except _Problem as problem:
-        raise ConfigError(source, problem.key, problem.message) from None
-    return config
-
-
-def load_config(path: str | os.PathLike, *, check_memory: bool = True) -> Config:
-    """Read and validate a TOML config file. Raises :class:`ConfigError`.
-
-    ``check_memory=False`` skips the memory check, for reading back a run's config on a
-    machine smaller than the one that ran it."""
-    source = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, None, f"TOML syntax error: {exc}") from None
-    except RecursionError:
-        raise ConfigError(source, None, "TOML nested too deeply to read") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, None, f"not a UTF-8 text file: {exc}") from None
-    except FileNotFoundError:
-        raise ConfigError(source, None, "no such file") from None
-    except OSError as exc:
-        raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
-    return parse_config(data, source, check_memory=check_memory)
-
-
-def landscape_keys(point: Mapping[str, object]) -> dict[str, object]:
-    """The swept values of ``point`` that shape the landscape: every key outside ``run.*``
-    and ``ions.*`` (temperature, method, run length and the ions run on a landscape, they do
-    not change it)."""
-    return {k: v for k, v in point.items() if not k.startswith(_TASK_ONLY_PREFIXES)}
-
-
-def expand_tasks(config: Config) -> list[Task]:
-    """Every task: the sweep's Cartesian product in file order, replicas innermost.
-
-    Seeds (all from ``run.seed``, independent of ranks and order): task k draws its ions and
-    kernel stream from ``SeedSequence(seed, spawn_key=(1, k))``; landscape L from
-    ``SeedSequence(seed, spawn_key=(0, L))``, with L = (index of the point's landscape keys,
-    see :func:`landscape_keys`, in order of first appearance) · replicas + replica.
-    """
-    replicas = config.run.replicas
-    landscape_points: dict[str, int] = {}
-    tasks = []
-    for p, (point, point_config) in enumerate(_points(config)):
-        ident = repr(sorted((k, plain(v)) for k, v in landscape_keys(point).items()))
-        lp = landscape_points.setdefault(ident, len(landscape_points))
-        for replica in range(replicas):
-            index = p * replicas + replica
-            landscape = lp * replicas + replica
-            tasks.append(
-                Task(
-                    index,
-                    replica,
-                    point,
-                    point_config,
-                    np.random.SeedSequence(config.run.seed, spawn_key=(TASK_STREAM, index)),
-                    landscape,
-                    np.random.SeedSequence(
-                        config.run.seed, spawn_key=(LANDSCAPE_STREAM, landscape)
-                    ),
-                )
-            )
-    return tasks
-
 
 def plain(value: object) -> Any:
     """A typed config value as plain JSON/TOML data (tuples → lists, distributions → dicts)."""
@@ -1519,108 +1030,3 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------------------------
-# Memory
-
-
-#: Resident memory of a kmc process before its first task (python, numpy, scipy, h5py):
-#: measured 84 MiB; an allowance.
-PROCESS_BASELINE = 100 * 1024**2
-_LAUNCHER_LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCAL_NRANKS")
-
-
-def task_memory(config: Config) -> int:
-    """Peak bytes one task of a sweep-free config needs above the interpreter's own
-    (formula and measurements in the module docs)."""
-    sites = site_count(config.lattice)
-    z = coordination(config.lattice)
-    if config.run.method == "network":
-        need = sites * (600 + 180 * z)
-        dim = config.lattice.dim
-        if dim >= 2 and sites <= _direct_max_unknowns(dim):
-            need += sites * (16 if dim == 3 else 2) * 1024
-        return need
-    ions = ion_count(config)
-    return sites * (300 + 100 * z) + ions * (96 * config.run.frames + 200)
-
-
-def _direct_max_unknowns(dim: int) -> int:
-    from kmc import network  # the solver's own limits (imported late: scipy)
-
-    return network.DIRECT_MAX_UNKNOWNS[dim]
-
-
-def ranks_per_node() -> int:
-    """MPI ranks on this node, from the launcher's environment (MPICH/Hydra, Open MPI,
-    Slurm); 1 without a launcher."""
-    for variable in _LAUNCHER_LOCAL_SIZE:
-        if os.environ.get(variable, "").isdigit():
-            return max(1, int(os.environ[variable]))
-    tasks = os.environ.get("SLURM_NTASKS_PER_NODE", "")
-    if tasks.isdigit():
-        return max(1, int(tasks))
-    if any(v in os.environ for v in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")):
-        size = os.environ.get("PMI_SIZE") or os.environ.get("OMPI_COMM_WORLD_SIZE") or "1"
-        return max(1, int(size)) if size.isdigit() else 1  # all on this node, at worst
-    return 1
-
-
-def process_memory(task_bytes: int, ranks: int | None = None) -> int:
-    """What a node needs for tasks of ``task_bytes``: (interpreter + task) × ranks."""
-    ranks = ranks_per_node() if ranks is None else ranks
-    return ranks * (PROCESS_BASELINE + task_bytes)
-
-
-#: Bytes of a task file besides its per-frame and per-ion arrays (HDF5 and H5MD metadata,
-#: the parameters, the observables); an allowance, larger than any file measured so far.
-TASK_FILE_OVERHEAD = 64 * 1024
-
-
-def task_disk(config: Config) -> int:
-    """Bytes of one task file of a sweep-free config, uncompressed (an upper bound: the
-    files are gzip-compressed) — formula in the module docs. ``run.method = "network"``
-    stores no frames."""
-    frames = 0 if config.run.method == "network" else config.run.frames
-    ions = ion_count(config)
-    # positions are stored with 3 coordinates whatever the lattice dimension (H5MD)
-    return frames * ions * (3 * 8 + 4) + frames * (8 + 8 + 3 * 8) + ions + TASK_FILE_OVERHEAD
-
-
-def estimate_memory(config: Config) -> int:
-    """Bytes one task needs at most, over all sweep points (formula in the module docs)."""
-    return max(task_memory(point_config) for _, point_config in _points(config))
-
-
-def available_memory() -> int | None:
-    """Physical memory in bytes, or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _check_memory(config: Config, need: int) -> None:
-    total = available_memory()
-    ranks = ranks_per_node()
-    node = process_memory(need, ranks)
-    if total is None or total <= 0 or node <= MEMORY_FRACTION * total:
-        return
-    swept = any(key == "lattice.cells" for key, _ in config.sweep)
-    per_node = (
-        f" each, {format_bytes(node)} for the {ranks} ranks on this node" if ranks > 1 else ""
-    )
-    raise _Problem(
-        "sweep.lattice.cells" if swept else "lattice.cells",
-        f"too large: a task would need about {format_bytes(need + PROCESS_BASELINE)}{per_node} "
-        f"but only {format_bytes(MEMORY_FRACTION * total)} is usable "
-        f"(80 % of {format_bytes(total)} physical memory)",
-    )
-
-
-def format_bytes(n: float) -> str:
-    """A byte count for people: ``512 B``, ``1.5 KiB``, ``3.2 GiB`` (three digits)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
