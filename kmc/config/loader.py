@@ -95,5 +95,3 @@ def load_config(path: str | os.PathLike, *, check_memory: bool = True) -> Config
     except OSError as exc:
         raise ConfigError(source, None, f"cannot read: {exc.strerror or exc}") from None
     return parse_config(data, source, check_memory=check_memory)
-
-

@@ -966,7 +966,6 @@ def _build(
     )
 
 
-
 def plain(value: object) -> Any:
     """A typed config value as plain JSON/TOML data (tuples → lists, distributions → dicts)."""
     if isinstance(value, Distribution):
@@ -1028,5 +1027,3 @@ def config_digest(config: Config) -> str:
     task file of the run carries (``run_digest``)."""
     text = json.dumps(comparable_dict(config), sort_keys=True, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-

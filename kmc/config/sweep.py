@@ -213,7 +213,6 @@ def _point_problem(problem: _Problem, point: dict[str, object]) -> _Problem:
     return _Problem(key, f"{problem.message} (at the sweep point {where})")
 
 
-
 def landscape_keys(point: Mapping[str, object]) -> dict[str, object]:
     """The swept values of ``point`` that shape the landscape: every key outside ``run.*``
     and ``ions.*`` (temperature, method, run length and the ions run on a landscape, they do
@@ -252,5 +251,3 @@ def expand_tasks(config: Config) -> list[Task]:
                 )
             )
     return tasks
-
-
