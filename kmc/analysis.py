@@ -34,6 +34,7 @@ __all__ = [
     "BOLTZMANN_EV",
     "FIELD_KEYS",
     "MIN_FRAMES",
+    "MIN_RELAXATION_TIMES",
     "TENSOR_KEYS",
     "THERMODYNAMIC_KEYS",
     "DiffusiveTest",
@@ -980,18 +981,56 @@ def thermodynamic_factor(positions: ArrayLike, box: ArrayLike, n_sites: int) -> 
     return float(p.shape[1] / bulk) if bulk > 0 else math.nan
 
 
-#: What an equilibrium lattice gas reports besides D: Θ, D_chem = Θ D_σ (cm²/s) and μ (eV).
-THERMODYNAMIC_KEYS = ("thermodynamic_factor", "D_chem", "chemical_potential")
+#: What an equilibrium lattice gas reports besides D: Θ, D_chem = Θ D_σ (cm²/s), μ (eV) and
+#: the run's length in relaxation times of a half box (:func:`lattice_gas_thermodynamics`).
+THERMODYNAMIC_KEYS = ("thermodynamic_factor", "D_chem", "chemical_potential", "relaxation_times")
+
+#: Θ is reported only from a run lasting at least this many relaxation times
+#: τ = (L/2)²/D_chem of a half box (L its longest edge): the variance of a block's count about
+#: the run's own mean is low by its correlation time over T, which biases Θ high by about
+#: 0.25 τ/T (docs/physics.md), i.e. by ≈ 2.5 % at T = 10 τ.
+MIN_RELAXATION_TIMES = 10.0
 
 
 def lattice_gas_thermodynamics(
-    positions: ArrayLike, box: ArrayLike, n_sites: int, d_jump: float
-) -> dict[str, float]:
-    """``thermodynamic_factor`` (:func:`thermodynamic_factor`) and the chemical diffusion
-    coefficient ``D_chem`` = Θ D_σ (units of ``d_jump``; nan where D_σ is) of a lattice-gas
-    trajectory in equilibrium."""
+    times: ArrayLike, positions: ArrayLike, box: ArrayLike, n_sites: int, d_jump: float
+) -> dict[str, float | str]:
+    """Θ (:func:`thermodynamic_factor`) and the chemical diffusion coefficient
+    ``D_chem`` = Θ D_σ (cm²/s, from ``d_jump`` in cm²/s) of a lattice-gas trajectory in
+    equilibrium (frame ``times`` in s, ``positions`` and ``box`` in Å), if the run is long
+    enough to trust them; ``relaxation_times`` = T/τ, the run's length T in relaxation
+    times τ = (L/2)²/D_chem of a half box, L the longest box edge (nan without a D_chem).
+
+    Θ and D_chem are nan, with ``thermodynamic_reason`` saying why (else ""), when D_σ is
+    not resolved (nan: the run is not diffusive, or not positive), so that τ is unknown, or
+    when T < :data:`MIN_RELAXATION_TIMES` τ.
+    """
+    t = np.asarray(times, dtype=np.float64)
     theta = thermodynamic_factor(positions, box, n_sites)
-    return {"thermodynamic_factor": theta, "D_chem": theta * d_jump}
+    d_chem = theta * d_jump
+    b = np.asarray(box, dtype=np.float64)
+    edge = float(np.max(b) if b.ndim == 1 else np.max(np.linalg.norm(b, axis=1)))
+    spans = math.nan
+    if not math.isfinite(theta):
+        reason = "subvolume ion counts do not fluctuate"
+    elif not (math.isfinite(d_chem) and d_chem > 0):
+        reason = "D_chem not resolved (run not diffusive): relaxation time (L/2)²/D_chem unknown"
+    else:
+        tau = (edge / 2) ** 2 / (d_chem / units.A2_TO_CM2)
+        spans = float((t[-1] - t[0]) / tau)
+        reason = (
+            ""
+            if spans >= MIN_RELAXATION_TIMES
+            else f"run spans {spans:.3g} relaxation times (L/2)²/D_chem of a half box "
+            f"(needs {MIN_RELAXATION_TIMES:g}): subvolume fluctuations not converged"
+        )
+    ok = not reason
+    return {
+        "thermodynamic_factor": theta if ok else math.nan,
+        "D_chem": d_chem if ok else math.nan,
+        "relaxation_times": spans,
+        "thermodynamic_reason": reason,
+    }
 
 
 def staggered_order(sites: ArrayLike, sublattice: ArrayLike) -> float:

@@ -115,7 +115,7 @@ def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
             observables["order_parameter"] = math.nan
     elif config.ions.exclusion and not driven:  # an equilibrium lattice gas: its thermodynamics
         observables.update(analysis.lattice_gas_thermodynamics(
-            traj.positions, traj.box, len(land.free_sites), observables["D_jump"]
+            traj.times, traj.positions, traj.box, len(land.free_sites), observables["D_jump"]
         ))  # fmt: skip
         lat = land.lattice
         observables["chemical_potential"] = analysis.widom_chemical_potential(

@@ -148,6 +148,8 @@ UNITS: dict[str, str] = {
     "chemical_potential_err": "eV",
     "order_parameter": "1",
     "order_parameter_err": "1",
+    "relaxation_times": "1",
+    "relaxation_times_err": "1",
 }
 #: Observables of a task driven by a field, averaged over replicas (mean and ``_err``).
 FIELD_OBSERVABLES = ("drift_velocity", "mobility", "conductivity_field")
@@ -341,6 +343,8 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
         }
         out["diffusive"] = bool(stored.get("diffusive", 1))
         out["diffusive_reason"] = str(stored.get("diffusive_reason", ""))
+        if thermo:
+            out["thermodynamic_reason"] = str(stored.get("thermodynamic_reason", ""))
         return out
     params = data.parameters
     if "hop_distance" in params:  # the task's own metadata
@@ -371,7 +375,7 @@ def _task_observables(data: TaskData, recompute: bool) -> dict[str, Any]:
     out = {key: _number(result[key], float) for key in (*_RECOMPUTED, *tensor, *driven)}
     if "thermodynamic_factor" in stored:  # an equilibrium lattice gas: Θ from the frames
         out.update(analysis.lattice_gas_thermodynamics(
-            data.positions, data.box, int(params["free_sites"]), out["D_jump"]
+            data.times, data.positions, data.box, int(params["free_sites"]), out["D_jump"]
         ))  # fmt: skip
         out["chemical_potential"] = _number(stored.get("chemical_potential", math.nan), float)
     if "order_parameter" in stored:  # needs the lattice's sublattices: as stored
@@ -495,6 +499,13 @@ def _replica_statistics(records: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = out[f"{key}_err"] = math.nan
             if all(math.isfinite(v) for v in values):
                 out[key], out[f"{key}_err"] = analysis.replica_mean(values)
+        unresolved = sum(bool(r.get("thermodynamic_reason")) for r in records)
+        if unresolved:
+            note = (
+                f"Θ and D_chem unresolved in {unresolved} of {len(records)} replicas "
+                "(thermodynamic_reason in the task records)"
+            )
+            out["note"] = f"{out['note']}; {note}" if out["note"] else note
     if records and all("drift_velocity" in r for r in records):  # driven by a field
         for key in FIELD_OBSERVABLES:
             out[key] = out[f"{key}_err"] = math.nan
@@ -752,6 +763,7 @@ def _table(results: RunResults) -> str:
         )
     lines.extend(_diagonal_block(results))
     lines.extend(_field_block(results))
+    lines.extend(_thermodynamic_block(results))
     if results.arrhenius:
         temps = sorted({rec[TEMPERATURE_KEY] for rec in results.summary})
         lines.append("")
@@ -824,6 +836,55 @@ def _field_block(results: RunResults) -> list[str]:
         "Nernst–Einstein σ from D_σ about the drift (mean ± standard error over replicas):",
         *text_table(headers, rows),
     ]
+
+
+#: The columns of the lattice-gas block: (key, header, scientific).
+_THERMODYNAMIC_COLUMNS = (
+    ("thermodynamic_factor", "Θ", False),
+    ("D_chem", "D_chem [cm^2/s]", True),
+    ("chemical_potential", "μ [eV]", False),
+    ("relaxation_times", "T/τ", False),
+    ("order_parameter", "order", False),
+)
+
+
+def _thermodynamic_block(results: RunResults) -> list[str]:
+    """Lines of the block of an equilibrium lattice gas: Θ, D_chem, μ, the run's length in
+    relaxation times of a half box and (bipartite lattices) the staggered order, per point;
+    ``unresolved`` where some replica's Θ was not (its ``thermodynamic_reason``)."""
+    if not any("thermodynamic_factor" in rec for rec in results.summary):
+        return []
+    columns = [c for c in _THERMODYNAMIC_COLUMNS if any(c[0] in r for r in results.summary)]
+    unresolved = {
+        _point_id(rec, results.swept) for rec in results.tasks if rec.get("thermodynamic_reason")
+    }
+    headers = [*results.swept, *(header for _, header, _ in columns)]
+    rows = []
+    for rec in results.summary:
+        row = [show_value(rec[key]) for key in results.swept]
+        thin = _point_id(rec, results.swept) in unresolved
+        for key, _, scientific in columns:
+            if key not in rec:
+                row.append("-")
+            elif thin and key in ("thermodynamic_factor", "D_chem"):
+                row.append("unresolved")
+            else:
+                row.append(_mean_err(rec[key], rec[f"{key}_err"], scientific))
+        rows.append(row)
+    lines = [
+        "",
+        "Lattice gas in equilibrium (mean ± standard error over replicas): Θ from subvolume",
+        "fluctuations, D_chem = Θ D_σ, μ by Widom insertion, T/τ the run's length in",
+        "relaxation times τ = (L/2)²/D_chem of a half box:",
+        *text_table(headers, rows),
+    ]
+    if unresolved:
+        lines.append(
+            "unresolved: some replicas' runs were not diffusive or spanned fewer than "
+            f"{analysis.MIN_RELAXATION_TIMES:g} relaxation times (their thermodynamic_reason "
+            "is in the task records); run longer"
+        )
+    return lines
 
 
 def _point_id(rec: Mapping[str, Any], swept: list[str]) -> str:

@@ -156,6 +156,7 @@ TASK_KEYS = {
     "critical_barrier",
     *TENSOR_KEYS,  # the test configs are cubic: every component applies
     *THERMODYNAMIC_KEYS,  # and lattice gases in equilibrium
+    "thermodynamic_reason",
     "order_parameter",  # on a bipartite lattice (8³ simple cubic)
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

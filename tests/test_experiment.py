@@ -227,7 +227,9 @@ def test_chemical_diffusion_of_the_uniform_lattice_gas(c):
     """Exact: on equal sites with one saddle, D_σ = D0 (1 − c) and Θ = 1/(1 − c), so the
     chemical diffusion coefficient D_chem = Θ D_σ is the single-ion D0 = Γ a² (simple
     cubic: z Γ a² / 2d) at every c. 6 replicas of 10³ at 300 K; |z| < 4 with the error from
-    the replicas; Θ and μ = kT ln((N + 1)/(V − N)) are recorded too."""
+    the replicas; Θ and μ = kT ln((N + 1)/(V − N)) are recorded too. The runs last
+    T = 3000 / (6Γ(1 − c)) = 20/(1 − c) relaxation times τ = (L/2)²/D0 of a half box, more
+    than the 10 Θ needs."""
     tasks = _field_tasks("cubic", [10, 10, 10], 0.0, concentration=c, exclusion=True,
                          replicas=6, hops=3000)  # fmt: skip
     data = config.resolved_dict(tasks[0].config)
@@ -241,9 +243,38 @@ def test_chemical_diffusion_of_the_uniform_lattice_gas(c):
     assert abs(mean - d0) < 4 * error and error < 0.1 * d0, (mean, error, d0)
     theta, theta_err = analysis.replica_mean([r["thermodynamic_factor"] for r in records])
     assert abs(theta - 1 / (1 - c)) < 4 * theta_err
+    assert all(r["thermodynamic_reason"] == "" for r in records)
+    spans = [r["simulated_time"] * d0 * 1e16 / (5 * HOP) ** 2 for r in records]  # T/τ, exact τ
+    for r, exact in zip(records, spans, strict=True):
+        assert exact > 10 and r["relaxation_times"] == pytest.approx(exact, rel=0.3)
     n = round(c * 1000)
     mu = BOLTZMANN_EV * 300.0 * math.log((n + 1) / (1000 - n))
     assert all(r["chemical_potential"] == pytest.approx(mu, abs=1e-12) for r in records)
+
+
+def test_thermodynamic_factor_of_a_short_run_is_unresolved():
+    """A diffusive run too short for Θ: the uniform lattice gas at c = 0.5 on a 32² square
+    lattice, 1000 hops per ion, lasts T = 1000 / (4Γ · 0.5) ≈ 2 relaxation times
+    τ = (L/2)²/D0 of a half box (D0 = Γa², L = 32a), fewer than the 10 Θ needs: Θ and D_chem
+    are nan, the record says why, and T/τ is the exact one within the noise of D_chem."""
+    data = {
+        "name": "short",
+        "lattice": {"kind": "square", "cells": [32, 32], "hop_distance": HOP},
+        "ions": {"species": "Li", "concentration": 0.5},
+        "crystal": {"attempt_frequency": NU, "saddle_energy": 0.30},
+        "amorphous": {"saddle_energy": 0.30},
+        "run": {"temperature": 300.0, "replicas": 2, "seed": 4, "hops_per_ion": 1000},
+    }
+    d0 = NU * math.exp(-0.30 / (BOLTZMANN_EV * 300.0)) * HOP**2  # Å²/s
+    for task in config.expand_tasks(config.parse_config(data)):
+        obs = experiment.run_task(task).observables
+        assert obs["diffusive"] and obs["D_jump"] > 0
+        assert math.isnan(obs["thermodynamic_factor"]) and math.isnan(obs["D_chem"])
+        exact = obs["simulated_time"] * d0 / (16 * HOP) ** 2
+        assert 1.5 < exact < 2.5 and obs["relaxation_times"] == pytest.approx(exact, rel=0.5)
+        reason = obs["thermodynamic_reason"]
+        assert reason.startswith(f"run spans {obs['relaxation_times']:.3g} relaxation times")
+        assert "needs 10" in reason
 
 
 def _chain_transfer_matrix(c: float, beta_v: float) -> tuple[float, float]:
@@ -268,10 +299,11 @@ def _chain_transfer_matrix(c: float, beta_v: float) -> tuple[float, float]:
 def test_thermodynamics_of_the_interacting_chain(c):
     """Exact (transfer matrix): a chain with nearest-neighbour repulsion V = 0.05 eV at
     300 K has Θ(0.3) = 2.693 and Θ(0.5) = 5.260 (1.43 and 2 without V). 6 replicas of 100
-    sites, 20 000 hops per ion (many relaxation times of a half chain, (L/2)²/D_chem): the
-    kMC Θ is within 4 standard errors, and Widom's canonical μ lies between the
-    grand-canonical μ at N and at N + 1 ions (within 4 errors). (The tracer is not
-    diffusive here — single-file motion — and D and D_chem are rightly not reported.)"""
+    sites, 20 000 hops per ion (many relaxation times of a half chain, (L/2)²/D_chem): Θ
+    of the stored frames is within 4 standard errors, and Widom's canonical μ lies between
+    the grand-canonical μ at N and at N + 1 ions (within 4 errors). The tracer is not
+    diffusive here (single-file motion), so D_chem and with it the relaxation time are not
+    measured: the task records report Θ as unresolved, with the reason."""
     kt = BOLTZMANN_EV * 300.0
     data = {
         "name": "chain",
@@ -283,11 +315,14 @@ def test_thermodynamics_of_the_interacting_chain(c):
         "run": {"temperature": 300.0, "replicas": 6, "seed": 3, "hops_per_ion": 20000,
                 "equilibration_hops_per_ion": 2000, "frames": 1000},
     }  # fmt: skip
-    records = [
-        experiment.run_task(t).observables for t in config.expand_tasks(config.parse_config(data))
-    ]
+    runs = [experiment.run_task(t) for t in config.expand_tasks(config.parse_config(data))]
+    records = [run.observables for run in runs]
+    for r in records:
+        assert not r["diffusive"] and math.isnan(r["thermodynamic_factor"])
+        assert r["thermodynamic_reason"].startswith("D_chem not resolved (run not diffusive)")
     theta, mu_exact = _chain_transfer_matrix(c, 0.05 / kt)
-    mean, error = analysis.replica_mean([r["thermodynamic_factor"] for r in records])
+    thetas = [analysis.thermodynamic_factor(run.positions, run.box, 100) for run in runs]
+    mean, error = analysis.replica_mean(thetas)
     assert abs(mean - theta) < 4 * error, (mean, error, theta)
     n = round(c * 100)
     low = kt * _chain_transfer_matrix(n / 100, 0.05 / kt)[1]
