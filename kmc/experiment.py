@@ -137,7 +137,9 @@ def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
         work=traj.work,
         planned_work=traj.planned_work,
     )
-    return _task_data(task, land, traj.times, traj.positions, traj.sites, observables, collective)
+    return _task_data(
+        task, land, traj.times, traj.positions, traj.sites, observables, collective, pair
+    )
 
 
 def network_task(task: Task, land: landscape.Landscape) -> TaskData:
@@ -205,10 +207,11 @@ def _task_data(
     sites,
     observables: dict,
     collective: tuple[np.ndarray, np.ndarray] | None = None,
+    pair: np.ndarray | None = None,
 ) -> TaskData:
     """What a task file stores: the frames, the task's provenance (with the identity of its
-    landscape), the landscape's activation-energy range and percolation, and the
-    observables."""
+    landscape, which covers the pair energies ``pair`` of an interacting run), the
+    landscape's activation-energy range and percolation, and the observables."""
     ea_lower, ea_upper = land.activation_range()
     return TaskData(
         times=times,
@@ -222,7 +225,7 @@ def _task_data(
             "replica": task.replica,
             "landscape": task.landscape,
             "landscape_spawn_key": list(task.landscape_seed.spawn_key),
-            "landscape_digest": land.digest(),
+            "landscape_digest": land.digest(pair),
             # what the estimators need, typed, so that analysis never reads the config schema
             "temperature": float(task.config.run.temperature),
             "hop_distance": float(land.lattice.hop_distance),

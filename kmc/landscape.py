@@ -203,9 +203,11 @@ class Landscape:
             rates *= np.exp(sign * energy[basis] / (2 * BOLTZMANN_EV * temperature))
         return rates
 
-    def digest(self) -> str:
-        """SHA-256 (hex) of the realization: lattice shape, masks, energies and ν. Two tasks
-        ran on the same landscape exactly when their digests agree."""
+    def digest(self, pair_energy: np.ndarray | None = None) -> str:
+        """SHA-256 (hex) of the realization: lattice shape, masks, energies and ν, and the
+        ions' pair energies per bond (:func:`pair_energies`) if given (None, no interactions:
+        the digest is the landscape's alone, as before interactions existed). Two tasks ran
+        on the same landscape exactly when their digests agree."""
         h = hashlib.sha256()
         h.update(self.lattice.kind.encode())
         extra = ()
@@ -221,6 +223,9 @@ class Landscape:
             np.array([self.attempt_frequency, self.lattice.hop_distance]),
         ):
             h.update(array.tobytes())
+        if pair_energy is not None:
+            h.update(b"pair_energy")
+            h.update(np.ascontiguousarray(pair_energy, dtype=np.float64).tobytes())
         return h.hexdigest()
 
     @property

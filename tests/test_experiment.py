@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from kmc import analysis, config, experiment, network
+from kmc import analysis, config, experiment, landscape, network
 from kmc.analysis import BOLTZMANN_EV
 from kmc.store import read_task, write_task
 
@@ -329,3 +329,37 @@ def test_thermodynamics_of_the_interacting_chain(c):
     high = kt * _chain_transfer_matrix((n + 1) / 100, 0.05 / kt)[1]
     mu, mu_err = analysis.replica_mean([r["chemical_potential"] for r in records])
     assert low - 4 * mu_err < mu < high + 4 * mu_err, (mu, mu_err, low, high, mu_exact * kt)
+
+
+# --------------------------------------------------------------------------- landscape identity
+
+
+def test_landscape_digest_covers_the_pair_energies():
+    """The stored landscape digest of an interacting run is that of the landscape with the
+    pair energies drawn from its stream (amorphous_sigma: one draw per landscape), shared by
+    tasks that differ only in run.* keys, different between landscapes and from the same
+    landscape without interactions, whose digest stays the landscape's alone."""
+    data = {
+        "name": "identity",
+        "lattice": {"kind": "cubic", "cells": [4, 4, 4], "hop_distance": HOP},
+        "ions": {"species": "Li", "concentration": 0.3},
+        "crystal": {"attempt_frequency": NU, "saddle_energy": 0.30},
+        "amorphous": {"saddle_energy": 0.30},
+        "microstructure": {"amorphous_fraction": 0.5},
+        "interactions": {"nearest_neighbour": 0.03, "amorphous_sigma": 0.01},
+        "run": {"temperature": 600.0, "replicas": 2, "seed": 9, "hops_per_ion": 20,
+                "equilibration_hops_per_ion": 0, "frames": 8},
+        "sweep": {"run.temperature": [500.0, 600.0]},
+    }  # fmt: skip
+    tasks = config.expand_tasks(config.parse_config(data))
+    stored = [experiment.run_task(t).parameters["landscape_digest"] for t in tasks]
+    assert stored[0] == stored[2] != stored[1] == stored[3]  # replicas innermost
+    plain = {**data, "interactions": {}}
+    plain_tasks = config.expand_tasks(config.parse_config(plain))
+    for task, plain_task, digest in zip(tasks[:2], plain_tasks, stored, strict=False):
+        stream = np.random.default_rng(task.landscape_seed)
+        land = experiment.build_landscape(task.config, stream)
+        pair = landscape.pair_energies(land.lattice, 0.03, amorphous=land.amorphous,
+                                       amorphous_sigma=0.01, rng=stream)  # fmt: skip
+        assert digest == land.digest(pair) != land.digest()
+        assert experiment.run_task(plain_task).parameters["landscape_digest"] == land.digest()

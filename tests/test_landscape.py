@@ -204,6 +204,31 @@ def test_digest_identifies_the_realization():
     assert changed(lattice=other_lattice) != digest
 
 
+def test_digest_covers_the_pair_energies():
+    """Without pair energies the digest is the landscape's alone (``digest()`` and
+    ``digest(None)`` agree, so run directories written before interactions stay valid);
+    with them it changes, with any pair energy (one ulp) and with the amorphous spread's
+    draw."""
+    lat = lattice.build("cubic", (4, 4, 4), 2.0)
+    land = make(lat, seed=5, crystal=CRYSTAL, amorphous=GLASS)
+    plain = land.digest()
+    assert land.digest(None) == plain
+    pair = landscape.pair_energies(lat, 0.05)
+    with_pair = land.digest(pair)
+    assert with_pair != plain and land.digest(pair.copy()) == with_pair
+    nudged = pair.copy()
+    nudged[3] = np.nextafter(nudged[3], np.inf)
+    assert land.digest(nudged) != with_pair
+    spreads = [
+        landscape.pair_energies(
+            lat, 0.05, amorphous=land.amorphous, amorphous_sigma=0.02, rng=rng(seed)
+        )
+        for seed in (1, 1, 2)
+    ]
+    digests = [land.digest(p) for p in spreads]
+    assert digests[0] == digests[1] != digests[2] and with_pair not in digests
+
+
 def test_activation_range_by_hand():
     """Ring of 4 sites (bonds 0-1, 1-2, 2-3, 3-0), site 3 blocked: the free bonds are 0-1 and
     1-2 with barrier tops B = max(S, ε_i, ε_j) = max(0.3, 0.0, 0.1) = 0.3 and
