@@ -202,14 +202,23 @@ def interaction_tables(
     φ_s = Π w_sl over the occupied neighbours of s, that is
     Γ_km = Γ0_km exp(−ΔE_int / 2kT), ΔE_int = Σ_{l∈nn(m), l≠k} V_ml n_l − Σ_{l∈nn(k)} V_kl n_l,
     so Γ_km / Γ_mk = exp(−ΔE / kT) with ΔE the change of the total (site + pair) energy. Each
-    factor lies within exp(±z max|V| / 2kT) of 1: span = 2 exp(z max|V| / 2kT) (1 if V = 0)."""
+    factor lies within exp(±a) of 1, a = z max|V| / 2kT, and occupied neighbours take hops
+    away, so a total lies between the least nonzero rate r and the largest total R of the
+    interaction-free records, widened by exp(±a); the group table, built around the totals
+    of the start, must reach both ends from any of them: span = 2 (R / r) exp(2a) (1 if
+    V = 0)."""
     z = lattice.coordination
     bonds = lattice.bond_index
     energy = np.where(bonds >= 0, pair[np.maximum(bonds, 0)], 0.0)
     weight = np.ascontiguousarray(np.exp(-energy / (2 * BOLTZMANN_EV * temperature)))
     scaled = np.ascontiguousarray(records[:, :z] / weight)
     largest = float(np.abs(pair).max()) if pair.size else 0.0
-    span = 1.0 if largest == 0 else 2.0 * math.exp(z * largest / (2 * BOLTZMANN_EV * temperature))
+    span = 1.0
+    if largest > 0:
+        rates = records[:, :z]
+        positive = rates[rates > 0]
+        ratio = rates.sum(axis=1).max() / positive.min() if positive.size else 1.0
+        span = 2.0 * ratio * math.exp(z * largest / (BOLTZMANN_EV * temperature))
     # each bond has two directed hops: pair them up by sorting the bond indices
     flat = bonds.ravel()
     order = np.argsort(flat, kind="stable")

@@ -819,3 +819,27 @@ def test_interacting_chain_runs_with_its_ions_driven():
         assert traj.hops > 0
         assert all(len(np.unique(row)) == traj.n_ions for row in traj.sites)
         assert np.ptp(traj.positions[:, :, 0], axis=0).max() > 0
+
+
+def test_interacting_total_with_only_a_slow_hop_left_stays_in_the_table():
+    """A ring of 8 with one slow bond (3–4: saddle 0.80 eV, the others 0.30 eV, 300 K) and
+    two repelling ions that start on 4 and 6, where each has a fast hop: as soon as an ion
+    sits on 4 with the other on 5, its total is the slow rate alone, e^(−0.5 eV/kT) ≈ 4e-9
+    of every total at the start. The selection's group table must hold it (it used to span
+    the initial totals widened only by the interaction factors, and the run stopped). The
+    8 adjacent pairs, 3–4 included, have one Boltzmann weight: each is visited, and within
+    a factor 2 as often as any other."""
+    lat = lattice.build("chain", (8,))
+    saddle = np.full(lat.n_bonds, 0.30)
+    slow = [b for b, ends in enumerate(lat.bond_ends.tolist()) if sorted(ends) == [3, 4]]
+    saddle[slow] = 0.80
+    land = landscape.Landscape(lat, np.zeros(8, bool), np.zeros(8, bool), np.zeros(8), saddle,
+                               1e13)  # fmt: skip
+    pair = landscape.pair_energies(lat, 0.02)
+    traj = kernel.simulate(land, T, rng(5), count=2, hops_per_ion=20_000, frames=4000,
+                           equilibration_hops_per_ion=0, initial_sites=np.array([4, 6]),
+                           interactions=pair)  # fmt: skip
+    pairs = np.sort(traj.sites, axis=1)
+    adjacent = {(i, (i + 1) % 8) for i in range(8)}
+    share = {p: np.mean(np.all(pairs == sorted(p), axis=1)) for p in adjacent}
+    assert share[(4, 5)] > 0 and max(share.values()) < 2 * min(share.values()), share
