@@ -957,7 +957,9 @@ def thermodynamic_factor(positions: ArrayLike, box: ArrayLike, n_sites: int) -> 
     n_sites : int
         Free sites V of the lattice (the ions' N ≤ V).
 
-    Returns nan when the blocks' counts do not fluctuate (a frozen or full lattice).
+    Returns nan when 2 T_2 − T_4 ≤ 0: the blocks' counts do not fluctuate (a frozen or full
+    lattice), or the bulk variance ⟨N⟩/Θ of a nearly incompressible (ordered) gas is lost in
+    the noise of the two sums.
     """
     p = np.asarray(positions, dtype=np.float64)
     if p.ndim != 3 or p.shape[0] < 2:
@@ -1001,9 +1003,11 @@ def lattice_gas_thermodynamics(
     enough to trust them; ``relaxation_times`` = T/τ, the run's length T in relaxation
     times τ = (L/2)²/D_chem of a half box, L the longest box edge (nan without a D_chem).
 
-    Θ and D_chem are nan, with ``thermodynamic_reason`` saying why (else ""), when D_σ is
-    not resolved (nan: the run is not diffusive, or not positive), so that τ is unknown, or
-    when T < :data:`MIN_RELAXATION_TIMES` τ.
+    Θ and D_chem are nan, with ``thermodynamic_reason`` saying why (else ""), when
+    :func:`thermodynamic_factor` is (no positive bulk variance), when D_σ is not resolved
+    (nan: the run is not diffusive; or not positive), so that τ is unknown, or when
+    T < :data:`MIN_RELAXATION_TIMES` τ. τ comes from this D_chem, so an overestimated Θ
+    also shortens τ: the check is of the relaxation, not of Θ's precision.
     """
     t = np.asarray(times, dtype=np.float64)
     theta = thermodynamic_factor(positions, box, n_sites)
@@ -1012,7 +1016,10 @@ def lattice_gas_thermodynamics(
     edge = float(np.max(b) if b.ndim == 1 else np.max(np.linalg.norm(b, axis=1)))
     spans = math.nan
     if not math.isfinite(theta):
-        reason = "subvolume ion counts do not fluctuate"
+        reason = (
+            "no positive bulk variance 2T₂ − T₄ of the subvolume counts: Θ beyond what "
+            "the blocks resolve, or the counts do not fluctuate"
+        )
     elif not (math.isfinite(d_chem) and d_chem > 0):
         reason = "D_chem not resolved (run not diffusive): relaxation time (L/2)²/D_chem unknown"
     else:
