@@ -853,3 +853,40 @@ def test_memory_check_counts_the_ranks_on_a_node(monkeypatch):
         parse_config(tomllib.loads(MINIMAL))
     monkeypatch.setenv("MPI_LOCALNRANKS", "4")
     parse_config(tomllib.loads(MINIMAL))
+
+
+READY_CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", READY_CONFIGS, ids=lambda p: p.stem)
+def test_every_ready_config_loads_and_expands(path):
+    """Each config in configs/ loads and expands into (product of its sweep lists) ×
+    replicas tasks."""
+    config = load_config(path)
+    sweep = tomllib.loads(path.read_text(encoding="utf-8")).get("sweep", {})
+    points = int(np.prod([len(values) for values in sweep.values()]))
+    assert len(expand_tasks(config)) == points * config.run.replicas
+
+
+def test_state_of_charge_config_is_an_interacting_lattice_gas_above_percolation():
+    """configs/nafepo4_state_of_charge.toml: a kMC lattice gas (exclusion) with a repulsive
+    nearest-neighbour interaction on an even simple cubic box (bipartite: the order
+    parameter applies), both microstructures at amorphous fractions above the random-site
+    threshold 0.3116 of simple cubic, x swept over 0.1–0.9, and the tasks of one kind,
+    fraction and replica on one landscape at every x."""
+    path = next(p for p in READY_CONFIGS if p.stem == "nafepo4_state_of_charge")
+    config = load_config(path)
+    assert config.ions.exclusion and config.run.method == "kmc"
+    assert config.interactions.active and config.interactions.nearest_neighbour > 0
+    assert config.lattice.kind == "cubic" and all(n % 2 == 0 for n in config.lattice.cells)
+    sweep = dict(config.sweep)
+    assert set(sweep["microstructure.kind"]) == {"random", "correlated"}
+    assert min(sweep["microstructure.amorphous_fraction"]) > 0.3116
+    assert min(sweep["ions.concentration"]) == 0.1 and max(sweep["ions.concentration"]) == 0.9
+    landscapes = {}
+    for task in expand_tasks(config):
+        point = task.plain_point
+        key = (point["microstructure.kind"], point["microstructure.amorphous_fraction"])
+        landscapes.setdefault((*key, task.replica), set()).add(task.landscape)
+    assert all(len(indices) == 1 for indices in landscapes.values())
+    assert len({i for indices in landscapes.values() for i in indices}) == len(landscapes)
