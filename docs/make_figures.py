@@ -43,6 +43,7 @@ CELLS = "lattice.cells"
 SUPERCELL = "lattice.supercell"
 BLOCKED = "lattice.blocked_fraction"
 INTERFACE = "interface.saddle_energy"
+CONCENTRATION = "ions.concentration"
 K_B = 8.617333262e-5  # eV/K
 FAILURES: list[str] = []  # plots that did not write cleanly as PNG, PDF and SVG
 
@@ -102,6 +103,13 @@ STUDIES = [
         "configs/nafepo4_field.toml",
         "nafepo4-field",
         x="run.field",
+    ),
+    Study(
+        "nafepo4_state_of_charge",
+        "configs/nafepo4_state_of_charge.toml",
+        "nafepo4-state-of-charge",
+        x=CONCENTRATION,
+        by=KIND,
     ),
     Study(
         "v2o5_teo2_glass_ceramic",
@@ -626,6 +634,135 @@ def table_field(data: dict) -> str:
     return table(header, rows)
 
 
+def _soc_value(rec: dict | None, key: str, tasks: list[dict], digits: int = 2) -> str:
+    """Θ or μ-like ``mean ± err`` of a state-of-charge point, or why there is none."""
+    if rec is None:
+        return "—"
+    mean, err = _num(rec.get(key)), _num(rec.get(key + "_err"))
+    if math.isfinite(mean):
+        return f"{mean:.{digits}f} ± {err:.{digits}f}"
+    unresolved = sum(bool(t.get("thermodynamic_reason")) for t in tasks)
+    return f"unresolved {unresolved}/{len(tasks)}" if unresolved else "—"
+
+
+def fermi_dirac_reference(study: Study) -> dict:
+    """Θ = Σf/Σf(1 − f) and −μ (eV) of non-interacting ions with exclusion in full
+    equilibrium on the φ = 1 landscapes of the study (the same site energies), mean over
+    the replicas, per (kind, x)."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    from kmc import experiment, kernel
+    from kmc.config import expand_tasks, load_config
+
+    config = load_config(ROOT / study.config)
+    kt = K_B * config.run.temperature
+    out: dict = {}
+    for task in expand_tasks(config):
+        point = task.plain_point
+        if point[FRACTION] != 1.0:
+            continue
+        land = experiment.build_landscape(task.config, np.random.default_rng(task.landscape_seed))
+        x = point[CONCENTRATION]
+        n = kernel.ion_count(land, concentration=x, count=None, exclusion=True)
+        eps = land.site_energy[~land.blocked]
+
+        def excess(mu, eps=eps, n=n):
+            return float(expit((mu - eps) / kt).sum() - n)
+
+        mu = brentq(excess, eps.min() - 50 * kt, eps.max() + 50 * kt, xtol=1e-12)
+        f = expit((mu - eps) / kt)
+        out.setdefault((point[KIND], x), []).append((f.sum() / (f * (1 - f)).sum(), -mu))
+    return {key: tuple(np.mean(v, axis=0)) for key, v in out.items()}
+
+
+def widom_theta(data: dict, temperature: float) -> dict:
+    """Θ = (x/kT) dμ/dx from the Widom μ of the tasks of each landscape (every x ran on the
+    same ones), by central differences (one-sided at the ends); mean ± standard error over
+    the landscapes, per (kind, φ, x)."""
+    kt = K_B * temperature
+    by_land: dict = {}
+    for t in data["tasks"]:
+        by_land.setdefault(t["landscape"], []).append(t)
+    per_point: dict = {}
+    for rows in by_land.values():
+        rows = sorted(rows, key=lambda t: t[CONCENTRATION])
+        x = np.array([t[CONCENTRATION] for t in rows])
+        mu = np.array([_num(t["chemical_potential"]) for t in rows])
+        slope = np.gradient(mu, x)
+        for t, xi, si in zip(rows, x, slope, strict=True):
+            key = (t[KIND], t[FRACTION], float(xi))
+            per_point.setdefault(key, []).append(xi * si / kt)
+    return {
+        k: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v))))
+        for k, v in per_point.items()
+    }
+
+
+def table_state_of_charge(data: dict, reference: dict, temperature: float) -> str:
+    """Θ (fluctuations, and from Widom's μ(x)), V = −μ/e and the staggered order across x,
+    random and correlated, per φ; with the non-interacting expectations 1/(1 − x) and, at
+    φ = 1, Fermi–Dirac on the same site energies."""
+    s, tasks = data["summary"], data["tasks"]
+    from_mu = widom_theta(data, temperature)
+    rows = []
+    for phi in values_of(s, FRACTION):
+        for x in values_of(s, CONCENTRATION):
+            key = {FRACTION: phi, CONCENTRATION: x}
+            fd = reference.get(("random", x)) if phi == 1.0 else None
+            row = [g(phi), g(x), f"{1 / (1 - x):.2f}"]
+            row.append(f"{fd[0]:.2f} · {fd[1]:.3f}" if fd else "—")
+            for kind in ("random", "correlated"):
+                rec = one(s, **{KIND: kind}, **key)
+                mine = find(tasks, **{KIND: kind}, **key)
+                volt = None
+                if rec is not None:
+                    volt = {"v": -_num(rec["chemical_potential"]),
+                            "v_err": rec["chemical_potential_err"]}  # fmt: skip
+                widom = from_mu.get((kind, phi, float(x)))
+                row += [
+                    _soc_value(rec, "thermodynamic_factor", mine),
+                    f"{widom[0]:.2f} ± {widom[1]:.2f}" if widom else "—",
+                    _soc_value(volt, "v", mine, 3),
+                    _soc_value(rec, "order_parameter", mine),
+                ]
+            rows.append(row)
+    header = ["φ", "x", "1/(1−x)", "FD Θ · −μ [eV]"]
+    for kind in ("random", "correlated"):
+        header += [f"Θ {kind}", "Θ from μ(x)", f"V = −μ/e {kind} [V]", f"order {kind}"]
+    return table(header, rows)
+
+
+def table_state_of_charge_transport(data: dict) -> str:
+    """D*, D_σ, D_chem and T/τ across x, random and correlated, per φ."""
+    s, tasks = data["summary"], data["tasks"]
+    rows = []
+    for phi in values_of(s, FRACTION):
+        for x in values_of(s, CONCENTRATION):
+            row = [g(phi), g(x)]
+            for kind in ("random", "correlated"):
+                key = {KIND: kind, FRACTION: phi, CONCENTRATION: x}
+                rec = one(s, **key)
+                mine = find(tasks, **key)
+                chem = val(rec, "D_chem") if rec["diffusive"] else "n.d."
+                if chem == "—" and any(t.get("thermodynamic_reason") for t in mine):
+                    chem = "unresolved"
+                spans = [_num(t["relaxation_times"]) for t in mine]
+                spans = [v for v in spans if math.isfinite(v)]
+                row += [
+                    val(rec, "D_tracer"),
+                    val(rec, "D_jump"),
+                    chem,
+                    f"{rec['diffusive_replicas']}/{rec['replicas']}",
+                    f"{min(spans):.0f}–{max(spans):.0f}" if spans else "—",
+                ]
+            rows.append(row)
+    header = ["φ", "x"]
+    for kind in ("random", "correlated"):
+        header += [f"D* {kind} [cm²/s]", "D_σ", "D_chem", "diffusive", "T/τ"]
+    return table(header, rows)
+
+
 def _interface_name(dist: dict) -> str:
     return "= glass" if abs(dist["mean"] - 0.50) < 1e-9 else f"{0.50 - dist['mean']:.2f} eV lower"
 
@@ -787,6 +924,16 @@ def print_tables(studies: list[Study]) -> None:
     if "nafepo4_field" in data:
         print("\n## NaFePO4 (amorphized) in an applied field\n")
         print(table_field(data["nafepo4_field"]))
+    if "nafepo4_state_of_charge" in data:
+        d = data["nafepo4_state_of_charge"]
+        study = next(s for s in STUDIES if s.name == "nafepo4_state_of_charge")
+        print("\n## NaFePO4 across the state of charge (interacting lattice gas, 600 K)\n")
+        from kmc.config import load_config
+
+        temperature = load_config(ROOT / study.config).run.temperature
+        print(table_state_of_charge(d, fermi_dirac_reference(study), temperature))
+        print()
+        print(table_state_of_charge_transport(d))
     if "v2o5_teo2_glass_ceramic" in data:
         d = data["v2o5_teo2_glass_ceramic"]
         print("\n## V2O5-TeO2 glass ceramic\n")
