@@ -111,6 +111,7 @@ def run_task(task: Task, progress: np.ndarray | None = None) -> TaskData:
         observables = analysis.no_transport(land.lattice.dim, capped, driven=driven)
     if capped and config.ions.exclusion and not driven:  # not an equilibrium sample
         observables.update(dict.fromkeys(analysis.THERMODYNAMIC_KEYS, math.nan))
+        observables["thermodynamic_reason"] = "stopped at its work budget: not in equilibrium"
         if land.lattice.sublattice is not None:
             observables["order_parameter"] = math.nan
     elif config.ions.exclusion and not driven:  # an equilibrium lattice gas: its thermodynamics
