@@ -251,7 +251,7 @@ def _analyze(run_dir: Path, recompute: bool = True):
     if outcome.missing:
         print(
             f"kmc: {len(outcome.missing)} task(s) not complete yet "
-            f"({results._ranges(outcome.missing)}); rerun `kmc run` to finish",
+            f"({results.index_ranges(outcome.missing)}); rerun `kmc run` to finish",
             file=sys.stderr,
         )
     try:

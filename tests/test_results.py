@@ -32,7 +32,7 @@ import pytest
 import scipy.constants
 import scipy.stats
 
-import kmc.results
+import kmc.results.tables
 from kmc.analysis import (
     BOLTZMANN_EV,
     MIN_GROWTH_HOPS2,
@@ -778,7 +778,7 @@ def test_task_without_trajectory_keeps_stored_values(tmp_path, monkeypatch):
             observables=observables,
         )
 
-    monkeypatch.setattr(kmc.results, "read_task", fake)
+    monkeypatch.setattr(kmc.results.tables, "read_task", fake)
     res = analyze_run(run)
     rec = res.tasks[1]
     assert (rec["D_tracer"], rec["D_jump"], rec["haven_ratio"]) == (2e-7, 2e-7, 1.0)
