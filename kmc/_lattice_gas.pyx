@@ -14,7 +14,11 @@ each attempt is still decided on the state at its own turn (a prediction made un
 epoch of the map is redone, a stale site is re-read), so the trajectory is the plain
 algorithm's given the same stream of uniforms (kmc.reference.run_lattice_gas, which the
 tests hold it to): attempt i's uniform is drawn RING attempts ahead of it, its clock
-uniform at its turn.
+uniform at its turn. With ion–ion interactions a hop rewrites the rates around both its
+ends (see the comment above coupling_layout), regions change size often and every change
+retires the predictions in flight, so there each attempt drawn ahead advances one step at a
+time (_advance), re-predicting when the map changed, and the last step prefetches the
+centres its hop would update.
 """
 
 from libc.math cimport log
@@ -22,11 +26,11 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint16_t, uint64_
 from libc.string cimport memcpy
 
 from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
-from kmc._selection cimport (OCCUPIED, Attempt, Groups, Selection, live, predict,
+from kmc._selection cimport (CENTRE, LISTED, OCCUPIED, Attempt, Groups, Selection, live, predict,
                              selection_move, selection_rebuild, selection_save_sites,
                              selection_update_sites)
-from kmc._sites cimport (KMC_PREFETCH, Sites, direction_below, shift_cell, site_prefetch,
-                         site_record, site_target, sites_view)
+from kmc._sites cimport (KMC_PREFETCH, Sites, direction_below, shift_cell, site_basis,
+                         site_prefetch, site_record, site_target, sites_view)
 
 import numpy as np
 
@@ -36,7 +40,14 @@ cdef enum:
     LEAD_SITE = 10   # attempts ahead: read the pool entry, prefetch the site record
     LEAD_MOVE = 5    # attempts ahead: find the target, prefetch what a hop would touch
     LEAD_ION = 2     # attempts ahead, vacancies only: prefetch the ion that would move
+    N_STEPS = 4      # interacting ions: the attempts ADVANCE_AT ahead advance a step each
+    SLACK = 8        # interacting ions: a regrouped ion stays in its group down to 2 octaves
+                     # below its bound (most of the ~17 regroups a hop then keep their group)
     REBUILD_EVERY = 4096  # hops between exact rebuilds of the weight tree (rounding drift)
+
+
+cdef int ADVANCE_AT[N_STEPS]
+ADVANCE_AT[:] = [12, 8, 5, 2]
 
 
 cdef void _record_frame(Py_ssize_t f, const int32_t[:, ::1] ions, int32_t[:, ::1] out_sites,
@@ -87,113 +98,219 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
 #     Γ_km = c_km · φ_m · (1 / φ_k),   c_km = Γ0_km / w_km,
 # Γ0 the interaction-free rate: Γ0 · exp(−ΔE_int / 2kT) with ΔE_int the change of the pair
 # energy (see docs/physics.md). The record of an occupied site holds the current rates of its
-# ion, 0 towards occupied neighbours (its total is the exact escape rate); after a hop s → j the fields φ of s, nn(s) and nn(j) change, so the records of the
-# ions on those sites and on their neighbours are recomputed and regrouped (update_sites).
+# ion, 0 towards occupied neighbours (its total is the exact escape rate), and every record
+# holds its site's φ after the code.
+#
+# After a hop s → j the fields φ of the centres s, nn(s), nn(j) change: the ion on a centre
+# gets all its rates rewritten, and every other ion next to an empty centre a its one rate
+# towards a. On a lattice larger than the caches every distinct cache line a hop touches is
+# a miss, so the data is laid out by who reads it: a site's couplings are one block of
+# whole lines (coupling_layout), read only when it is a centre: its w (for its φ), its c_km
+# (for its own rates) and the c of the hops into it (so that the one rate of a neighbour
+# towards it needs nothing of that neighbour but its record), and the marks of the update
+# are bits of the site states, which it reads anyway.
 
-cdef inline double _field(const int32_t* nb, Py_ssize_t z, const double* weight,
-                          const uint16_t* state, int32_t s) noexcept nogil:
-    """φ_s of the current occupation (``state``: OCCUPIED bits), ``nb`` the neighbour table."""
-    cdef const int32_t* row = nb + <Py_ssize_t>s * z
-    cdef const double* w = weight + <Py_ssize_t>s * z
+
+def coupling_layout(int z):
+    """(width, offset of c_out, offset of c_in) in doubles of a site's coupling block: its z
+    weights w_km, its z values c_km (hops out), the z values c_mk of the hops into it from
+    each neighbour m, each part padded to a whole 64-byte line."""
+    cdef Py_ssize_t part = _lines(z)
+    return 3 * part, part, 2 * part
+
+
+cdef inline Py_ssize_t _lines(Py_ssize_t n) noexcept nogil:
+    """n doubles rounded up to whole 64-byte lines."""
+    return (n + 7) & ~7
+
+
+cdef struct Couplings:
+    const double* block     # (n_sites, width): w, then c_out at c_out, c_in at c_in
+    Py_ssize_t width
+    Py_ssize_t c_out
+    Py_ssize_t c_in
+    const int32_t* reverse  # (n_basis, z): the direction at the target of the hop back
+
+
+cdef inline const double* _block(const Couplings* cp, int32_t s) noexcept nogil:
+    return cp.block + <Py_ssize_t>s * cp.width
+
+
+cdef inline double* _phi(const Sites* sites, int32_t s) noexcept nogil:
+    """Site s's field φ, in its record after the code."""
+    return <double*>site_record(sites, s) + sites.z + 1
+
+
+cdef inline double _select(bint c, double a, double b) noexcept nogil:
+    """c ? a : b without a branch (occupations are coin flips the predictor would miss); c is
+    0 or 1."""
+    cdef double pair[2]
+    pair[0], pair[1] = b, a
+    return pair[c]
+
+
+cdef inline void _neighbours(const Sites* sites, int32_t a, int32_t* nb) noexcept nogil:
+    cdef const double* rec = site_record(sites, a)
+    cdef Py_ssize_t k
+    for k in range(sites.z):
+        nb[k] = site_target(sites, a, rec, k)
+
+
+cdef inline double _field(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                          const int32_t* nb, int32_t a) noexcept nogil:
+    """φ_a of the current occupation (``state``: OCCUPIED bits), ``nb`` a's neighbours."""
+    cdef const double* w = _block(cp, a)
     cdef double phi = 1.0
     cdef Py_ssize_t k
-    for k in range(z):
-        if state[row[k]] & OCCUPIED:
-            phi *= w[k]
+    for k in range(sites.z):
+        phi *= _select((state[nb[k]] & OCCUPIED) != 0, w[k], 1.0)
     return phi
 
 
-cdef inline double _rate(const double* scaled, const double* phi, const uint16_t* state,
-                         Py_ssize_t z, int32_t s, Py_ssize_t k, int32_t m,
-                         double inverse) noexcept nogil:
-    """Rate of the ion on s along k to m: 0 if m is occupied (so that a record's total is its
+cdef inline void _rates_of(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                           const int32_t* nb, int32_t a) noexcept nogil:
+    """Write the current rates of an ion on a into a's record: c_ak φ_m (1 / φ_a) towards
+    each neighbour m (``nb``), 0 towards an occupied one (so that a record's total is its
     ion's escape rate: a bound counting blocked hops would waste most attempts on a crowded
-    ion, whose blocked rates the repulsion raises most), else c_sk φ_m (1 / φ_s)."""
-    return 0.0 if state[m] & OCCUPIED else scaled[<Py_ssize_t>s * z + k] * phi[m] * inverse
-
-
-cdef inline void _rates_of(const Sites* sites, const int32_t* nb, const double* scaled,
-                           const double* phi, const uint16_t* state, int32_t s) noexcept nogil:
-    """Write the current rates of an ion on s into s's record."""
-    cdef double* rec = <double*>site_record(sites, s)
-    cdef const int32_t* row = nb + <Py_ssize_t>s * sites.z
-    cdef double inverse = 1.0 / phi[s]
+    ion, whose blocked rates the repulsion raises most)."""
+    cdef double* rec = <double*>site_record(sites, a)
+    cdef const double* c = _block(cp, a) + cp.c_out
+    cdef double inverse = 1.0 / rec[sites.z + 1], zero = 0.0
+    cdef const double* phi_m
     cdef Py_ssize_t k
+    cdef bint occupied
     for k in range(sites.z):
-        rec[k] = _rate(scaled, phi, state, sites.z, s, k, row[k], inverse)
+        occupied = (state[nb[k]] & OCCUPIED) != 0
+        phi_m = &zero if occupied else _phi(sites, nb[k])  # no read of an occupied record
+        rec[k] = c[k] * phi_m[0] * inverse
 
 
-cdef int _interact(Groups* gr, const Sites* sites, const int32_t* nb, const int32_t* rev,
-                   const double* scaled, const double* weight, double* phi,
-                   const int32_t* occupant, uint8_t* mark, int32_t* centres, int32_t* list_s,
-                   int32_t* list_c, int32_t s, int32_t j) noexcept nogil:
-    """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) are the
-    sites whose field φ changed: refresh those fields; rewrite the whole record of every ion
-    on a centre (centre order); then, visiting the neighbours l of each centre a in order,
-    the one rate of the ion on l towards a when l is not a centre (its φ did not change, nor
-    did any other of its targets). Regroup the ions touched, in the order first touched."""
-    cdef Py_ssize_t z = sites.z, n = 0, n_centres = 1 + 2 * z, i, k
-    cdef const uint16_t* state = gr.site_state
-    cdef int32_t a, l
+cdef inline void _advance(Groups* gr, const Sites* sites, const Couplings* cp, Attempt* at,
+                          const int32_t* ions, Py_ssize_t ion_width) noexcept nogil:
+    """One prefetch step of an attempt drawn ahead, ions interacting: (re)predict under the
+    current map and fetch the pool entry; then the site record; then the target's state and
+    record and the moving ion; then the centres of the hop. Regions change size often here,
+    and a changed map would otherwise leave the attempt unfetched until its turn."""
+    cdef const double* rec
+    cdef const double* block
+    cdef Py_ssize_t i
+    cdef int32_t c, s = at.site, j = at.j
+    if at.epoch != gr.epoch:
+        predict(gr, at)
+        if live(gr, at):
+            KMC_PREFETCH(&gr.pool[at.pos])
+    elif not live(gr, at):
+        return
+    elif at.site < 0:
+        at.site, at.step = gr.pool[at.pos].site, 1
+        site_prefetch(sites, at.site)
+    elif at.step == 1:
+        if gr.pool[at.pos].site != at.site:
+            at.site = -1
+            return
+        rec = site_record(sites, at.site)
+        at.k = direction_below(rec, sites.z, at.x)
+        at.moved, at.step = True, 2
+        if at.k >= 0:
+            at.j = site_target(sites, at.site, rec, at.k)
+            KMC_PREFETCH(&gr.site_state[at.j])
+            site_prefetch(sites, at.j)
+            KMC_PREFETCH(ions + gr.pool[at.pos].ion * ion_width)
+    elif at.step == 2 and at.k >= 0 and not (gr.site_state[j] & OCCUPIED):
+        # here, not in a function of its own: GCC finds a function that only prefetches
+        # free of effects and deletes the calls to it
+        for i in range(2 * sites.z):  # each centre's record, w and the c its update reads
+            c = site_target(sites, s if i < sites.z else j,
+                            site_record(sites, s if i < sites.z else j), i % sites.z)
+            site_prefetch(sites, c)
+            block = _block(cp, c)
+            KMC_PREFETCH(block)
+            KMC_PREFETCH(block + (cp.c_out if c == j or (c != s and gr.site_state[c] & OCCUPIED)
+                                  else cp.c_in))
+        at.step = 3
+
+
+cdef inline Py_ssize_t _add_centre(const Sites* sites, uint16_t* state, int32_t* centres,
+                                   int32_t* nbs, Py_ssize_t n, int32_t a) noexcept nogil:
+    """Append a to the centres unless it is one and decode its neighbours; prefetch the
+    records the update will read of them: those whose occupation differs from a's (the
+    fields of an ion's empty targets, the ions next to an empty centre). Returns the
+    number of centres."""
+    cdef int32_t* nb = nbs + n * sites.z
+    cdef uint16_t occupied = state[a] & OCCUPIED
+    cdef Py_ssize_t k
+    if state[a] & CENTRE:
+        return n
+    centres[n] = a
+    state[a] |= CENTRE
+    _neighbours(sites, a, nb)
+    for k in range(sites.z):  # a's own record (cached) in place of a branch
+        KMC_PREFETCH(site_record(sites, nb[k] if (state[nb[k]] & OCCUPIED) != occupied else a))
+    return n + 1
+
+
+cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
+                   const int32_t* occupant, int32_t* centres, int32_t* nbs, int32_t* listed,
+                   int32_t s, int32_t j) noexcept nogil:
+    """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) (first
+    occurrences; ``nbs`` receives their neighbours) are the sites whose field φ changed:
+    refresh those; then, centre by centre, rewrite the record of the ion on it, or, for an
+    empty centre a, the rate towards a of each ion next to it that is not on a centre.
+    Regroup those ions, in the order first touched."""
+    cdef Py_ssize_t z = sites.z, n = 0, n_centres, i, k, of_j = 0
+    cdef uint16_t* state = gr.site_state
+    cdef const int32_t* nb
+    cdef const int32_t* back
+    cdef const double* c_in
     cdef double* rec
-    centres[0] = s
+    cdef double phi
+    cdef int32_t a, l
+    n_centres = _add_centre(sites, state, centres, nbs, 0, s)
     for k in range(z):
-        centres[1 + k] = nb[<Py_ssize_t>s * z + k]
-        centres[1 + z + k] = nb[<Py_ssize_t>j * z + k]
+        if nbs[k] == j and not (state[j] & CENTRE):
+            of_j = n_centres
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k])
+    for k in range(z):
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k])
     for i in range(n_centres):
-        a = centres[i]
-        phi[a] = _field(nb, z, weight, state, a)
+        _phi(sites, centres[i])[0] = _field(sites, cp, state, nbs + i * z, centres[i])
     for i in range(n_centres):
-        a = centres[i]
-        if (state[a] & OCCUPIED) and mark[a] == 0:
-            mark[a] = 1
-            _rates_of(sites, nb, scaled, phi, state, a)
-            list_s[n], list_c[n] = a, occupant[a]
+        a, nb = centres[i], nbs + i * z
+        if state[a] & OCCUPIED:
+            _rates_of(sites, cp, state, nb, a)
+            listed[n] = a
             n += 1
-        elif mark[a] == 0:
-            mark[a] = 3  # an empty centre: its neighbours' rates towards it change
-    for i in range(n_centres):
-        a = centres[i]
-        if mark[a] == 4:
-            continue  # a centre listed twice: its neighbours are done
+            continue
+        phi, c_in = _phi(sites, a)[0], _block(cp, a) + cp.c_in
+        back = cp.reverse + site_basis(sites, site_record(sites, a)) * z
         for k in range(z):
-            l = nb[<Py_ssize_t>a * z + k]
-            if not (state[l] & OCCUPIED) or mark[l] == 1 or mark[l] == 4:
-                continue  # no ion, or a centre's ion (rewritten whole)
+            l = nb[k]
+            if (state[l] & (OCCUPIED | CENTRE)) != OCCUPIED:
+                continue  # no ion, or an ion on a centre (rewritten whole)
             rec = <double*>site_record(sites, l)
-            rec[rev[<Py_ssize_t>a * z + k]] = _rate(scaled, phi, state, z, l,
-                                                     rev[<Py_ssize_t>a * z + k], a, 1.0 / phi[l])
-            if mark[l] == 0:
-                mark[l] = 2
-                list_s[n], list_c[n] = l, occupant[l]
+            rec[back[k]] = c_in[k] * phi * (1.0 / rec[z + 1])
+            if not (state[l] & LISTED):
+                state[l] |= LISTED
+                listed[n] = l
                 n += 1
-        if mark[a] == 1:
-            mark[a] = 4  # done as a centre (still whole-rewritten)
-        elif mark[a] == 3:
-            mark[a] = 4
     for i in range(n):
-        mark[list_s[i]] = 0
+        state[listed[i]] &= ~LISTED
     for i in range(n_centres):
-        mark[centres[i]] = 0
-    return selection_update_sites(gr, sites, list_s, list_c, n, False)
+        state[centres[i]] &= ~CENTRE
+    return selection_update_sites(gr, sites, listed, n, occupant, False)
 
 
-def interaction_records(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
-                        const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
-                        const double[:, ::1] scaled, const double[:, ::1] weight,
-                        const int32_t[:, ::1] neighbours, double[::1] phi):
-    """Fill ``phi`` with every site's field and the rate columns of ``records`` with the
-    current rates of an ion on each site, for the occupation ``occupied``."""
-    cdef Sites view = sites_view(records, deltas, hop_cells)
-    cdef Py_ssize_t n = records.shape[0], i
-    state = np.where(np.asarray(occupied) != 0, OCCUPIED, 0).astype(np.uint16)
-    cdef uint16_t[::1] state_v = state
-    with nogil:
-        for i in range(n):
-            phi[i] = _field(&neighbours[0, 0], view.z, &weight[0, 0], &state_v[0], <int32_t>i)
-        for i in range(n):
-            _rates_of(&view, &neighbours[0, 0], &scaled[0, 0], &phi[0], &state_v[0],
-                      <int32_t>i)
+cdef void _interaction_start(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                             Py_ssize_t n_sites, int32_t* nb) noexcept nogil:
+    """Fill every record with its site's φ and the current rates of an ion on it (``nb``:
+    room for z neighbours)."""
+    cdef Py_ssize_t i
+    for i in range(n_sites):
+        _neighbours(sites, <int32_t>i, nb)
+        _phi(sites, <int32_t>i)[0] = _field(sites, cp, state, nb, <int32_t>i)
+    for i in range(n_sites):
+        _neighbours(sites, <int32_t>i, nb)
+        _rates_of(sites, cp, state, nb, <int32_t>i)
 
 
 def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
@@ -204,8 +321,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
-                    const double[:, ::1] scaled=None, const double[:, ::1] weight=None,
-                    const int32_t[:, ::1] neighbour_table=None, const int32_t[:, ::1] reverse=None,
+                    const double[:, ::1] couplings=None, const int32_t[:, ::1] reverse=None,
                     double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
@@ -228,45 +344,50 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     attempts, elapsed simulated time, frames recorded): fewer frames than asked only when
     the cap stopped the run, the state then known up to the elapsed time.
 
-    Pair interactions: ``scaled`` (c_km = Γ0_km / w_km) and ``weight`` (w_km), both
-    (n_sites, z), see the comment above _field, ``neighbour_table`` (m of each hop k → m) and
-    ``reverse`` (the direction of m → k on the same bond); ions only (``holes`` false), ``occupant``
-    the ion on every site (-1: none), ``span`` the factor by which a total may leave the
-    range of the initial ones. The rate columns of ``records`` are then overwritten with the
-    current rates of the ion on each site (of an ion put there, for the empty ones).
+    Pair interactions: ``couplings`` (n_sites, coupling_layout(z)[0]), each site's w_km,
+    c_km and the c of the hops into it (see the comment above coupling_layout) and
+    ``reverse`` ((n_basis, z): the direction at the target of the hop straight back); ions
+    only (``holes`` false), ``records`` with room for one double after the code
+    (_sites.record_width(z, 1)), ``occupant`` the ion on every site (-1: none), ``span`` the
+    factor by which a total may leave the range of the initial ones. The rate columns of
+    ``records`` are then overwritten with the current rates of the ion on each site (of an
+    ion put there, for the empty ones) and the one after the code with the site's field.
     """
-    cdef bint interacting = scaled is not None
-    cdef double* phi = NULL
-    cdef uint8_t* mark = NULL
-    cdef int32_t* list_s = NULL
-    cdef int32_t* list_c = NULL
-    cdef int update_code = 0
-    cdef double[::1] phi_v
-    cdef uint8_t[::1] mark_v
-    cdef int32_t[::1] list_s_v, list_c_v, centres_v
+    cdef bint interacting = couplings is not None
+    cdef Couplings cp
+    cdef int32_t* listed = NULL
     cdef int32_t* centres = NULL
-    cdef const int32_t* nb = NULL
-    cdef const int32_t* rev = NULL
+    cdef int32_t* nbs = NULL
+    cdef int update_code = 0
+    cdef int32_t[::1] listed_v, centres_v, nbs_v
+    cdef uint16_t[::1] state_v
+    cdef Sites start_view
     if interacting:
-        if (holes or weight is None or neighbour_table is None or reverse is None
-                or occupant.shape[0] != records.shape[0]):
-            raise ValueError("interactions drive ions, with weight and a full occupant table")
         z_max = hop_cells.shape[1]
+        width, c_out, c_in = coupling_layout(z_max)
+        if (holes or reverse is None or occupant.shape[0] != records.shape[0]
+                or records.shape[1] < z_max + 2 or couplings.shape[0] != records.shape[0]
+                or couplings.shape[1] != width):
+            raise ValueError("interactions drive ions, with room for φ in the records, "
+                             "couplings, reverse and a full occupant table")
         arrays = {
-            "phi": np.empty(records.shape[0]), "mark": np.zeros(records.shape[0], np.uint8),
-            "list_s": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
-            "list_c": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
+            "listed": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
             "centres": np.empty(1 + 2 * z_max, dtype=np.int32),
+            "nbs": np.empty((1 + 2 * z_max) * z_max, dtype=np.int32),
+            "state": np.where(np.asarray(occupied) != 0, OCCUPIED, 0).astype(np.uint16),
         }
-        phi_v, mark_v = arrays["phi"], arrays["mark"]
-        list_s_v, list_c_v, centres_v = arrays["list_s"], arrays["list_c"], arrays["centres"]
-        phi, mark, list_s, list_c = &phi_v[0], &mark_v[0], &list_s_v[0], &list_c_v[0]
-        centres, nb, rev = &centres_v[0], &neighbour_table[0, 0], &reverse[0, 0]
-        interaction_records(records, deltas, hop_cells, occupied, scaled, weight, neighbour_table,
-                            phi_v)
+        listed_v, centres_v, nbs_v = arrays["listed"], arrays["centres"], arrays["nbs"]
+        state_v = arrays["state"]
+        listed, centres, nbs = &listed_v[0], &centres_v[0], &nbs_v[0]
+        cp.block, cp.width, cp.c_out, cp.c_in = &couplings[0, 0], width, c_out, c_in
+        cp.reverse = &reverse[0, 0]
+        start_view = sites_view(records, deltas, hop_cells)
+        with nogil:
+            _interaction_start(&start_view, &cp, &state_v[0], records.shape[0], nbs)
     cdef Py_ssize_t n_frames = frame_times.shape[0]
     cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
-                                         interacting, pool_size, span)
+                                         interacting, pool_size, span,
+                                         SLACK if interacting else 0)
     cdef Groups* gr = &selection.gr
     cdef Sites site_view = selection.sites  # a local copy: its fields stay in registers
     cdef Sites* sites = &site_view
@@ -309,7 +430,12 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             if product < 1e-280:  # keep the running product of uniforms from underflowing
                 waited -= log(product) / gr.rate_bound
                 product = 1.0
-            _look_ahead(gr, sites, ring, a, holes, occupant_p, &ions[0, 0], ions.shape[1])
+            if interacting:
+                for i in range(N_STEPS):
+                    _advance(gr, sites, &cp, &ring[(a + ADVANCE_AT[i]) % RING], &ions[0, 0],
+                             ions.shape[1])
+            else:
+                _look_ahead(gr, sites, ring, a, holes, occupant_p, &ions[0, 0], ions.shape[1])
             # this attempt: redo the prediction if the map changed; then draw a new one
             this = &ring[a]
             if this.epoch != gr.epoch:
@@ -365,8 +491,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             selection_move(gr, g, pos, h, j)
             if interacting:  # the carrier moved within its group: now regroup everything
                 occupant_p[s], occupant_p[j] = -1, carrier
-                update_code = _interact(gr, sites, nb, rev, &scaled[0, 0], &weight[0, 0], phi,
-                                        occupant_p, mark, centres, list_s, list_c, s, j)
+                update_code = _interact(gr, sites, &cp, occupant_p, centres, nbs, listed, s, j)
                 if update_code != 0:
                     break
             hops += 1

@@ -19,7 +19,9 @@
 # uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
 # falls under the partial sum of one of its site's rates (that direction) and the target is
 # free; otherwise a null event. That is uniformization of the exact process with the rate
-# R = sum of capacity · bound.
+# R = sum of capacity · bound. A carrier regrouped because its rates changed (update_sites)
+# may keep its group while its total stays under the bound and at most ``slack`` groups
+# below the group's own range: a looser bound costs null events, a move costs cache misses.
 #
 # Why capacities and not member counts: the map from an attempt's uniform to a slot then
 # depends only on the capacities, which change rarely (a region grows by a size class when
@@ -40,6 +42,8 @@ cdef enum:
     STEPS_PER_OCTAVE = 4
     N_SIZE_CLASSES = 160  # 1, 2, 3, then 4 per octave from 4 up to 7 · 2^38
     OCCUPIED = 0x8000     # bit of a site's state; the low 15 bits hold the site's group
+    CENTRE = 0x4000       # marks the interacting loop sets while it updates a site's
+    LISTED = 0x2000       # neighbourhood (then every group is below LISTED)
 
 
 cdef struct Member:
@@ -63,9 +67,14 @@ cdef struct Groups:
     int tree_top            # the smallest power of two with 2 tree_top >= n_groups
     uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
     int32_t* carrier_site   # per carrier: its site (written for stored carriers on save)
-    int32_t* slot           # per carrier: its pool index, -1 in group 0; NULL: not tracked
+    int32_t* slot           # per site: the index of its carrier in its group's region (so
+                            # that moving a region moves no slot; by site, so that a site's
+                            # neighbourhood finds its carriers without looking them up), -1
+                            # if none is stored there; NULL: not tracked
     int n_groups
     int e_min
+    int slack               # update_sites keeps a carrier in group g while its total lies in
+                            # (bound[g - 1 - slack], bound[g]] (0: its own group's range)
     double rate_bound       # R = sum over groups of capacity · bound
     int64_t epoch           # changes of the map from a uniform to a pool slot
     int64_t repacks         # full repacks of the pool (counted for the tests)
@@ -83,6 +92,7 @@ cdef struct Attempt:
     int32_t k       # direction found some attempts ahead (-1: x above the total)
     int32_t j       # its target site
     bint moved      # k and j were found
+    int32_t step    # prefetch steps done, while site >= 0 (the interacting look-ahead)
 
 
 cdef class Selection:
@@ -93,28 +103,34 @@ cdef class Selection:
 
 cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
-                                const int32_t* carrier_list, Py_ssize_t n,
+                                Py_ssize_t n, const int32_t* occupant,
                                 bint bump_epoch=*) noexcept nogil
 cdef void selection_rebuild(Groups* gr) noexcept nogil
 cdef void selection_save_sites(const Groups* gr) noexcept nogil
 
 
-cdef inline int group_of(const Groups* gr, double total) noexcept nogil:
-    """The group of a site with this total rate (0: it cannot move)."""
-    cdef int e, step, first
+cdef inline int exponent_of(double total) noexcept nogil:
+    """frexp's exponent of a positive total (total = mantissa 2^e, mantissa in [1/2, 1))."""
+    cdef int e
     cdef uint64_t bits
-    if total <= 0.0:
-        return 0
     memcpy(&bits, &total, 8)
     if bits >> 52 == 0:  # subnormal
         frexp(total, &e)
-    else:  # frexp's exponent (total = mantissa 2^e, mantissa in [1/2, 1)) from the bits
-        e = <int>(bits >> 52) - 1022
-    first = (e - gr.e_min) * STEPS_PER_OCTAVE
-    step = 0
-    while step < STEPS_PER_OCTAVE - 1 and total > gr.bound[first + step + 1]:
-        step += 1
-    return first + step + 1
+        return e
+    return <int>(bits >> 52) - 1022
+
+
+cdef inline int group_of(const Groups* gr, double total) noexcept nogil:
+    """The group of a site with this total rate (0: it cannot move). The step within the
+    octave counts the bounds below the total, without a branch (the bounds rise)."""
+    cdef int first, g, step
+    if total <= 0.0:
+        return 0
+    first = (exponent_of(total) - gr.e_min) * STEPS_PER_OCTAVE
+    g = first + 1
+    for step in range(1, STEPS_PER_OCTAVE):
+        g += total > gr.bound[first + step]
+    return g
 
 
 cdef inline void predict(const Groups* gr, Attempt* at) noexcept nogil:
@@ -155,9 +171,9 @@ cdef inline void selection_remove(Groups* gr, int g, int64_t pos) noexcept nogil
     cdef int64_t last = gr.start[g] + gr.count[g] - 1
     cdef int k = gr.size_class[g]
     if gr.slot != NULL:
-        gr.slot[gr.pool[pos].ion] = -1
+        gr.slot[gr.pool[pos].site] = -1
         if pos != last:
-            gr.slot[gr.pool[last].ion] = pos
+            gr.slot[gr.pool[last].site] = <int32_t>(pos - gr.start[g])
     gr.pool[pos] = gr.pool[last]
     gr.count[g] -= 1
     if gr.count[g] == 0:
@@ -176,7 +192,7 @@ cdef inline void selection_insert(Groups* gr, int h, int32_t carrier,
     gr.pool[at].ion = carrier
     gr.pool[at].site = site
     if gr.slot != NULL:
-        gr.slot[carrier] = at
+        gr.slot[site] = <int32_t>gr.count[h]
     gr.count[h] += 1
 
 
@@ -185,6 +201,8 @@ cdef inline void selection_move(Groups* gr, int g, int64_t pos, int h,
     """Apply a hop: the carrier at pool[pos] (group g) moves to ``site``, of group h."""
     cdef int32_t carrier
     if h == g:  # the common case on a mildly disordered landscape: no change of the map
+        if gr.slot != NULL:
+            gr.slot[site], gr.slot[gr.pool[pos].site] = gr.slot[gr.pool[pos].site], -1
         gr.pool[pos].site = site
         return
     carrier = gr.pool[pos].ion

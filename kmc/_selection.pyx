@@ -14,7 +14,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport abort
 from libc.string cimport memcpy
 
-from kmc._sites cimport Sites, site_record, site_total, sites_view
+from kmc._sites cimport KMC_PREFETCH, Sites, site_record, site_total, sites_view
 
 import numpy as np
 
@@ -63,7 +63,7 @@ cdef void _repack(Groups* gr, int64_t extra) noexcept nogil:
     """Pack every region into a fresh pool, keeping each group's capacity and the order of
     its members (so the map from a uniform to a carrier does not change), with room for
     ``extra`` more members; the pool is enlarged when the regions would fill half of it."""
-    cdef int64_t total = 0, at = 0, i, size = gr.pool_size
+    cdef int64_t total = 0, at = 0, size = gr.pool_size
     cdef int g
     cdef Member* pool
     for g in range(1, gr.n_groups):
@@ -77,9 +77,6 @@ cdef void _repack(Groups* gr, int64_t extra) noexcept nogil:
         if gr.capacity[g] > 0:
             memcpy(&pool[at], &gr.pool[gr.start[g]], gr.count[g] * sizeof(Member))
             gr.start[g] = at
-            if gr.slot != NULL:
-                for i in range(gr.count[g]):
-                    gr.slot[pool[at + i].ion] = at + i
             at += gr.capacity[g]
     PyMem_RawFree(gr.pool)
     gr.pool, gr.pool_size, gr.top = pool, size, at
@@ -102,16 +99,13 @@ cdef void _weight_change(Groups* gr, int g, double delta) noexcept nogil:
 cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil:
     """Move group g into a region of a size class (none if size_class < 0), repacking the
     pool first if it has no room."""
-    cdef int64_t at = 0, capacity, i
+    cdef int64_t at = 0, capacity
     if size_class >= 0:
         at = _allocate(gr, size_class)
         if at < 0:
             _repack(gr, gr.class_capacity[size_class])
             at = _allocate(gr, size_class)
         memcpy(&gr.pool[at], &gr.pool[gr.start[g]], gr.count[g] * sizeof(Member))
-        if gr.slot != NULL:
-            for i in range(gr.count[g]):
-                gr.slot[gr.pool[at + i].ion] = at + i
     if gr.size_class[g] >= 0:  # a free region's first member holds the next free region
         (<int64_t*>&gr.pool[gr.start[g]])[0] = gr.free_head[gr.size_class[g]]
         gr.free_head[gr.size_class[g]] = gr.start[g]
@@ -151,41 +145,58 @@ cdef int _group_in_table(const Groups* gr, double total) noexcept nogil:
     cdef int e
     if total <= 0.0:
         return 0
-    frexp(total, &e)
+    e = exponent_of(total)
     if e < gr.e_min or (e - gr.e_min + 1) * STEPS_PER_OCTAVE >= gr.n_groups:
         return -1
     return group_of(gr, total)
 
 
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
-                                const int32_t* carrier_list, Py_ssize_t n,
+                                Py_ssize_t n, const int32_t* occupant,
                                 bint bump_epoch=True) noexcept nogil:
     """The records of these sites changed (their rates): move each into the group of its new
-    total and its carrier (carrier_list[i], or -1 if the site holds none) with it, in the
-    order given. The entry point for rates that depend on the occupation (ion–ion
-    interactions: after a hop, the sites around both ends). Needs slot tracking (returns -2
-    without it) and totals inside the table (returns -1 at the first outside it).
-    ``bump_epoch`` retires the predictions in flight (which read records); a loop that
-    re-reads every record at its attempt's turn (the interacting gas) does without."""
+    total and its carrier with it, in the order given, unless it is in a group g >= 1 and
+    its total in (bound[g - 1 - slack], bound[g]] (bound[0] = 0 below the first groups).
+    ``occupant[s]`` is the carrier on site s (-1: none), read only for a carrier not stored
+    (group 0). The entry point for rates that
+    depend on the occupation (ion–ion interactions: after a hop, the sites around both
+    ends). Needs slot tracking (returns -2 without it) and totals inside the table (returns
+    -1 at the first outside it). ``bump_epoch`` retires the predictions in flight (which
+    read records); a loop that re-reads every record at its attempt's turn (the interacting
+    gas) does without."""
     cdef Py_ssize_t i
+    cdef int64_t pos
     cdef int32_t s, c
     cdef int g, h
+    cdef double total
     if gr.slot == NULL:
         return -2
+    for i in range(n):  # a carrier that moves needs its slot: fetch them all at once
+        KMC_PREFETCH(&gr.slot[site_list[i]])
     for i in range(n):
-        s, c = site_list[i], carrier_list[i]
-        h = _group_in_table(gr, site_total(sites, site_record(sites, s)))
+        s = site_list[i]
+        total = site_total(sites, site_record(sites, s))
+        g = gr.site_state[s] & ~OCCUPIED
+        if g > 0 and gr.bound[g - 1 - gr.slack if g > 1 + gr.slack else 0] < total <= gr.bound[g]:
+            continue  # still under its group's bound and not too far below it
+        h = _group_in_table(gr, total)
         if h < 0:
             return -1
-        g = gr.site_state[s] & ~OCCUPIED
         gr.site_state[s] = <uint16_t>(h | (gr.site_state[s] & OCCUPIED))
-        if c >= 0 and h != g:
-            if g > 0:
-                selection_remove(gr, g, gr.slot[c])
-            if h > 0:
-                selection_insert(gr, h, c, s)
-            else:
-                gr.carrier_site[c] = s
+        if h == g:
+            continue
+        if g > 0 and gr.slot[s] >= 0:
+            pos = gr.start[g] + gr.slot[s]
+            c = gr.pool[pos].ion
+            selection_remove(gr, g, pos)
+        else:
+            c = occupant[s]
+            if c < 0:
+                continue
+        if h > 0:
+            selection_insert(gr, h, c, s)
+        else:
+            gr.carrier_site[c] = s
     if bump_epoch:
         gr.epoch += 1  # the loops' predictions read records
     return 0
@@ -210,11 +221,12 @@ cdef class Selection:
 
     ``occupied`` marks the occupied sites and ``carriers`` holds the carriers' sites (the
     array is kept and written back by save_sites); ``holes``: the carriers are vacancies
-    (records then hold the rates into each site). ``track``: keep each carrier's pool index,
-    which update_sites needs (and costs a little on every change of group). ``pool_size``
-    overrides the initial pool (default 2 (carriers + groups) members), which the tests make
-    tiny to force repacks. ``span`` (>= 1) widens the group table to totals from the least
-    one / span to the largest · span: room for totals that change with the occupation."""
+    (records then hold the rates into each site). ``track``: keep the slot of each site's
+    carrier, which update_sites needs (and costs a little on every change of group; fewer
+    groups then fit, see LISTED). ``pool_size`` overrides the initial pool (default
+    2 (carriers + groups) members), which the tests make tiny to force repacks. ``span``
+    (>= 1) widens the group table to totals from the least one / span to the largest · span:
+    room for totals that change with the occupation. ``slack``: see update_sites."""
 
     def __cinit__(self):
         self.gr.pool = NULL
@@ -225,7 +237,7 @@ cdef class Selection:
     def __init__(self, const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
                  const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
                  int32_t[::1] carriers, bint holes, bint track=False, int64_t pool_size=0,
-                 double span=1.0):
+                 double span=1.0, int slack=0):
         cdef Py_ssize_t n_sites = records.shape[0], n = carriers.shape[0], i
         self.sites = sites_view(records, deltas, hop_cells)
         cdef Groups* gr = &self.gr
@@ -246,7 +258,7 @@ cdef class Selection:
         tree_top = 1
         while 2 * tree_top < gr.n_groups:
             tree_top *= 2
-        if gr.n_groups > (OCCUPIED - 1):
+        if gr.n_groups >= (LISTED if track else OCCUPIED):
             raise ValueError(f"rates span too many groups ({gr.n_groups})")
         arrays = {
             "bound": bounds, "class_capacity": capacities,
@@ -257,7 +269,7 @@ cdef class Selection:
             "size_class": np.full(gr.n_groups, -1, dtype=np.int32),
             "tree": np.full(max(2 * tree_top, gr.n_groups), np.finfo(np.float64).max),
             "site_state": np.empty(n_sites, dtype=np.uint16),
-            "slot": np.full(n if track else 0, -1, dtype=np.int32),
+            "slot": np.full(n_sites if track else 0, -1, dtype=np.int32),
             "records": records, "deltas": deltas, "hop_cells": hop_cells, "carriers": carriers,
         }
         self._arrays = arrays
@@ -272,8 +284,9 @@ cdef class Selection:
         gr.capacity, gr.size_class = &capacity_v[0], &size_class_v[0]
         gr.site_state = &state_v[0]
         gr.carrier_site = &carriers[0] if n > 0 else NULL
-        gr.slot = &slot_v[0] if track and n > 0 else NULL
+        gr.slot = &slot_v[0] if track and n_sites > 0 else NULL
         gr.tree_top = tree_top
+        gr.slack = slack
         gr.epoch = gr.repacks = gr.resizes = 0
         cdef int g
         cdef int64_t at = 0
@@ -310,7 +323,7 @@ cdef class Selection:
                     gr.pool[at].ion = <int32_t>i
                     gr.pool[at].site = carriers[i]
                     if gr.slot != NULL:
-                        gr.slot[i] = <int32_t>at
+                        gr.slot[carriers[i]] = <int32_t>gr.count[g]
                     gr.count[g] += 1
             selection_rebuild(gr)
 
@@ -349,9 +362,13 @@ cdef class Selection:
         selection_move(&self.gr, g, self.gr.start[g] + m, self.group(site), site)
 
     def update_sites(self, const int32_t[::1] sites, const int32_t[::1] carriers):
-        """selection_update_sites; raises if it refuses."""
-        code = selection_update_sites(&self.gr, &self.sites, &sites[0], &carriers[0],
-                                      sites.shape[0]) if sites.shape[0] else 0
+        """selection_update_sites, ``carriers`` the carrier on each site (-1: none); raises
+        if it refuses."""
+        occupant = np.full(len(self._arrays["site_state"]), -1, dtype=np.int32)
+        occupant[np.asarray(sites)] = carriers
+        cdef int32_t[::1] occupant_v = occupant
+        code = selection_update_sites(&self.gr, &self.sites, &sites[0], sites.shape[0],
+                                      &occupant_v[0]) if sites.shape[0] else 0
         if code == -2:
             raise ValueError("update_sites needs a Selection built with track=True")
         if code == -1:
@@ -367,15 +384,15 @@ cdef class Selection:
         ]
 
     def check_slots(self) -> bool:
-        """Every tracked carrier's slot holds it (stored ones) or is -1 (the others)."""
+        """The slot of every stored carrier's site holds it, every other site's is -1."""
         cdef Groups* gr = &self.gr
         cdef int g
         cdef int64_t i
         seen = set()
         for g in range(1, gr.n_groups):
             for i in range(gr.start[g], gr.start[g] + gr.count[g]):
-                if gr.slot[gr.pool[i].ion] != i:
+                if gr.slot[gr.pool[i].site] != i - gr.start[g]:
                     return False
-                seen.add(gr.pool[i].ion)
+                seen.add(gr.pool[i].site)
         slots = self._arrays["slot"]
-        return all(slots[c] == -1 for c in range(len(slots)) if c not in seen)
+        return all(slots[s] == -1 for s in range(len(slots)) if s not in seen)

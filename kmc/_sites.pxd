@@ -50,6 +50,11 @@ cdef inline int32_t site_target(const Sites* sites, int32_t s, const double* rec
                                      + ((code >> (sites.delta_bits * k)) & sites.delta_mask)]
 
 
+cdef inline Py_ssize_t site_basis(const Sites* sites, const double* record) noexcept nogil:
+    """Basis index of the site of ``record``."""
+    return <Py_ssize_t>(_code(sites, record) >> sites.basis_shift)
+
+
 cdef inline double site_total(const Sites* sites, const double* record) noexcept nogil:
     """Total rate of a record, always summed in the same order (so always the same value)."""
     cdef double total = 0.0
@@ -71,7 +76,7 @@ cdef inline Py_ssize_t shift_cell(const Sites* sites, const double* record, int 
                                   int32_t* cell, int sign) noexcept nogil:
     """Add (sign = 1) or subtract the conventional-cell offset of hop k from the site of
     ``record`` to an unwrapped cell (exact, as integers); return that site's basis index."""
-    cdef Py_ssize_t b = <Py_ssize_t>(_code(sites, record) >> sites.basis_shift)
+    cdef Py_ssize_t b = site_basis(sites, record)
     cdef const int32_t* offset = sites.hop_cells + (b * sites.z + k) * sites.dim
     cdef Py_ssize_t a
     for a in range(sites.dim):

@@ -10,22 +10,23 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
 
-def record_width(int z):
-    """Doubles per site record: z rates and one 64-bit neighbour code, padded to 4 or 8
-    doubles when that fits, so that a 64-byte aligned record never spans two cache lines
-    (simple cubic: 64 bytes, one line)."""
-    if z + 1 <= 4:
+def record_width(int z, int extra=0):
+    """Doubles per site record: z rates, one 64-bit neighbour code and ``extra`` doubles of
+    the loop's own, padded to 4 or 8 doubles when that fits, so that a 64-byte aligned record
+    never spans two cache lines (simple cubic: 64 bytes, one line, room for one extra)."""
+    cdef int n = z + 1 + extra
+    if n <= 4:
         return 4
-    if z + 1 <= 8:
+    if n <= 8:
         return 8
-    return z + 1
+    return n
 
 
 def pack_sites(const double[:, ::1] rates, const int32_t[:, ::1] neighbours,
                Py_ssize_t first_site, int n_basis, const int64_t[:, :, ::1] deltas,
                double[:, ::1] records):
     """Fill the records of sites first_site, first_site + 1, ... (rows of ``records``, of
-    width record_width(z)) with their rates and a neighbour code.
+    width record_width(z, extra)) with their rates and a neighbour code, the rest 0.
 
     Neighbour k of site s is s + deltas[b, k, c] with b = s % n_basis: on a periodic
     lattice j - s takes at most 3^d values for a given basis site and direction (no wrap,

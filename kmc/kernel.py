@@ -145,7 +145,11 @@ def _neighbour_deltas(lattice: Lattice) -> np.ndarray:
 
 
 def _site_records(
-    landscape: Landscape, temperature: float, incoming: bool, field: np.ndarray | None = None
+    landscape: Landscape,
+    temperature: float,
+    incoming: bool,
+    field: np.ndarray | None = None,
+    extra: int = 0,
 ):
     """The kernel's site records for a landscape at a temperature (rates out of each site,
     or into it, biased by an applied ``field`` if given), their neighbour table and the
@@ -157,11 +161,11 @@ def _site_records(
             return landscape.rates(temperature, block, incoming=True, field=field), out.sum(1)
         return out, out.sum(axis=1)
 
-    return pack_records(landscape.lattice, rates)
+    return pack_records(landscape.lattice, rates, extra)
 
 
 def pack_records(
-    lattice: Lattice, rates: Callable[[slice], tuple[np.ndarray, np.ndarray]]
+    lattice: Lattice, rates: Callable[[slice], tuple[np.ndarray, np.ndarray]], extra: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Site records (64-byte aligned, so that no record spans two cache lines), their
     neighbour table (see :func:`_neighbour_deltas`) and one number per site, from
@@ -170,9 +174,10 @@ def pack_records(
 
     Works on any lattice whose neighbour table is (n_sites, z): a site of lower coordination
     is padded to z with directions of rate exactly 0.0 (neighbour the site itself, hop cell
-    0), which neither loop ever chooses."""
+    0), which neither loop ever chooses. ``extra``: doubles of room per record for the loop
+    (1 for the interacting gas, which keeps each site's field there)."""
     deltas = _neighbour_deltas(lattice)
-    width = _sites.record_width(lattice.coordination)
+    width = _sites.record_width(lattice.coordination, extra)
     buffer = np.empty(lattice.n_sites * width + 8)
     skip = (-buffer.ctypes.data % 64) // buffer.itemsize
     records = buffer[skip : skip + lattice.n_sites * width].reshape(lattice.n_sites, width)
@@ -191,12 +196,14 @@ def pack_records(
 def interaction_tables(
     lattice: Lattice, records: np.ndarray, pair: np.ndarray, temperature: float
 ) -> dict[str, np.ndarray | float]:
-    """The kernel's tables for per-bond pair energies ``pair`` (eV), as the keywords of
-    run_lattice_gas: ``weight`` w_km = exp(−V_km / 2kT) per directed hop (1.0 on padded
-    directions), ``scaled`` c_km = Γ0_km / w_km from the interaction-free rates in
-    ``records``, ``neighbour_table`` and ``reverse`` (the direction of the hop back along the same
-    bond; a padded direction's own) and ``span``, the factor by which a total may leave the
-    interaction-free range.
+    """The compiled kernel's tables for per-bond pair energies ``pair`` (eV), as keywords of
+    run_lattice_gas: ``couplings``, each site's block (64-byte aligned, see
+    _lattice_gas.coupling_layout) of w_km = exp(−V_km / 2kT) per directed hop (1.0 on padded
+    directions), c_km = Γ0_km / w_km from the interaction-free rates in ``records`` and the
+    c of the hop into it from each neighbour; ``reverse`` ((n_basis, z): the direction at the
+    target of the hop straight back; a padded direction's own) and ``span``, the factor by
+    which a total may leave the interaction-free range. Also ``weight`` and ``scaled``, the
+    (n_sites, z) views of w and c in the blocks (for kmc.reference).
 
     The rate of the ion on k to an empty neighbour m is then c_km φ_m / φ_k with
     φ_s = Π w_sl over the occupied neighbours of s, that is
@@ -207,11 +214,21 @@ def interaction_tables(
     interaction-free records, widened by exp(±a); the group table, built around the totals
     of the start, must reach both ends from any of them: span = 2 (R / r) exp(2a) (1 if
     V = 0)."""
-    z = lattice.coordination
+    n, z = lattice.n_sites, lattice.coordination
+    width, c_out, c_in = _lattice_gas.coupling_layout(z)
+    buffer = np.zeros(n * width + 8)
+    skip = (-buffer.ctypes.data % 64) // buffer.itemsize
+    couplings = buffer[skip : skip + n * width].reshape(n, width)
+    weight, scaled = couplings[:, :z], couplings[:, c_out : c_out + z]
     bonds = lattice.bond_index
-    energy = np.where(bonds >= 0, pair[np.maximum(bonds, 0)], 0.0)
-    weight = np.ascontiguousarray(np.exp(-energy / (2 * BOLTZMANN_EV * temperature)))
-    scaled = np.ascontiguousarray(records[:, :z] / weight)
+    weight[:] = np.where(bonds >= 0, pair[np.maximum(bonds, 0)], 0.0)
+    np.exp(weight / (-2 * BOLTZMANN_EV * temperature), out=weight)
+    np.divide(records[:, :z], weight, out=scaled)
+    reverse = lattice.reverse_direction
+    reverse = np.where(reverse >= 0, reverse, np.arange(z)).astype(np.int32)
+    couplings[:, c_in : c_in + z] = scaled[
+        lattice.neighbours, reverse[np.arange(n) % lattice.n_basis]
+    ]
     largest = float(np.abs(pair).max()) if pair.size else 0.0
     span = 1.0
     if largest > 0:
@@ -219,16 +236,9 @@ def interaction_tables(
         positive = rates[rates > 0]
         ratio = rates.sum(axis=1).max() / positive.min() if positive.size else 1.0
         span = 2.0 * ratio * math.exp(z * largest / (BOLTZMANN_EV * temperature))
-    # each bond has two directed hops: pair them up by sorting the bond indices
-    flat = bonds.ravel()
-    order = np.argsort(flat, kind="stable")
-    order = order[flat[order] >= 0].reshape(-1, 2)
-    reverse = np.tile(np.arange(z, dtype=np.int32), (lattice.n_sites, 1))
-    reverse.ravel()[order[:, 0]] = order[:, 1] % z
-    reverse.ravel()[order[:, 1]] = order[:, 0] % z
     return {
-        "scaled": scaled, "weight": weight, "span": span, "reverse": reverse,
-        "neighbour_table": np.ascontiguousarray(lattice.neighbours, dtype=np.int32),
+        "couplings": couplings, "reverse": reverse, "span": span,
+        "weight": weight, "scaled": scaled,
     }  # fmt: skip
 
 
@@ -299,10 +309,14 @@ def simulate(
     # Drive the vacancies of a more than half-full lattice (see _lattice_gas.run_lattice_gas),
     # except under interactions (the kernel updates the ions' rates).
     holes = exclusion and n_ions > len(free) / 2 and pair is None
-    records, deltas, escape = _site_records(landscape, temperature, incoming=holes, field=field)
+    records, deltas, escape = _site_records(
+        landscape, temperature, incoming=holes, field=field, extra=int(pair is not None)
+    )
     extra = {}
     if pair is not None:
-        extra = interaction_tables(lattice, records, pair, temperature)
+        tables = interaction_tables(lattice, records, pair, temperature)
+        extra = {key: tables[key] for key in ("couplings", "reverse", "span")}
+        del tables
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
         raise ValueError("no ion can hop on this landscape (all escape rates are zero)")

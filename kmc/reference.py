@@ -23,6 +23,7 @@ MASK = (1 << 64) - 1
 STEPS_PER_OCTAVE = 4
 RING = 16  # the lattice gas draws each attempt's uniform this many attempts ahead
 REBUILD_EVERY = 4096  # hops between exact recomputations of the selection weights
+SLACK = 8  # with interactions, a regrouped ion keeps its group down to 2 octaves below it
 _JUMP = (0x180EC6D33CFD0ABA, 0xD5A61266F0C9392C, 0xA9582618E03FC9AA, 0x39ABDC4529B1661C)
 
 
@@ -166,9 +167,12 @@ class Groups:
     members in slot order; an attempt's uniform picks a group by capacity · bound (a Fenwick
     tree, searched and updated in the compiled order, so the floating-point weights agree
     bit for bit), a slot and x uniform in [0, bound). No pool: where the compiled regions sit
-    never changes a selection."""
+    never changes a selection. ``slack``: see :meth:`update_sites`."""
 
-    def __init__(self, totals, occupied, carriers, holes: bool, span: float = 1.0) -> None:
+    def __init__(
+        self, totals, occupied, carriers, holes: bool, span: float = 1.0, slack: int = 0
+    ) -> None:
+        self.slack = slack
         positive = [t for t in totals if t > 0.0]
         e_lo = math.frexp(min(positive) / span)[1] if positive else 0
         e_hi = math.frexp(max(positive) * span)[1] if positive else 0
@@ -278,12 +282,18 @@ class Groups:
             self._insert(h, carrier, site)
 
     def update_sites(self, sites, carriers, totals) -> None:
-        """The totals of these sites changed: regroup them and their carriers (-1: none)."""
+        """The totals of these sites changed: regroup them and their carriers (-1: none),
+        except a site of a group g >= 1 whose total lies in (bound[g - 1 - slack], bound[g]]
+        (0 below the first groups): it keeps its group."""
         for s, c, total in zip(sites, carriers, totals, strict=True):
+            g = self.group[s]
+            low = self.bound[g - 1 - self.slack] if g > 1 + self.slack else 0.0
+            if g > 0 and low < total <= self.bound[g]:
+                continue
             h = self.group_of(float(total)) if total > 0.0 else 0
             if total > 0.0 and not 0 < h < self.n_groups:
                 raise ValueError("a total rate outside the group table")
-            g, self.group[s] = self.group[s], h
+            self.group[s] = h
             if c >= 0 and h != g:
                 if g > 0:
                     self._remove(g, [a for a, _ in self.members[g]].index(c))
@@ -326,7 +336,7 @@ def interaction_rates(scaled, neighbours, phi, occupied, s: int) -> list[float]:
 def run_lattice_gas(
     rates, neighbours, hop_cells, ions, occupied, occupant, carriers, holes, max_hops,
     frame_times, out_sites, out_cells, fine_times, out_moves, rng_state,
-    scaled=None, weight=None, neighbour_table=None, reverse=None, span: float = 1.0,
+    scaled=None, weight=None, reverse=None, span: float = 1.0,
     max_attempts: int = 0, work=None,
 ) -> tuple[int, int, float, int]:  # fmt: skip
     """The lattice gas with site exclusion (kmc._lattice_gas), attempt by attempt.
@@ -340,10 +350,12 @@ def run_lattice_gas(
     arguments, in-place updates, cap on the attempts (``max_attempts``, ``work``) and result
     (hops, attempts, elapsed time, frames recorded) as the compiled loop.
 
-    Pair interactions (``scaled`` c = Γ0 / w and ``weight`` w, see kmc._lattice_gas): ions
-    only, ``occupant`` the ion on every site; ``rates`` is overwritten with the current
-    rates of an ion on each site, and after each hop s → j the fields of s, nn(s), nn(j) and
-    the rates of the ions on them and their neighbours are recomputed and regrouped."""
+    Pair interactions (``scaled`` c = Γ0 / w, ``weight`` w and ``reverse``, see
+    kmc.kernel.interaction_tables): ions only, ``occupant`` the ion on every site; ``rates``
+    is overwritten with the current rates of an ion on each site, and after each hop s → j
+    the fields of the centres s, nn(s), nn(j) are recomputed, then centre by centre the
+    rates of the ion on it, or of an empty centre the rate towards it of each ion next to it
+    not on a centre, and those ions are regrouped in the order first touched."""
     n_basis, z = hop_cells.shape[0], hop_cells.shape[1]
     rng = Xoshiro256(rng_state)
     interacting = scaled is not None
@@ -351,7 +363,9 @@ def run_lattice_gas(
         phi = [interaction_field(weight, neighbours, occupied, s) for s in range(len(rates))]
         for s in range(len(rates)):
             rates[s] = interaction_rates(scaled, neighbours, phi, occupied, s)
-    groups = Groups([total_rate(r) for r in rates], occupied, carriers, holes, span)
+    groups = Groups(
+        [total_rate(r) for r in rates], occupied, carriers, holes, span, SLACK if interacting else 0
+    )
     ring = [rng.uniform() for _ in range(RING)]
     moves = np.zeros(out_moves.shape[1], dtype=np.int64)
     hops = attempts = a = f = fm = 0
@@ -416,26 +430,22 @@ def run_lattice_gas(
             groups.members[g][m][1] = j  # moves within its group, then everything regroups
             groups.group[j] = g
             occupant[s], occupant[j] = -1, carrier
-            centres = [s, *(int(m) for m in neighbours[s]), *(int(m) for m in neighbours[j])]
+            centres = list(dict.fromkeys([s, *map(int, neighbours[s]), *map(int, neighbours[j])]))
             for centre in centres:
                 phi[centre] = interaction_field(weight, neighbours, groups.occupied, centre)
-            touched: list[int] = []  # whole records first (ions on centres), then single rates
+            touched: list[int] = []
             for centre in centres:
-                if groups.occupied[centre] and centre not in touched:
-                    touched.append(centre)
+                if groups.occupied[centre]:
                     rates[centre] = interaction_rates(
                         scaled, neighbours, phi, groups.occupied, centre
                     )
-            for centre in dict.fromkeys(centres):
-                for k, site in enumerate(neighbours[centre]):
-                    site = int(site)
+                    touched.append(centre)
+                    continue
+                for k, site in enumerate(map(int, neighbours[centre])):
                     if not groups.occupied[site] or site in centres:
                         continue
-                    back = reverse[centre, k]
-                    rates[site][back] = (
-                        0.0 if groups.occupied[centre]
-                        else float(scaled[site, back]) * phi[centre] * (1.0 / phi[site])
-                    )  # fmt: skip
+                    back = reverse[centre % n_basis, k]
+                    rates[site][back] = float(scaled[site, back]) * phi[centre] * (1.0 / phi[site])
                     if site not in touched:
                         touched.append(site)
             groups.update_sites(

@@ -229,12 +229,14 @@ def test_group_moves_region_resizes_and_repacks_match_the_reference():
             np.testing.assert_array_equal(a, b)
 
 
-def test_selection_update_sites_matches_the_reference():
+@pytest.mark.parametrize("slack", [0, 8])
+def test_selection_update_sites_matches_the_reference(slack):
     """The entry point for occupation-dependent rates (ion–ion interactions): change the
-    records of some sites, regroup them with their carriers. Interleaved with selections
-    and moves, the compiled structure (tracking every carrier's slot, with a tiny pool that
-    keeps repacking) agrees with kmc.reference.Groups after every operation: the same
-    groups, capacities and members in slot order, and the same selection of any uniform."""
+    records of some sites, regroup them with their carriers (or, with slack, keep those not
+    too far below their bound). Interleaved with selections and moves, the compiled
+    structure (tracking every carrier's slot, with a tiny pool that keeps repacking) agrees
+    with kmc.reference.Groups after every operation: the same groups, capacities and
+    members in slot order, and the same selection of any uniform."""
     land = LANDSCAPES["cubic"]
     lat = land.lattice
     (records, deltas, hop_cells), (rates, *_), _ = tables(land, incoming=False)
@@ -245,9 +247,9 @@ def test_selection_update_sites_matches_the_reference():
     occupied = np.zeros(lat.n_sites, np.uint8)
     occupied[carriers] = 1
     fast = _selection.Selection(records, deltas, hop_cells, occupied, carriers.copy(), False,
-                                track=True, pool_size=1)  # fmt: skip
+                                track=True, pool_size=1, slack=slack)  # fmt: skip
     plain = reference.Groups([reference.total_rate(r) for r in rates], occupied,
-                             carriers.copy(), False)  # fmt: skip
+                             carriers.copy(), False, slack=slack)  # fmt: skip
     where = dict(enumerate(carriers.tolist()))  # carrier -> site
     z = lat.coordination
     for step in range(300):
@@ -295,13 +297,17 @@ def test_update_sites_refuses_what_it_cannot_do():
 
 
 def interacting_tables(land, pair):
-    """(compiled tables, reference tables, interaction keywords) for per-bond pair energies:
-    the reference gets the rates as a plain mutable table it overwrites."""
-    records, deltas, _ = kernel._site_records(land, T, incoming=False)
+    """(compiled tables, reference tables, compiled and reference interaction keywords) for
+    per-bond pair energies: the reference gets the rates as a plain mutable table it
+    overwrites."""
+    records, deltas, _ = kernel._site_records(land, T, incoming=False, extra=1)
     lat = land.lattice
-    extra = kernel.interaction_tables(lat, records, pair, T)
+    tables = kernel.interaction_tables(lat, records, pair, T)
     plain = (records[:, : lat.coordination].copy(), lat.neighbours, lat.hop_cells)
-    return (records, deltas, lat.hop_cells), plain, extra
+    shared = {"reverse": tables["reverse"], "span": tables["span"]}
+    compiled_extra = {"couplings": tables["couplings"], **shared}
+    extra = {"scaled": tables["scaled"], "weight": tables["weight"], **shared}
+    return (records, deltas, lat.hop_cells), plain, compiled_extra, extra
 
 
 @pytest.mark.parametrize("name", ["cubic", "honeycomb", "fcc", "lieb"])
@@ -314,15 +320,16 @@ def test_interacting_gas_matches_the_reference(name, filling):
     land = LANDSCAPES[name]
     lat = land.lattice
     pair = np.random.default_rng(5).uniform(-0.04, 0.1, lat.n_bonds)
-    compiled, plain, extra = interacting_tables(land, pair)
+    compiled, plain, compiled_extra, extra = interacting_tables(land, pair)
     n = round(filling * lat.n_sites)
     start = np.sort(np.random.default_rng(1).choice(lat.n_sites, n, replace=False))
     start = start.astype(np.int32)
     runs = [(np.empty(0), np.empty(0), 1500)]
     for i, args in enumerate(runs):
         result, arrays = gas_run(
-            _lattice_gas.run_lattice_gas, compiled, lat, start, False, *args, full=True, **extra
-        )
+            _lattice_gas.run_lattice_gas, compiled, lat, start, False, *args, full=True,
+            **compiled_extra,
+        )  # fmt: skip
         expected, ref_arrays = gas_run(
             reference.run_lattice_gas, plain, lat, start, False, *args, full=True, **extra
         )
