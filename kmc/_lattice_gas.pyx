@@ -8,8 +8,8 @@ sum, so one logarithm per hop suffices.
 
 Memory latency: the map from an attempt's uniform to a pool slot changes rarely, so
 attempts are drawn RING attempts ahead and what they will touch (pool entry, site record,
-target state, the moving ion) is prefetched in stages while earlier attempts run, which
-hides the latency of a lattice larger than the caches. Prefetches and predictions are hints:
+target state, the moving ion, the state words a hop writes) is prefetched in stages while
+earlier attempts run, which hides the latency of a lattice larger than the caches. Prefetches and predictions are hints:
 each attempt is still decided on the state at its own turn (a prediction made under another
 epoch of the map is redone, a stale site is re-read), so the trajectory is the plain
 algorithm's given the same stream of uniforms (kmc.reference.run_lattice_gas, which the
@@ -29,8 +29,8 @@ from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
 from kmc._selection cimport (CENTRE, LISTED, OCCUPIED, Attempt, Groups, Selection, live, predict,
                              selection_move, selection_rebuild, selection_save_sites,
                              selection_update_sites)
-from kmc._sites cimport (KMC_PREFETCH, Sites, direction_below, shift_cell, site_basis,
-                         site_prefetch, site_record, site_target, sites_view)
+from kmc._sites cimport (KMC_PREFETCH, KMC_PREFETCH_WRITE, Sites, direction_below, shift_cell,
+                         site_basis, site_prefetch, site_record, site_target, sites_view)
 
 import numpy as np
 
@@ -80,8 +80,10 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
         if ahead.k >= 0:
             ahead.j = site_target(sites, ahead.site, rec, ahead.k)
             KMC_PREFETCH(&gr.site_state[ahead.j])
+            KMC_PREFETCH_WRITE(&gr.site_state[ahead.site])  # the hop writes it
             if holes:
                 KMC_PREFETCH(&occupant[ahead.j])
+                KMC_PREFETCH_WRITE(&occupant[ahead.site])
             else:
                 KMC_PREFETCH(ions + gr.pool[ahead.pos].ion * ion_width)
     if holes:  # stage 4: the target's occupant has arrived; fetch that ion's state

@@ -11,8 +11,10 @@ from libc.string cimport memcpy
 cdef extern from *:
     """
     #define KMC_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+    #define KMC_PREFETCH_WRITE(p) __builtin_prefetch((const void*)(p), 1, 3)
     """
     void KMC_PREFETCH(const void* p) noexcept nogil
+    void KMC_PREFETCH_WRITE(const void* p) noexcept nogil  # a line about to be written
 
 
 cdef struct Sites:
