@@ -269,7 +269,7 @@ def make_figure(results: RunResults, *, x: str | None = None, by: str | None = N
         if volt_row is not None:
             ax = axes[volt_row, j]
             ax.set_label(f"voltage:{j}")
-            _voltage_panel(ax, plan, rows)
+            _voltage_panel(ax, plan, rows, last_column=j == n_cols - 1)
             ax.grid(True, which="major", alpha=0.3)
             if j == 0:
                 ax.set_ylabel("−μ/e [V]")
@@ -427,6 +427,9 @@ class _Plan:
         self.field = any("conductivity_field" in row for row in self.summary)
         # a lattice gas in equilibrium: Θ, D_chem and μ (the voltage profile)
         self.thermo = any("D_chem" in row for row in self.summary)
+        self.ordering = self.thermo and any(
+            math.isfinite(_float(row.get("order_parameter"))) for row in self.summary
+        )
         self.has_outside = self.arrhenius and any(
             math.isfinite(_float(rec.get(key))) and _outside(rec, key)
             for rec in results.arrhenius
@@ -528,6 +531,11 @@ class _Plan:
             handles.append(
                 Line2D([], [], color="black", marker="o", linestyle="-.",
                        label="D_chem = Θ D_σ (chemical)"),
+            )  # fmt: skip
+        if self.ordering:
+            handles.append(
+                Line2D([], [], color="black", marker="s", markerfacecolor="white",
+                       linestyle=":", label="order parameter (right axis)"),
             )  # fmt: skip
         if self.field:
             handles += [
@@ -934,11 +942,38 @@ def _percolation_points(rows, column: str, x_of) -> tuple[list[float], list, int
     return xs, points, sum(p is None or not math.isfinite(xv) for xv, p in by_x.items())
 
 
-def _voltage_panel(ax, plan: _Plan, rows) -> None:
+def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
     """−μ/e against x (the equilibrium voltage profile V(x) = −(μ − μ_ref)/e with μ_ref the
-    site-energy zero), one curve per temperature and combination, with error bars."""
+    site-energy zero), one curve per temperature and combination, with error bars; and,
+    where the records carry one, the staggered order parameter on a second, 0–1 axis at the
+    right (open squares, dotted), so that the ordering at half filling shows next to the
+    voltage step it causes."""
     curves = _curves(plan, rows)
     drawn = 0
+    if any(math.isfinite(_float(row.get("order_parameter"))) for row in rows):
+        order_ax = ax.twinx()
+        order_ax.set_label(ax.get_label().replace("voltage", "order"))
+        order_ax.set_ylim(0.0, 1.05)
+        if last_column:
+            order_ax.set_ylabel("order")
+        else:
+            order_ax.tick_params(labelright=False)
+        for curve in curves.values():
+            xs = np.array([plan.x_of(row) for row in curve], dtype=float)
+            y = np.array([_float(row.get("order_parameter")) for row in curve])
+            e = np.array([_float(row.get("order_parameter_err")) for row in curve])
+            keep = np.argsort(xs, kind="stable")
+            xs, y, e = xs[keep], y[keep], e[keep]
+            good = np.isfinite(xs) & np.isfinite(y)
+            if not good.any():
+                continue
+            colour = plan.t_colour(plan.temperature(curve[0]))
+            order_ax.plot(xs[good], y[good], color=colour, marker="s", markersize=4,
+                          markerfacecolor="white", linestyle=":", linewidth=1.0)  # fmt: skip
+            has_err = good & np.isfinite(e) & (e > 0)
+            if has_err.any():
+                order_ax.errorbar(xs[has_err], y[has_err], yerr=e[has_err], fmt="none",
+                                  ecolor=colour, elinewidth=0.7, capsize=1.5)  # fmt: skip
     for curve in curves.values():
         xs = np.array([plan.x_of(row) for row in curve], dtype=float)
         y = -np.array([_float(row.get("chemical_potential")) for row in curve])

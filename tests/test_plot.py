@@ -589,3 +589,33 @@ def test_chemical_diffusion_and_voltage_rows_of_a_concentration_sweep():
     expected = [-kt * math.log(c / (1 - c)) for c in (0.1, 0.3, 0.5, 0.7, 0.9)]
     np.testing.assert_allclose(curve.get_ydata(), expected)
     assert volt.get_xlabel() == "ions.concentration" or volt.get_xlabel()
+    assert not panels(fig, "order")  # no order parameter: no second axis
+
+
+def test_order_parameter_on_the_voltage_row():
+    """Records with an order parameter (bipartite lattice) draw it on a 0–1 axis at the
+    right of the voltage panel, one dotted curve of open squares per temperature, the
+    stored values at each x in order of x."""
+    orders = {0.1: 0.05, 0.3: 0.2, 0.5: 0.85, 0.7: 0.15, 0.9: 0.02}
+    summary = []
+    for c in (0.9, 0.1, 0.5, 0.3, 0.7):  # out of order on purpose
+        row = {"ions.concentration": c, "replicas": 2, "diffusive_replicas": 2,
+               "diffusive": True, "note": "", "chemical_potential": -0.01 * c,
+               "chemical_potential_err": 1e-4, "order_parameter": orders[c],
+               "order_parameter_err": 0.01}  # fmt: skip
+        for key in ("D_tracer", "D_jump", "D_chem"):
+            row |= {key: 1e-8, f"{key}_err": 1e-9, f"{key}_upper": math.nan}
+        summary.append(row)
+    results = RunResults(
+        tasks=[{} for _ in range(10)], summary=summary, arrhenius=[],
+        swept=["ions.concentration"], missing=[], run_dir=Path("runs/soc"),
+        config={"name": "soc", "run": {"temperature": 300.0}},
+    )  # fmt: skip
+    fig = no_warnings(make_figure, results, x="ions.concentration")
+    order = panel(fig, "order:0")
+    assert order.get_ylabel() == "order" and order.get_ylim() == (0.0, 1.05)
+    (curve,) = series(order)
+    assert curve.get_linestyle() == ":" and curve.get_marker() == "s"
+    np.testing.assert_array_equal(curve.get_xdata(), sorted(orders))
+    np.testing.assert_array_equal(curve.get_ydata(), [orders[c] for c in sorted(orders)])
+    assert "order parameter (right axis)" in [t.get_text() for t in fig.legends[0].get_texts()]
