@@ -1132,17 +1132,18 @@ def interaction_cost(s: Settings, lands: Landscapes) -> dict[str, Any]:
 
 def summary_rows(
     results: dict[str, Any], s: Settings
-) -> list[tuple[str, str, str, str, float | None]]:
-    """(item, measured, goal, status, value) for the must-show items that were run."""
+) -> list[tuple[int, str, str, str, str, float | None]]:
+    """(item number, item, measured, goal, status, value) for the must-show items that were
+    run, in the order of the report."""
 
     def status(value: float | None, ok: bool | None) -> str:
         return "SKIP" if value is None or ok is None else ("PASS" if ok else "FAIL")
 
     rows = []
     cases = results.get("cases", {})
-    for label, key, goal in (
-        ("(a) dilute walkers vs reference", "dilute", DILUTE_GOAL),
-        (f"(b) lattice gas c = {CONCENTRATION} vs reference", "gas", GAS_GOAL),
+    for number, label, key, goal in (
+        (1, "(a) dilute walkers vs reference", "dilute", DILUTE_GOAL),
+        (2, f"(b) lattice gas c = {CONCENTRATION} vs reference", "gas", GAS_GOAL),
     ):
         if key not in cases:
             continue
@@ -1152,7 +1153,7 @@ def summary_rows(
         else:
             measured = f"{ratio:.2f}× ref" + (" (CPU time)" if cases[key]["busy"] else "")
         ok = None if ratio is None else ratio >= goal
-        rows.append((label, measured, f"≥ {goal:.1f}× ref", status(ratio, ok), ratio))
+        rows.append((number, label, measured, f"≥ {goal:.1f}× ref", status(ratio, ok), ratio))
     if "scan" in results:
         scan = results["scan"]
         first, last = scan["sizes"][0], scan["sizes"][-1]
@@ -1160,6 +1161,7 @@ def summary_rows(
         ns_first, ns_last = scan["pair_ns_per_hop"]
         rows.append(
             (
+                3,
                 f"per-hop cost growth {cube(first['size'])}→{cube(last['size'])}",
                 f"{growth:.2f}× ({ns_first:.0f}→{ns_last:.0f} ns"
                 + (", CPU time)" if scan["busy"] else ")"),
@@ -1172,6 +1174,7 @@ def summary_rows(
         per_site = results["memory"]["bytes_per_site"]
         rows.append(
             (
+                4,
                 f"kernel memory, {cube(s.memory_size)} c = {CONCENTRATION}",
                 f"{per_site:.1f} B/site",
                 "≤ 100 B/site",
@@ -1183,6 +1186,7 @@ def summary_rows(
         percent = results["recording"]["percent"]
         rows.append(
             (
+                5,
                 f"recording ({s.record_frames} frames) + HDF5 write",
                 f"{percent:.2f} % of run",
                 "≤ 10 %",
@@ -1195,6 +1199,7 @@ def summary_rows(
         worst = None if structures is None else structures["ratio"]
         rows.append(
             (
+                7,
                 f"structure supercell vs built-in, {cube(s.gas_size)} sites",
                 "skipped" if worst is None else f"{worst:.2f}× the built-in (worst)",
                 f"≤ {STRUCTURE_GOAL:g}×",
@@ -1206,6 +1211,7 @@ def summary_rows(
         inter = results["interactions"]["ratio"]
         rows.append(
             (
+                8,
                 f"interacting gas vs plain, {cube(s.gas_size)} c = {CONCENTRATION}",
                 f"{inter:.2f}× the plain gas"
                 + (" (CPU time)" if results["interactions"]["busy"] else ""),
@@ -1219,6 +1225,7 @@ def summary_rows(
         speedup = None if mpi is None else mpi["speedup"]
         rows.append(
             (
+                6,
                 f"MPI -n 2 vs -n 1 ({s.mpi_tasks} tasks)",
                 "skipped" if speedup is None else f"{speedup:.2f}× faster",
                 "≥ 1.7×",
@@ -1229,13 +1236,13 @@ def summary_rows(
     return rows
 
 
-def print_summary(rows: list[tuple[str, str, str, str, float | None]], quick: bool) -> None:
+def print_summary(rows: list[tuple[int, str, str, str, str, float | None]], quick: bool) -> None:
     say()
     title = "SUMMARY — the must-show items of the performance issues"
     say(title + ("  (--quick: smoke-test sizes, not the real numbers)" if quick else ""))
     say(f"  {'#':<3}{'item':<42}{'measured':<32}{'goal':<18}status")
     say("  " + "-" * 101)
-    for number, (item, measured, goal, state, _) in enumerate(rows, start=1):
+    for number, item, measured, goal, state, _ in rows:
         say(f"  {number:<3}{item:<42}{measured:<32}{goal:<18}{state}")
 
 
@@ -1318,16 +1325,19 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_start"] = load
     with tempfile.TemporaryDirectory(prefix="kmc-bench-") as tmp:
         workdir = Path(tmp)
-        ref = Reference(args.reference, workdir)
-        if ref.available:
-            say(f"  reference: {ref.command}")
+        if items & {1, 2}:  # only items 1-3 time the reference
+            ref = Reference(args.reference, workdir)
+            if ref.available:
+                say(f"  reference: {ref.command}")
+            else:
+                say(f"  reference: NOT AVAILABLE ({ref.reason}); the reference columns are skipped")
+            results["reference"] = {
+                "source": str(args.reference),
+                "available": ref.available,
+                "reason": ref.reason,
+            }
         else:
-            say(f"  reference: NOT AVAILABLE ({ref.reason}); the reference columns are skipped")
-        results["reference"] = {
-            "source": str(args.reference),
-            "available": ref.available,
-            "reason": ref.reason,
-        }
+            say("  reference: not built (these items do not time it)")
         lands = Landscapes()
 
         if items & {1, 2}:
@@ -1368,8 +1378,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in busy:
             say(f"  {line}")
     results["summary"] = [
-        {"item": item, "measured": measured, "goal": goal, "status": state, "value": value}
-        for item, measured, goal, state, value in rows
+        {
+            "number": number,
+            "item": item,
+            "measured": measured,
+            "goal": goal,
+            "status": state,
+            "value": value,
+        }
+        for number, item, measured, goal, state, value in rows
     ]
     results["seconds"] = time.perf_counter() - started
     say(f"\n(benchmark took {results['seconds']:.0f} s)")
