@@ -942,6 +942,25 @@ def _percolation_points(rows, column: str, x_of) -> tuple[list[float], list, int
     return xs, points, sum(p is None or not math.isfinite(xv) for xv, p in by_x.items())
 
 
+def _linear_curve(ax, plan: _Plan, curve, column: str, sign: float, line: dict, bars: dict) -> int:
+    """Draw sign · ``column`` (with its ``_err`` bars) of one curve against x, in order of
+    x, in the curve's temperature colour; return the number of points drawn."""
+    xs = np.array([plan.x_of(row) for row in curve], dtype=float)
+    y = sign * np.array([_float(row.get(column)) for row in curve])
+    e = np.array([_float(row.get(f"{column}_err")) for row in curve])
+    keep = np.argsort(xs, kind="stable")
+    xs, y, e = xs[keep], y[keep], e[keep]
+    good = np.isfinite(xs) & np.isfinite(y)
+    if not good.any():
+        return 0
+    colour = plan.t_colour(plan.temperature(curve[0]))
+    ax.plot(xs[good], y[good], color=colour, **line)
+    has_err = good & np.isfinite(e) & (e > 0)
+    if has_err.any():
+        ax.errorbar(xs[has_err], y[has_err], yerr=e[has_err], fmt="none", ecolor=colour, **bars)
+    return int(good.sum())
+
+
 def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
     """−μ/e against x (the equilibrium voltage profile V(x) = −(μ − μ_ref)/e with μ_ref the
     site-energy zero), one curve per temperature and combination, with error bars; and,
@@ -949,7 +968,6 @@ def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
     right (open squares, dotted), so that the ordering at half filling shows next to the
     voltage step it causes."""
     curves = _curves(plan, rows)
-    drawn = 0
     if any(math.isfinite(_float(row.get("order_parameter"))) for row in rows):
         order_ax = ax.twinx()
         order_ax.set_label(ax.get_label().replace("voltage", "order"))
@@ -959,38 +977,17 @@ def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
         else:
             order_ax.tick_params(labelright=False)
         for curve in curves.values():
-            xs = np.array([plan.x_of(row) for row in curve], dtype=float)
-            y = np.array([_float(row.get("order_parameter")) for row in curve])
-            e = np.array([_float(row.get("order_parameter_err")) for row in curve])
-            keep = np.argsort(xs, kind="stable")
-            xs, y, e = xs[keep], y[keep], e[keep]
-            good = np.isfinite(xs) & np.isfinite(y)
-            if not good.any():
-                continue
-            colour = plan.t_colour(plan.temperature(curve[0]))
-            order_ax.plot(xs[good], y[good], color=colour, marker="s", markersize=4,
-                          markerfacecolor="white", linestyle=":", linewidth=1.0)  # fmt: skip
-            has_err = good & np.isfinite(e) & (e > 0)
-            if has_err.any():
-                order_ax.errorbar(xs[has_err], y[has_err], yerr=e[has_err], fmt="none",
-                                  ecolor=colour, elinewidth=0.7, capsize=1.5)  # fmt: skip
+            _linear_curve(order_ax, plan, curve, "order_parameter", 1.0,
+                          {"marker": "s", "markersize": 4, "markerfacecolor": "white",
+                           "linestyle": ":", "linewidth": 1.0},
+                          {"elinewidth": 0.7, "capsize": 1.5})  # fmt: skip
+    drawn = 0
     for curve in curves.values():
-        xs = np.array([plan.x_of(row) for row in curve], dtype=float)
-        y = -np.array([_float(row.get("chemical_potential")) for row in curve])
-        e = np.array([_float(row.get("chemical_potential_err")) for row in curve])
-        order = np.argsort(xs, kind="stable")
-        xs, y, e = xs[order], y[order], e[order]
-        good = np.isfinite(xs) & np.isfinite(y)
-        if not good.any():
-            continue
-        drawn += int(good.sum())
-        colour = plan.t_colour(plan.temperature(curve[0]))
-        ax.plot(xs[good], y[good], color=colour, marker=plan.marker(curve[0]), markersize=5,
-                linestyle="-" if plan.x_key is not None else "none", linewidth=1.2)  # fmt: skip
-        has_err = good & np.isfinite(e) & (e > 0)
-        if has_err.any():
-            ax.errorbar(xs[has_err], y[has_err], yerr=e[has_err], fmt="none", ecolor=colour,
-                        elinewidth=0.9, capsize=2)  # fmt: skip
+        drawn += _linear_curve(ax, plan, curve, "chemical_potential", -1.0,
+                               {"marker": plan.marker(curve[0]), "markersize": 5,
+                                "linestyle": "-" if plan.x_key is not None else "none",
+                                "linewidth": 1.2},
+                               {"elinewidth": 0.9, "capsize": 2})  # fmt: skip
     _no_data(ax, drawn)
 
 

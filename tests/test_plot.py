@@ -557,6 +557,15 @@ def test_conductivity_row_of_a_field_sweep():
 # --------------------------------------------------------------------------- thermodynamics
 
 
+def concentration_sweep(summary: list[dict]) -> RunResults:
+    """Results of a 300 K sweep over ions.concentration with these summary records."""
+    return RunResults(
+        tasks=[{} for _ in range(10)], summary=summary, arrhenius=[],
+        swept=["ions.concentration"], missing=[], run_dir=Path("runs/soc"),
+        config={"name": "soc", "run": {"temperature": 300.0}},
+    )  # fmt: skip
+
+
 def test_chemical_diffusion_and_voltage_rows_of_a_concentration_sweep():
     """A lattice-gas concentration sweep gets a D_chem row (dash-dotted) under D* and D_σ,
     sharing their log axis, and a row of −μ/e (linear, its own axis) against c: the
@@ -573,12 +582,7 @@ def test_chemical_diffusion_and_voltage_rows_of_a_concentration_sweep():
         row |= {"chemical_potential": mu, "chemical_potential_err": 1e-4,
                 "thermodynamic_factor": 1 / (1 - c), "thermodynamic_factor_err": 0.01}  # fmt: skip
         summary.append(row)
-    results = RunResults(
-        tasks=[{} for _ in range(10)], summary=summary, arrhenius=[],
-        swept=["ions.concentration"], missing=[], run_dir=Path("runs/soc"),
-        config={"name": "soc", "run": {"temperature": 300.0}},
-    )  # fmt: skip
-    fig = no_warnings(make_figure, results, x="ions.concentration")
+    fig = no_warnings(make_figure, concentration_sweep(summary), x="ions.concentration")
     chem = panel(fig, "x:D_chem:0")
     assert chem.get_yscale() == "log" and chem.get_ylabel() == "D_chem [cm²/s]"
     (line,) = [ln for ln in series(chem) if ln.get_linestyle() == "-."]
@@ -606,12 +610,7 @@ def test_order_parameter_on_the_voltage_row():
         for key in ("D_tracer", "D_jump", "D_chem"):
             row |= {key: 1e-8, f"{key}_err": 1e-9, f"{key}_upper": math.nan}
         summary.append(row)
-    results = RunResults(
-        tasks=[{} for _ in range(10)], summary=summary, arrhenius=[],
-        swept=["ions.concentration"], missing=[], run_dir=Path("runs/soc"),
-        config={"name": "soc", "run": {"temperature": 300.0}},
-    )  # fmt: skip
-    fig = no_warnings(make_figure, results, x="ions.concentration")
+    fig = no_warnings(make_figure, concentration_sweep(summary), x="ions.concentration")
     order = panel(fig, "order:0")
     assert order.get_ylabel() == "order" and order.get_ylim() == (0.0, 1.05)
     (curve,) = series(order)
