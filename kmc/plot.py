@@ -534,8 +534,9 @@ class _Plan:
             )  # fmt: skip
         if self.ordering:
             handles.append(
-                Line2D([], [], color="black", marker="s", markerfacecolor="white",
-                       linestyle=":", label="order parameter (right axis)"),
+                Line2D([], [], color="black", marker="o", markersize=4,
+                       markerfacecolor="white", linestyle=":",
+                       label="order parameter (right axis)"),
             )  # fmt: skip
         if self.field:
             handles += [
@@ -965,7 +966,7 @@ def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
     """−μ/e against x (the equilibrium voltage profile V(x) = −(μ − μ_ref)/e with μ_ref the
     site-energy zero), one curve per temperature and combination, with error bars; and,
     where the records carry one, the staggered order parameter on a second, 0–1 axis at the
-    right (open squares, dotted), so that the ordering at half filling shows next to the
+    right (open markers, dotted), so that the ordering at half filling shows next to the
     voltage step it causes."""
     curves = _curves(plan, rows)
     if any(math.isfinite(_float(row.get("order_parameter"))) for row in rows):
@@ -978,7 +979,8 @@ def _voltage_panel(ax, plan: _Plan, rows, last_column: bool) -> None:
             order_ax.tick_params(labelright=False)
         for curve in curves.values():
             _linear_curve(order_ax, plan, curve, "order_parameter", 1.0,
-                          {"marker": "s", "markersize": 4, "markerfacecolor": "white",
+                          {"marker": plan.marker(curve[0]), "markersize": 4,
+                           "markerfacecolor": "white",
                            "linestyle": ":", "linewidth": 1.0},
                           {"elinewidth": 0.7, "capsize": 1.5})  # fmt: skip
     drawn = 0

@@ -598,7 +598,7 @@ def test_chemical_diffusion_and_voltage_rows_of_a_concentration_sweep():
 
 def test_order_parameter_on_the_voltage_row():
     """Records with an order parameter (bipartite lattice) draw it on a 0–1 axis at the
-    right of the voltage panel, one dotted curve of open squares per temperature, the
+    right of the voltage panel, one dotted curve of open markers per temperature, the
     stored values at each x in order of x."""
     orders = {0.1: 0.05, 0.3: 0.2, 0.5: 0.85, 0.7: 0.15, 0.9: 0.02}
     summary = []
@@ -614,7 +614,9 @@ def test_order_parameter_on_the_voltage_row():
     order = panel(fig, "order:0")
     assert order.get_ylabel() == "order" and order.get_ylim() == (0.0, 1.05)
     (curve,) = series(order)
-    assert curve.get_linestyle() == ":" and curve.get_marker() == "s"
+    (voltage,) = series(panel(fig, "voltage:0"))
+    assert curve.get_linestyle() == ":" and curve.get_marker() == voltage.get_marker()
+    assert curve.get_markerfacecolor() == "white"
     np.testing.assert_array_equal(curve.get_xdata(), sorted(orders))
     np.testing.assert_array_equal(curve.get_ydata(), [orders[c] for c in sorted(orders)])
     assert "order parameter (right axis)" in [t.get_text() for t in fig.legends[0].get_texts()]
