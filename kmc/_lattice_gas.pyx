@@ -132,6 +132,11 @@ cdef struct Couplings:
     Py_ssize_t c_out
     Py_ssize_t c_in
     const int32_t* reverse  # (n_basis, z): the direction at the target of the hop back
+    bint uniform            # one weight w on every direction: fields from counts (below)
+    uint8_t* count          # uniform: per site, its occupied neighbours (by direction)
+    const double* power     # uniform: power[n] = w^n (multiplied up from 1.0) = φ of a
+                            # site with n occupied neighbours, bit for bit
+    const double* inverse   # uniform: 1.0 / power[n]
 
 
 cdef inline const double* _block(const Couplings* cp, int32_t s) noexcept nogil:
@@ -226,18 +231,21 @@ cdef inline void _advance(Groups* gr, const Sites* sites, const Couplings* cp, A
                             site_record(sites, s if i < sites.z else j), i % sites.z)
             site_prefetch(sites, c)
             block = _block(cp, c)
-            KMC_PREFETCH(block)
+            if not cp.uniform:  # its w, for its field
+                KMC_PREFETCH(block)
             KMC_PREFETCH(block + (cp.c_out if c == j or (c != s and gr.site_state[c] & OCCUPIED)
                                   else cp.c_in))
         at.step = 3
 
 
 cdef inline Py_ssize_t _add_centre(const Sites* sites, uint16_t* state, int32_t* centres,
-                                   int32_t* nbs, Py_ssize_t n, int32_t a) noexcept nogil:
+                                   int32_t* nbs, Py_ssize_t n, int32_t a,
+                                   bint uniform) noexcept nogil:
     """Append a to the centres unless it is one and decode its neighbours; prefetch the
     records the update will read of them: those whose occupation differs from a's (the
-    fields of an ion's empty targets, the ions next to an empty centre). Returns the
-    number of centres."""
+    fields of an ion's empty targets, the ions next to an empty centre); ``uniform``
+    (fields from counts): only the ions next to an empty centre. Returns the number of
+    centres."""
     cdef int32_t* nb = nbs + n * sites.z
     cdef uint16_t occupied = state[a] & OCCUPIED
     cdef Py_ssize_t k
@@ -246,6 +254,8 @@ cdef inline Py_ssize_t _add_centre(const Sites* sites, uint16_t* state, int32_t*
     centres[n] = a
     state[a] |= CENTRE
     _neighbours(sites, a, nb)
+    if uniform and occupied:
+        return n + 1  # its empty neighbours' counts are in a small table, not their records
     for k in range(sites.z):  # a's own record (cached) in place of a branch
         KMC_PREFETCH(site_record(sites, nb[k] if (state[nb[k]] & OCCUPIED) != occupied else a))
     return n + 1
@@ -267,13 +277,13 @@ cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
     cdef double* rec
     cdef double phi
     cdef int32_t a, l
-    n_centres = _add_centre(sites, state, centres, nbs, 0, s)
+    n_centres = _add_centre(sites, state, centres, nbs, 0, s, False)
     for k in range(z):
         if nbs[k] == j and not (state[j] & CENTRE):
             of_j = n_centres
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k])
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], False)
     for k in range(z):
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k])
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], False)
     for i in range(n_centres):
         _phi(sites, centres[i])[0] = _field(sites, cp, state, nbs + i * z, centres[i])
     for i in range(n_centres):
@@ -302,6 +312,97 @@ cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
     return selection_update_sites(gr, sites, listed, n, occupant, False)
 
 
+# One weight w on every direction (one pair energy on every bond, no padded directions, or w
+# = 1.0 on those too): φ_s = w^n_s, n_s the occupied neighbours of s counted by direction,
+# and the product of _field, w or 1.0 per direction, is power[n_s] bit for bit (a factor
+# 1.0 is exact). The loop then keeps the counts in a table of one byte per site (small
+# enough to stay in cache) instead of φ in the records, and reads no w: an ion's rates need
+# its c_km and the counts of its empty neighbours, not their records; the trajectory is the
+# general path's (and kmc.reference's), same values written in the same order.
+
+
+cdef inline uint8_t _count(const Sites* sites, const uint16_t* state,
+                           const int32_t* nb) noexcept nogil:
+    """Occupied neighbours ``nb`` of a site (by direction), from the OCCUPIED bits."""
+    cdef uint8_t n = 0
+    cdef Py_ssize_t k
+    for k in range(sites.z):
+        n += (state[nb[k]] & OCCUPIED) != 0
+    return n
+
+
+cdef inline void _rates_uniform(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                                const int32_t* nb, int32_t a) noexcept nogil:
+    """_rates_of with fields from the counts: c_ak power[n_m] inverse[n_a], 0 towards an
+    occupied neighbour."""
+    cdef double* rec = <double*>site_record(sites, a)
+    cdef const double* c = _block(cp, a) + cp.c_out
+    cdef double inverse = cp.inverse[cp.count[a]]
+    cdef Py_ssize_t k
+    for k in range(sites.z):
+        rec[k] = c[k] * _select((state[nb[k]] & OCCUPIED) != 0, 0.0,
+                                cp.power[cp.count[nb[k]]]) * inverse
+
+
+cdef int _interact_uniform(Groups* gr, const Sites* sites, const Couplings* cp,
+                           const int32_t* occupant, int32_t* centres, int32_t* nbs,
+                           int32_t* listed, int32_t s, int32_t j) noexcept nogil:
+    """_interact with one weight on every direction (fields from counts): the same centres,
+    the same rates written in the same order, the same ions regrouped in the same order."""
+    cdef Py_ssize_t z = sites.z, n = 0, n_centres, i, k, of_j = 0
+    cdef uint16_t* state = gr.site_state
+    cdef const int32_t* nb
+    cdef const int32_t* back
+    cdef const double* c_in
+    cdef double* rec
+    cdef double phi
+    cdef int32_t a, l
+    n_centres = _add_centre(sites, state, centres, nbs, 0, s, True)
+    for k in range(z):
+        if nbs[k] == j and not (state[j] & CENTRE):
+            of_j = n_centres
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], True)
+    for k in range(z):
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], True)
+    for i in range(n_centres):
+        cp.count[centres[i]] = _count(sites, state, nbs + i * z)
+    for i in range(n_centres):
+        a, nb = centres[i], nbs + i * z
+        if state[a] & OCCUPIED:
+            _rates_uniform(sites, cp, state, nb, a)
+            listed[n] = a
+            n += 1
+            continue
+        phi, c_in = cp.power[cp.count[a]], _block(cp, a) + cp.c_in
+        back = cp.reverse + site_basis(sites, site_record(sites, a)) * z
+        for k in range(z):
+            l = nb[k]
+            if (state[l] & (OCCUPIED | CENTRE)) != OCCUPIED:
+                continue  # no ion, or an ion on a centre (rewritten whole)
+            rec = <double*>site_record(sites, l)
+            rec[back[k]] = c_in[k] * phi * cp.inverse[cp.count[l]]
+            if not (state[l] & LISTED):
+                state[l] |= LISTED
+                listed[n] = l
+                n += 1
+    for i in range(n):
+        state[listed[i]] &= ~LISTED
+    for i in range(n_centres):
+        state[centres[i]] &= ~CENTRE
+    return selection_update_sites(gr, sites, listed, n, occupant, False)
+
+
+cdef bint _one_weight(const double* block, Py_ssize_t n_sites, Py_ssize_t width,
+                      Py_ssize_t z) noexcept nogil:
+    """Every w_km of the coupling blocks is the same number."""
+    cdef Py_ssize_t i, k
+    for i in range(n_sites):
+        for k in range(z):
+            if block[i * width + k] != block[0]:
+                return False
+    return True
+
+
 cdef void _interaction_start(const Sites* sites, const Couplings* cp, const uint16_t* state,
                              Py_ssize_t n_sites, int32_t* nb) noexcept nogil:
     """Fill every record with its site's φ and the current rates of an ion on it (``nb``:
@@ -309,10 +410,16 @@ cdef void _interaction_start(const Sites* sites, const Couplings* cp, const uint
     cdef Py_ssize_t i
     for i in range(n_sites):
         _neighbours(sites, <int32_t>i, nb)
-        _phi(sites, <int32_t>i)[0] = _field(sites, cp, state, nb, <int32_t>i)
+        if cp.uniform:
+            cp.count[i] = _count(sites, state, nb)
+        else:
+            _phi(sites, <int32_t>i)[0] = _field(sites, cp, state, nb, <int32_t>i)
     for i in range(n_sites):
         _neighbours(sites, <int32_t>i, nb)
-        _rates_of(sites, cp, state, nb, <int32_t>i)
+        if cp.uniform:
+            _rates_uniform(sites, cp, state, nb, <int32_t>i)
+        else:
+            _rates_of(sites, cp, state, nb, <int32_t>i)
 
 
 def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
@@ -324,7 +431,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
                     const double[:, ::1] couplings=None, const int32_t[:, ::1] reverse=None,
-                    double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None):
+                    double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None,
+                    bint one_weight=True):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
     ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
@@ -354,6 +462,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     factor by which a total may leave the range of the initial ones. The rate columns of
     ``records`` are then overwritten with the current rates of the ion on each site (of an
     ion put there, for the empty ones) and the one after the code with the site's field.
+    When every w is the same number (one pair energy on every bond) the loop keeps counts of
+    occupied neighbours in place of the fields (the comment above _count): the same
+    trajectory, cheaper; ``one_weight`` false keeps the general path (tests).
     """
     cdef bint interacting = couplings is not None
     cdef Couplings cp
@@ -363,7 +474,11 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef int update_code = 0
     cdef int32_t[::1] listed_v, centres_v, nbs_v
     cdef uint16_t[::1] state_v
+    cdef uint8_t[::1] count_v
+    cdef double[::1] power_v, inverse_v
+    cdef Py_ssize_t n_on
     cdef Sites start_view
+    cp.uniform = False
     if interacting:
         z_max = hop_cells.shape[1]
         width, c_out, c_in = coupling_layout(z_max)
@@ -383,6 +498,18 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
         listed, centres, nbs = &listed_v[0], &centres_v[0], &nbs_v[0]
         cp.block, cp.width, cp.c_out, cp.c_in = &couplings[0, 0], width, c_out, c_in
         cp.reverse = &reverse[0, 0]
+        cp.uniform = one_weight and _one_weight(cp.block, records.shape[0], width, z_max)
+        if cp.uniform:
+            arrays["count"] = np.zeros(records.shape[0], dtype=np.uint8)
+            arrays["power"] = np.empty(z_max + 1)
+            arrays["inverse"] = np.empty(z_max + 1)
+            count_v, power_v, inverse_v = arrays["count"], arrays["power"], arrays["inverse"]
+            power_v[0] = 1.0
+            for n_on in range(1, z_max + 1):
+                power_v[n_on] = power_v[n_on - 1] * cp.block[0]
+            for n_on in range(z_max + 1):
+                inverse_v[n_on] = 1.0 / power_v[n_on]
+            cp.count, cp.power, cp.inverse = &count_v[0], &power_v[0], &inverse_v[0]
         start_view = sites_view(records, deltas, hop_cells)
         with nogil:
             _interaction_start(&start_view, &cp, &state_v[0], records.shape[0], nbs)
@@ -493,7 +620,12 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             selection_move(gr, g, pos, h, j)
             if interacting:  # the carrier moved within its group: now regroup everything
                 occupant_p[s], occupant_p[j] = -1, carrier
-                update_code = _interact(gr, sites, &cp, occupant_p, centres, nbs, listed, s, j)
+                if cp.uniform:
+                    update_code = _interact_uniform(gr, sites, &cp, occupant_p, centres, nbs,
+                                                    listed, s, j)
+                else:
+                    update_code = _interact(gr, sites, &cp, occupant_p, centres, nbs, listed,
+                                            s, j)
                 if update_code != 0:
                     break
             hops += 1
@@ -504,6 +636,9 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
         selection_save_sites(gr)
         for i in range(records.shape[0]):
             occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
+        if cp.uniform:  # the fields, as the general path leaves them
+            for i in range(records.shape[0]):
+                _phi(sites, <int32_t>i)[0] = cp.power[cp.count[i]]
     rng_store(&rng, &rng_state[0])
     if update_code != 0:
         raise RuntimeError("an interacting total rate left the group table (span too small)")

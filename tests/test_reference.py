@@ -342,3 +342,38 @@ def test_interacting_gas_matches_the_reference(name, filling):
             runs.append((np.linspace(0, result[2], 7), np.linspace(0, result[2], 25)))
         else:
             assert result[0] > 300
+
+
+@pytest.mark.parametrize("name", ["cubic", "honeycomb", "fcc", "lieb"])
+@pytest.mark.parametrize("energy", [0.05, -0.03])
+def test_one_pair_energy_fast_path_matches_the_reference(name, energy):
+    """One pair energy on every bond: the compiled loop keeps counts of occupied neighbours
+    in place of the fields (where every w is the same number) and still makes the same
+    hops, attempts and times as the plain loop, and as its own general path (one_weight
+    false), leaving the same rates and fields in the records."""
+    land = LANDSCAPES[name]
+    lat = land.lattice
+    pair = np.full(lat.n_bonds, energy)
+    start = np.sort(np.random.default_rng(2).choice(lat.n_sites, lat.n_sites // 2, replace=False))
+    start = start.astype(np.int32)
+    outcomes = []
+    for one_weight in (True, False):
+        compiled, plain, compiled_extra, extra = interacting_tables(land, pair)
+        result, arrays = gas_run(
+            _lattice_gas.run_lattice_gas, compiled, lat, start, False, np.empty(0),
+            np.empty(0), 1500, full=True, one_weight=one_weight, **compiled_extra,
+        )  # fmt: skip
+        outcomes.append((result, arrays, compiled[0].copy()))
+    expected, ref_arrays = gas_run(
+        reference.run_lattice_gas, plain, lat, start, False, np.empty(0), np.empty(0), 1500,
+        full=True, **extra,
+    )  # fmt: skip
+    (fast, fast_arrays, fast_records), (general, general_arrays, general_records) = outcomes
+    assert fast == general == expected
+    assert fast[0] == 1500
+    for a, b, c in zip(fast_arrays, general_arrays, ref_arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    z = lat.coordination
+    np.testing.assert_array_equal(fast_records[:, : z + 2], general_records[:, : z + 2])
+    np.testing.assert_array_equal(fast_records[:, :z], plain[0])
