@@ -261,57 +261,6 @@ cdef inline Py_ssize_t _add_centre(const Sites* sites, uint16_t* state, int32_t*
     return n + 1
 
 
-cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
-                   const int32_t* occupant, int32_t* centres, int32_t* nbs, int32_t* listed,
-                   int32_t s, int32_t j) noexcept nogil:
-    """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) (first
-    occurrences; ``nbs`` receives their neighbours) are the sites whose field φ changed:
-    refresh those; then, centre by centre, rewrite the record of the ion on it, or, for an
-    empty centre a, the rate towards a of each ion next to it that is not on a centre.
-    Regroup those ions, in the order first touched."""
-    cdef Py_ssize_t z = sites.z, n = 0, n_centres, i, k, of_j = 0
-    cdef uint16_t* state = gr.site_state
-    cdef const int32_t* nb
-    cdef const int32_t* back
-    cdef const double* c_in
-    cdef double* rec
-    cdef double phi
-    cdef int32_t a, l
-    n_centres = _add_centre(sites, state, centres, nbs, 0, s, False)
-    for k in range(z):
-        if nbs[k] == j and not (state[j] & CENTRE):
-            of_j = n_centres
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], False)
-    for k in range(z):
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], False)
-    for i in range(n_centres):
-        _phi(sites, centres[i])[0] = _field(sites, cp, state, nbs + i * z, centres[i])
-    for i in range(n_centres):
-        a, nb = centres[i], nbs + i * z
-        if state[a] & OCCUPIED:
-            _rates_of(sites, cp, state, nb, a)
-            listed[n] = a
-            n += 1
-            continue
-        phi, c_in = _phi(sites, a)[0], _block(cp, a) + cp.c_in
-        back = cp.reverse + site_basis(sites, site_record(sites, a)) * z
-        for k in range(z):
-            l = nb[k]
-            if (state[l] & (OCCUPIED | CENTRE)) != OCCUPIED:
-                continue  # no ion, or an ion on a centre (rewritten whole)
-            rec = <double*>site_record(sites, l)
-            rec[back[k]] = c_in[k] * phi * (1.0 / rec[z + 1])
-            if not (state[l] & LISTED):
-                state[l] |= LISTED
-                listed[n] = l
-                n += 1
-    for i in range(n):
-        state[listed[i]] &= ~LISTED
-    for i in range(n_centres):
-        state[centres[i]] &= ~CENTRE
-    return selection_update_sites(gr, sites, listed, n, occupant, False)
-
-
 # One weight w on every direction (one pair energy on every bond, no padded directions, or w
 # = 1.0 on those too): φ_s = w^n_s, n_s the occupied neighbours of s counted by direction,
 # and the product of _field, w or 1.0 per direction, is power[n_s] bit for bit (a factor
@@ -344,11 +293,16 @@ cdef inline void _rates_uniform(const Sites* sites, const Couplings* cp, const u
                                 cp.power[cp.count[nb[k]]]) * inverse
 
 
-cdef int _interact_uniform(Groups* gr, const Sites* sites, const Couplings* cp,
-                           const int32_t* occupant, int32_t* centres, int32_t* nbs,
-                           int32_t* listed, int32_t s, int32_t j) noexcept nogil:
-    """_interact with one weight on every direction (fields from counts): the same centres,
-    the same rates written in the same order, the same ions regrouped in the same order."""
+cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
+                   const int32_t* occupant, int32_t* centres, int32_t* nbs, int32_t* listed,
+                   int32_t s, int32_t j) noexcept nogil:
+    """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) (first
+    occurrences; ``nbs`` receives their neighbours) are the sites whose field φ changed:
+    refresh those; then, centre by centre, rewrite the record of the ion on it, or, for an
+    empty centre a, the rate towards a of each ion next to it that is not on a centre.
+    Regroup those ions, in the order first touched. With one weight on every direction
+    (``cp.uniform``) the fields come from the counts: the same values, written in the same
+    order."""
     cdef Py_ssize_t z = sites.z, n = 0, n_centres, i, k, of_j = 0
     cdef uint16_t* state = gr.site_state
     cdef const int32_t* nb
@@ -357,30 +311,38 @@ cdef int _interact_uniform(Groups* gr, const Sites* sites, const Couplings* cp,
     cdef double* rec
     cdef double phi
     cdef int32_t a, l
-    n_centres = _add_centre(sites, state, centres, nbs, 0, s, True)
+    n_centres = _add_centre(sites, state, centres, nbs, 0, s, cp.uniform)
     for k in range(z):
         if nbs[k] == j and not (state[j] & CENTRE):
             of_j = n_centres
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], True)
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], cp.uniform)
     for k in range(z):
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], True)
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], cp.uniform)
     for i in range(n_centres):
-        cp.count[centres[i]] = _count(sites, state, nbs + i * z)
+        if cp.uniform:
+            cp.count[centres[i]] = _count(sites, state, nbs + i * z)
+        else:
+            _phi(sites, centres[i])[0] = _field(sites, cp, state, nbs + i * z, centres[i])
     for i in range(n_centres):
         a, nb = centres[i], nbs + i * z
         if state[a] & OCCUPIED:
-            _rates_uniform(sites, cp, state, nb, a)
+            if cp.uniform:
+                _rates_uniform(sites, cp, state, nb, a)
+            else:
+                _rates_of(sites, cp, state, nb, a)
             listed[n] = a
             n += 1
             continue
-        phi, c_in = cp.power[cp.count[a]], _block(cp, a) + cp.c_in
+        phi = cp.power[cp.count[a]] if cp.uniform else _phi(sites, a)[0]
+        c_in = _block(cp, a) + cp.c_in
         back = cp.reverse + site_basis(sites, site_record(sites, a)) * z
         for k in range(z):
             l = nb[k]
             if (state[l] & (OCCUPIED | CENTRE)) != OCCUPIED:
                 continue  # no ion, or an ion on a centre (rewritten whole)
             rec = <double*>site_record(sites, l)
-            rec[back[k]] = c_in[k] * phi * cp.inverse[cp.count[l]]
+            rec[back[k]] = c_in[k] * phi * (cp.inverse[cp.count[l]] if cp.uniform
+                                            else 1.0 / rec[z + 1])
             if not (state[l] & LISTED):
                 state[l] |= LISTED
                 listed[n] = l
@@ -620,12 +582,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             selection_move(gr, g, pos, h, j)
             if interacting:  # the carrier moved within its group: now regroup everything
                 occupant_p[s], occupant_p[j] = -1, carrier
-                if cp.uniform:
-                    update_code = _interact_uniform(gr, sites, &cp, occupant_p, centres, nbs,
-                                                    listed, s, j)
-                else:
-                    update_code = _interact(gr, sites, &cp, occupant_p, centres, nbs, listed,
-                                            s, j)
+                update_code = _interact(gr, sites, &cp, occupant_p, centres, nbs, listed, s, j)
                 if update_code != 0:
                     break
             hops += 1
