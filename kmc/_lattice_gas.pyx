@@ -99,26 +99,29 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
 # s (multiplied in direction order), the rate of the ion on k to its neighbour m is
 #     Γ_km = c_km · φ_m · (1 / φ_k),   c_km = Γ0_km / w_km,
 # Γ0 the interaction-free rate: Γ0 · exp(−ΔE_int / 2kT) with ΔE_int the change of the pair
-# energy (see docs/physics.md). The record of an occupied site holds the current rates of its
-# ion, 0 towards occupied neighbours (its total is the exact escape rate), and every record
-# holds its site's φ after the code.
+# energy (see docs/physics.md), and 0 towards an occupied m (so that an ion's total is its
+# exact escape rate: a bound counting blocked hops would waste most attempts on a crowded
+# ion, whose blocked rates the repulsion raises most).
 #
-# After a hop s → j the fields φ of the centres s, nn(s), nn(j) change: the ion on a centre
-# gets all its rates rewritten, and every other ion next to an empty centre a its one rate
-# towards a. On a lattice larger than the caches every distinct cache line a hop touches is
-# a miss, so the data is laid out by who reads it: a site's couplings are one block of
-# whole lines (coupling_layout), read only when it is a centre: its w (for its φ), its c_km
-# (for its own rates) and the c of the hops into it (so that the one rate of a neighbour
-# towards it needs nothing of that neighbour but its record), and the marks of the update
-# are bits of the site states, which it reads anyway.
+# The rates are never stored: a site's record holds its c_km (static), its code and the
+# total of the ion on it (the one number the event selection groups by, total_column), and
+# the fields are a table of their own: φ per site, or, with one weight w on every direction,
+# a byte per site counting its occupied neighbours (φ = power[n], see _count). An attempt
+# whose x falls under its ion's total computes that ion's rates (from its record and the
+# fields and states of its neighbours, small tables that stay in cache) to pick the
+# direction. After a hop s → j the fields of the centres s, nn(s), nn(j) change, and with
+# them the totals of the ions on the centres and of the ions next to an empty centre; each
+# is summed anew from its rates, the same values in the same order as a stored rate table
+# updated rate by rate (kmc.reference), so the trajectory is the same. A hop then reads the
+# records of those ~17 ions, one cache line each on simple cubic, and writes nothing but
+# their totals.
 
 
 def coupling_layout(int z):
-    """(width, offset of c_out, offset of c_in) in doubles of a site's coupling block: its z
-    weights w_km, its z values c_km (hops out), the z values c_mk of the hops into it from
-    each neighbour m, each part padded to a whole 64-byte line."""
+    """(width, offset of c) in doubles of a site's coupling block: its z weights w_km, then
+    its z values c_km, each part padded to a whole 64-byte line."""
     cdef Py_ssize_t part = _lines(z)
-    return 3 * part, part, 2 * part
+    return 2 * part, part
 
 
 cdef inline Py_ssize_t _lines(Py_ssize_t n) noexcept nogil:
@@ -127,25 +130,31 @@ cdef inline Py_ssize_t _lines(Py_ssize_t n) noexcept nogil:
 
 
 cdef struct Couplings:
-    const double* block     # (n_sites, width): w, then c_out at c_out, c_in at c_in
+    const double* block     # (n_sites, width): w, then c at c_out (copied into the records)
     Py_ssize_t width
     Py_ssize_t c_out
-    Py_ssize_t c_in
-    const int32_t* reverse  # (n_basis, z): the direction at the target of the hop back
+    Py_ssize_t total        # the record column holding the total of the ion on the site
     bint uniform            # one weight w on every direction: fields from counts (below)
     uint8_t* count          # uniform: per site, its occupied neighbours (by direction)
     const double* power     # uniform: power[n] = w^n (multiplied up from 1.0) = φ of a
                             # site with n occupied neighbours, bit for bit
     const double* inverse   # uniform: 1.0 / power[n]
+    double* field           # otherwise: per site, its φ
+    int32_t* near           # room for z neighbours and z rates (scratch)
+    double* rates
 
 
 cdef inline const double* _block(const Couplings* cp, int32_t s) noexcept nogil:
     return cp.block + <Py_ssize_t>s * cp.width
 
 
-cdef inline double* _phi(const Sites* sites, int32_t s) noexcept nogil:
-    """Site s's field φ, in its record after the code."""
-    return <double*>site_record(sites, s) + sites.z + 1
+cdef inline double _phi(const Couplings* cp, int32_t s) noexcept nogil:
+    return cp.power[cp.count[s]] if cp.uniform else cp.field[s]
+
+
+cdef inline double _inverse(const Couplings* cp, int32_t s) noexcept nogil:
+    """1 / φ_s, rounded once."""
+    return cp.inverse[cp.count[s]] if cp.uniform else 1.0 / cp.field[s]
 
 
 cdef inline double _select(bint c, double a, double b) noexcept nogil:
@@ -163,33 +172,60 @@ cdef inline void _neighbours(const Sites* sites, int32_t a, int32_t* nb) noexcep
         nb[k] = site_target(sites, a, rec, k)
 
 
-cdef inline double _field(const Sites* sites, const Couplings* cp, const uint16_t* state,
-                          const int32_t* nb, int32_t a) noexcept nogil:
-    """φ_a of the current occupation (``state``: OCCUPIED bits), ``nb`` a's neighbours."""
-    cdef const double* w = _block(cp, a)
+# One weight w on every direction (one pair energy on every bond, no padded directions, or w
+# = 1.0 on those too): φ_s = w^n_s, n_s the occupied neighbours of s counted by direction,
+# and the product of _field, w or 1.0 per direction, is power[n_s] bit for bit (a factor
+# 1.0 is exact). The loop then keeps the counts, one byte per site, and reads no w.
+
+
+cdef inline uint8_t _count(const Sites* sites, const uint16_t* state,
+                           const int32_t* nb) noexcept nogil:
+    """Occupied neighbours ``nb`` of a site (by direction), from the OCCUPIED bits."""
+    cdef uint8_t n = 0
+    cdef Py_ssize_t k
+    for k in range(sites.z):
+        n += (state[nb[k]] & OCCUPIED) != 0
+    return n
+
+
+cdef inline void _refresh_field(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                                const int32_t* nb, int32_t a) noexcept nogil:
+    """φ_a (or a's count) of the current occupation, ``nb`` a's neighbours."""
+    cdef const double* w
     cdef double phi = 1.0
     cdef Py_ssize_t k
+    if cp.uniform:
+        cp.count[a] = _count(sites, state, nb)
+        return
+    w = _block(cp, a)
     for k in range(sites.z):
         phi *= _select((state[nb[k]] & OCCUPIED) != 0, w[k], 1.0)
-    return phi
+    cp.field[a] = phi
 
 
-cdef inline void _rates_of(const Sites* sites, const Couplings* cp, const uint16_t* state,
-                           const int32_t* nb, int32_t a) noexcept nogil:
-    """Write the current rates of an ion on a into a's record: c_ak φ_m (1 / φ_a) towards
-    each neighbour m (``nb``), 0 towards an occupied one (so that a record's total is its
-    ion's escape rate: a bound counting blocked hops would waste most attempts on a crowded
-    ion, whose blocked rates the repulsion raises most)."""
-    cdef double* rec = <double*>site_record(sites, a)
-    cdef const double* c = _block(cp, a) + cp.c_out
-    cdef double inverse = 1.0 / rec[sites.z + 1], zero = 0.0
-    cdef const double* phi_m
+cdef inline double _rates(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                          const int32_t* nb, int32_t a, double* out) noexcept nogil:
+    """The current rates of an ion on a into ``out``, c_ak φ_m (1 / φ_a) towards each
+    neighbour m (``nb``), 0 towards an occupied one, and their total summed in direction
+    order (as site_total sums a record)."""
+    cdef const double* c = site_record(sites, a)
+    cdef double inverse = _inverse(cp, a), total = 0.0
     cdef Py_ssize_t k
-    cdef bint occupied
     for k in range(sites.z):
-        occupied = (state[nb[k]] & OCCUPIED) != 0
-        phi_m = &zero if occupied else _phi(sites, nb[k])  # no read of an occupied record
-        rec[k] = c[k] * phi_m[0] * inverse
+        out[k] = c[k] * _select((state[nb[k]] & OCCUPIED) != 0, 0.0, _phi(cp, nb[k])) * inverse
+        total += out[k]
+    return total
+
+
+cdef inline int _direction(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                           int32_t s, double x) noexcept nogil:
+    """direction_below over the current rates of the ion on s (-1 when x is not below its
+    total, read from its record first); its neighbours are left in cp.near."""
+    if not x < site_record(sites, s)[cp.total]:
+        return -1
+    _neighbours(sites, s, cp.near)
+    _rates(sites, cp, state, cp.near, s, cp.rates)
+    return direction_below(cp.rates, sites.z, x)
 
 
 cdef inline void _advance(Groups* gr, const Sites* sites, const Couplings* cp, Attempt* at,
@@ -198,8 +234,6 @@ cdef inline void _advance(Groups* gr, const Sites* sites, const Couplings* cp, A
     current map and fetch the pool entry; then the site record; then the target's state and
     record and the moving ion; then the centres of the hop. Regions change size often here,
     and a changed map would otherwise leave the attempt unfetched until its turn."""
-    cdef const double* rec
-    cdef const double* block
     cdef Py_ssize_t i
     cdef int32_t c, s = at.site, j = at.j
     if at.epoch != gr.epoch:
@@ -215,82 +249,40 @@ cdef inline void _advance(Groups* gr, const Sites* sites, const Couplings* cp, A
         if gr.pool[at.pos].site != at.site:
             at.site = -1
             return
-        rec = site_record(sites, at.site)
-        at.k = direction_below(rec, sites.z, at.x)
+        at.k = _direction(sites, cp, gr.site_state, at.site, at.x)
         at.moved, at.step = True, 2
         if at.k >= 0:
-            at.j = site_target(sites, at.site, rec, at.k)
-            KMC_PREFETCH(&gr.site_state[at.j])
+            at.j = cp.near[at.k]
             site_prefetch(sites, at.j)
             KMC_PREFETCH(ions + gr.pool[at.pos].ion * ion_width)
     elif at.step == 2 and at.k >= 0 and not (gr.site_state[j] & OCCUPIED):
         # here, not in a function of its own: GCC finds a function that only prefetches
         # free of effects and deletes the calls to it
-        for i in range(2 * sites.z):  # each centre's record, w and the c its update reads
+        for i in range(2 * sites.z):  # each centre's record (and w, for its field)
             c = site_target(sites, s if i < sites.z else j,
                             site_record(sites, s if i < sites.z else j), i % sites.z)
             site_prefetch(sites, c)
-            block = _block(cp, c)
-            if not cp.uniform:  # its w, for its field
-                KMC_PREFETCH(block)
-            KMC_PREFETCH(block + (cp.c_out if c == j or (c != s and gr.site_state[c] & OCCUPIED)
-                                  else cp.c_in))
+            if not cp.uniform:
+                KMC_PREFETCH(_block(cp, c))
         at.step = 3
 
 
 cdef inline Py_ssize_t _add_centre(const Sites* sites, uint16_t* state, int32_t* centres,
-                                   int32_t* nbs, Py_ssize_t n, int32_t a,
-                                   bint uniform) noexcept nogil:
-    """Append a to the centres unless it is one and decode its neighbours; prefetch the
-    records the update will read of them: those whose occupation differs from a's (the
-    fields of an ion's empty targets, the ions next to an empty centre); ``uniform``
-    (fields from counts): only the ions next to an empty centre. Returns the number of
-    centres."""
+                                   int32_t* nbs, Py_ssize_t n, int32_t a) noexcept nogil:
+    """Append a to the centres unless it is one and decode its neighbours; for an empty
+    centre, prefetch the records of the ions next to it (their totals are summed anew).
+    Returns the number of centres."""
     cdef int32_t* nb = nbs + n * sites.z
-    cdef uint16_t occupied = state[a] & OCCUPIED
     cdef Py_ssize_t k
     if state[a] & CENTRE:
         return n
     centres[n] = a
     state[a] |= CENTRE
     _neighbours(sites, a, nb)
-    if uniform and occupied:
-        return n + 1  # its empty neighbours' counts are in a small table, not their records
-    for k in range(sites.z):  # a's own record (cached) in place of a branch
-        KMC_PREFETCH(site_record(sites, nb[k] if (state[nb[k]] & OCCUPIED) != occupied else a))
+    if not (state[a] & OCCUPIED):
+        for k in range(sites.z):  # a's own record (cached) in place of a branch
+            KMC_PREFETCH(site_record(sites, nb[k] if state[nb[k]] & OCCUPIED else a))
     return n + 1
-
-
-# One weight w on every direction (one pair energy on every bond, no padded directions, or w
-# = 1.0 on those too): φ_s = w^n_s, n_s the occupied neighbours of s counted by direction,
-# and the product of _field, w or 1.0 per direction, is power[n_s] bit for bit (a factor
-# 1.0 is exact). The loop then keeps the counts in a table of one byte per site (small
-# enough to stay in cache) instead of φ in the records, and reads no w: an ion's rates need
-# its c_km and the counts of its empty neighbours, not their records; the trajectory is the
-# general path's (and kmc.reference's), same values written in the same order.
-
-
-cdef inline uint8_t _count(const Sites* sites, const uint16_t* state,
-                           const int32_t* nb) noexcept nogil:
-    """Occupied neighbours ``nb`` of a site (by direction), from the OCCUPIED bits."""
-    cdef uint8_t n = 0
-    cdef Py_ssize_t k
-    for k in range(sites.z):
-        n += (state[nb[k]] & OCCUPIED) != 0
-    return n
-
-
-cdef inline void _rates_uniform(const Sites* sites, const Couplings* cp, const uint16_t* state,
-                                const int32_t* nb, int32_t a) noexcept nogil:
-    """_rates_of with fields from the counts: c_ak power[n_m] inverse[n_a], 0 towards an
-    occupied neighbour."""
-    cdef double* rec = <double*>site_record(sites, a)
-    cdef const double* c = _block(cp, a) + cp.c_out
-    cdef double inverse = cp.inverse[cp.count[a]]
-    cdef Py_ssize_t k
-    for k in range(sites.z):
-        rec[k] = c[k] * _select((state[nb[k]] & OCCUPIED) != 0, 0.0,
-                                cp.power[cp.count[nb[k]]]) * inverse
 
 
 cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
@@ -298,57 +290,43 @@ cdef int _interact(Groups* gr, const Sites* sites, const Couplings* cp,
                    int32_t s, int32_t j) noexcept nogil:
     """After a hop s → j (occupation already updated). The centres s, nn(s), nn(j) (first
     occurrences; ``nbs`` receives their neighbours) are the sites whose field φ changed:
-    refresh those; then, centre by centre, rewrite the record of the ion on it, or, for an
-    empty centre a, the rate towards a of each ion next to it that is not on a centre.
-    Regroup those ions, in the order first touched. With one weight on every direction
-    (``cp.uniform``) the fields come from the counts: the same values, written in the same
-    order."""
+    refresh those; then list, centre by centre, the ion on it, or, for an empty centre, each
+    ion next to it that is not on a centre; sum the totals of the listed ions anew and
+    regroup them, in the order listed."""
     cdef Py_ssize_t z = sites.z, n = 0, n_centres, i, k, of_j = 0
     cdef uint16_t* state = gr.site_state
     cdef const int32_t* nb
-    cdef const int32_t* back
-    cdef const double* c_in
-    cdef double* rec
-    cdef double phi
     cdef int32_t a, l
-    n_centres = _add_centre(sites, state, centres, nbs, 0, s, cp.uniform)
+    n_centres = _add_centre(sites, state, centres, nbs, 0, s)
     for k in range(z):
         if nbs[k] == j and not (state[j] & CENTRE):
             of_j = n_centres
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k], cp.uniform)
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[k])
     for k in range(z):
-        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k], cp.uniform)
+        n_centres = _add_centre(sites, state, centres, nbs, n_centres, nbs[of_j * z + k])
     for i in range(n_centres):
-        if cp.uniform:
-            cp.count[centres[i]] = _count(sites, state, nbs + i * z)
-        else:
-            _phi(sites, centres[i])[0] = _field(sites, cp, state, nbs + i * z, centres[i])
+        _refresh_field(sites, cp, state, nbs + i * z, centres[i])
     for i in range(n_centres):
         a, nb = centres[i], nbs + i * z
         if state[a] & OCCUPIED:
-            if cp.uniform:
-                _rates_uniform(sites, cp, state, nb, a)
-            else:
-                _rates_of(sites, cp, state, nb, a)
+            (<double*>site_record(sites, a))[cp.total] = _rates(sites, cp, state, nb, a,
+                                                                 cp.rates)
             listed[n] = a
             n += 1
             continue
-        phi = cp.power[cp.count[a]] if cp.uniform else _phi(sites, a)[0]
-        c_in = _block(cp, a) + cp.c_in
-        back = cp.reverse + site_basis(sites, site_record(sites, a)) * z
         for k in range(z):
             l = nb[k]
-            if (state[l] & (OCCUPIED | CENTRE)) != OCCUPIED:
-                continue  # no ion, or an ion on a centre (rewritten whole)
-            rec = <double*>site_record(sites, l)
-            rec[back[k]] = c_in[k] * phi * (cp.inverse[cp.count[l]] if cp.uniform
-                                            else 1.0 / rec[z + 1])
-            if not (state[l] & LISTED):
+            if (state[l] & (OCCUPIED | CENTRE | LISTED)) == OCCUPIED:
                 state[l] |= LISTED
                 listed[n] = l
                 n += 1
     for i in range(n):
-        state[listed[i]] &= ~LISTED
+        l = listed[i]
+        if state[l] & LISTED:  # an ion next to an empty centre
+            state[l] &= ~LISTED
+            _neighbours(sites, l, cp.near)
+            (<double*>site_record(sites, l))[cp.total] = _rates(sites, cp, state, cp.near, l,
+                                                                 cp.rates)
     for i in range(n_centres):
         state[centres[i]] &= ~CENTRE
     return selection_update_sites(gr, sites, listed, n, occupant, False)
@@ -366,22 +344,34 @@ cdef bint _one_weight(const double* block, Py_ssize_t n_sites, Py_ssize_t width,
 
 
 cdef void _interaction_start(const Sites* sites, const Couplings* cp, const uint16_t* state,
-                             Py_ssize_t n_sites, int32_t* nb) noexcept nogil:
-    """Fill every record with its site's φ and the current rates of an ion on it (``nb``:
-    room for z neighbours)."""
+                             Py_ssize_t n_sites) noexcept nogil:
+    """Put each site's c in its record's rate columns, refresh every field, and write the
+    total of an ion on each site (the group table's range is built from all of them)."""
     cdef Py_ssize_t i
+    cdef double* rec
     for i in range(n_sites):
-        _neighbours(sites, <int32_t>i, nb)
-        if cp.uniform:
-            cp.count[i] = _count(sites, state, nb)
-        else:
-            _phi(sites, <int32_t>i)[0] = _field(sites, cp, state, nb, <int32_t>i)
+        rec = <double*>site_record(sites, <int32_t>i)
+        memcpy(rec, _block(cp, <int32_t>i) + cp.c_out, sites.z * sizeof(double))
+        _neighbours(sites, <int32_t>i, cp.near)
+        _refresh_field(sites, cp, state, cp.near, <int32_t>i)
     for i in range(n_sites):
-        _neighbours(sites, <int32_t>i, nb)
-        if cp.uniform:
-            _rates_uniform(sites, cp, state, nb, <int32_t>i)
-        else:
-            _rates_of(sites, cp, state, nb, <int32_t>i)
+        _neighbours(sites, <int32_t>i, cp.near)
+        rec = <double*>site_record(sites, <int32_t>i)
+        rec[cp.total] = _rates(sites, cp, state, cp.near, <int32_t>i, cp.rates)
+
+
+cdef void _interaction_end(const Sites* sites, const Couplings* cp, const uint16_t* state,
+                           Py_ssize_t n_sites) noexcept nogil:
+    """Leave in every record the current rates of an ion on its site and, after the code,
+    the site's field (see run_lattice_gas)."""
+    cdef Py_ssize_t i
+    cdef double* rec
+    for i in range(n_sites):
+        _neighbours(sites, <int32_t>i, cp.near)
+        _rates(sites, cp, state, cp.near, <int32_t>i, cp.rates)
+        rec = <double*>site_record(sites, <int32_t>i)
+        memcpy(rec, cp.rates, sites.z * sizeof(double))
+        rec[cp.total] = _phi(cp, <int32_t>i)
 
 
 def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
@@ -392,8 +382,7 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
-                    const double[:, ::1] couplings=None, const int32_t[:, ::1] reverse=None,
-                    double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None,
+                    const double[:, ::1] couplings=None, double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None,
                     bint one_weight=True):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
@@ -416,17 +405,16 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     attempts, elapsed simulated time, frames recorded): fewer frames than asked only when
     the cap stopped the run, the state then known up to the elapsed time.
 
-    Pair interactions: ``couplings`` (n_sites, coupling_layout(z)[0]), each site's w_km,
-    c_km and the c of the hops into it (see the comment above coupling_layout) and
-    ``reverse`` ((n_basis, z): the direction at the target of the hop straight back); ions
-    only (``holes`` false), ``records`` with room for one double after the code
-    (_sites.record_width(z, 1)), ``occupant`` the ion on every site (-1: none), ``span`` the
-    factor by which a total may leave the range of the initial ones. The rate columns of
-    ``records`` are then overwritten with the current rates of the ion on each site (of an
-    ion put there, for the empty ones) and the one after the code with the site's field.
-    When every w is the same number (one pair energy on every bond) the loop keeps counts of
-    occupied neighbours in place of the fields (the comment above _count): the same
-    trajectory, cheaper; ``one_weight`` false keeps the general path (tests).
+    Pair interactions: ``couplings`` (n_sites, coupling_layout(z)[0]), each site's w_km
+    and c_km (see the comment above coupling_layout); ions only (``holes`` false),
+    ``records`` with room for one double after the code (_sites.record_width(z, 1)),
+    ``occupant`` the ion on every site (-1: none), ``span`` the factor by which a total may
+    leave the range of the initial ones. The records' rates are not read: on return their
+    rate columns hold the current rates of the ion on each site (of an ion put there, for
+    the empty ones) and the column after the code the site's field. When every w is the same
+    number (one pair energy on every bond) the loop keeps counts of occupied neighbours in
+    place of the fields (the comment above _count): the same trajectory, cheaper;
+    ``one_weight`` false keeps the general path (tests).
     """
     cdef bint interacting = couplings is not None
     cdef Couplings cp
@@ -434,32 +422,33 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
     cdef int32_t* centres = NULL
     cdef int32_t* nbs = NULL
     cdef int update_code = 0
-    cdef int32_t[::1] listed_v, centres_v, nbs_v
+    cdef int32_t[::1] listed_v, centres_v, nbs_v, near_v
     cdef uint16_t[::1] state_v
     cdef uint8_t[::1] count_v
-    cdef double[::1] power_v, inverse_v
+    cdef double[::1] power_v, inverse_v, field_v, rates_v
     cdef Py_ssize_t n_on
     cdef Sites start_view
-    cp.uniform = False
+    cp.uniform, cp.total = False, -1
     if interacting:
         z_max = hop_cells.shape[1]
-        width, c_out, c_in = coupling_layout(z_max)
-        if (holes or reverse is None or occupant.shape[0] != records.shape[0]
-                or records.shape[1] < z_max + 2 or couplings.shape[0] != records.shape[0]
-                or couplings.shape[1] != width):
-            raise ValueError("interactions drive ions, with room for φ in the records, "
-                             "couplings, reverse and a full occupant table")
+        width, c_out = coupling_layout(z_max)
+        if (holes or occupant.shape[0] != records.shape[0] or records.shape[1] < z_max + 2
+                or couplings.shape[0] != records.shape[0] or couplings.shape[1] != width):
+            raise ValueError("interactions drive ions, with room for a total in the records, "
+                             "couplings and a full occupant table")
         arrays = {
             "listed": np.empty((1 + 2 * z_max) * (1 + z_max), dtype=np.int32),
             "centres": np.empty(1 + 2 * z_max, dtype=np.int32),
             "nbs": np.empty((1 + 2 * z_max) * z_max, dtype=np.int32),
+            "near": np.empty(z_max, dtype=np.int32),
+            "rates": np.empty(z_max),
             "state": np.where(np.asarray(occupied) != 0, OCCUPIED, 0).astype(np.uint16),
         }
         listed_v, centres_v, nbs_v = arrays["listed"], arrays["centres"], arrays["nbs"]
-        state_v = arrays["state"]
+        near_v, rates_v, state_v = arrays["near"], arrays["rates"], arrays["state"]
         listed, centres, nbs = &listed_v[0], &centres_v[0], &nbs_v[0]
-        cp.block, cp.width, cp.c_out, cp.c_in = &couplings[0, 0], width, c_out, c_in
-        cp.reverse = &reverse[0, 0]
+        cp.block, cp.width, cp.c_out = &couplings[0, 0], width, c_out
+        cp.total, cp.near, cp.rates = z_max + 1, &near_v[0], &rates_v[0]
         cp.uniform = one_weight and _one_weight(cp.block, records.shape[0], width, z_max)
         if cp.uniform:
             arrays["count"] = np.zeros(records.shape[0], dtype=np.uint8)
@@ -472,13 +461,17 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             for n_on in range(z_max + 1):
                 inverse_v[n_on] = 1.0 / power_v[n_on]
             cp.count, cp.power, cp.inverse = &count_v[0], &power_v[0], &inverse_v[0]
+        else:
+            arrays["field"] = np.empty(records.shape[0])
+            field_v = arrays["field"]
+            cp.field = &field_v[0]
         start_view = sites_view(records, deltas, hop_cells)
         with nogil:
-            _interaction_start(&start_view, &cp, &state_v[0], records.shape[0], nbs)
+            _interaction_start(&start_view, &cp, &state_v[0], records.shape[0])
     cdef Py_ssize_t n_frames = frame_times.shape[0]
     cdef Selection selection = Selection(records, deltas, hop_cells, occupied, carriers, holes,
                                          interacting, pool_size, span,
-                                         SLACK if interacting else 0)
+                                         SLACK if interacting else 0, cp.total)
     cdef Groups* gr = &selection.gr
     cdef Sites site_view = selection.sites  # a local copy: its fields stay in registers
     cdef Sites* sites = &site_view
@@ -546,10 +539,14 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             if not alive:
                 continue  # an empty capacity slot: a null event
             if not found:
-                rec = site_record(sites, s)
-                k = direction_below(rec, z, x)
-                if k >= 0:
-                    j = site_target(sites, s, rec, k)
+                if interacting:
+                    k = _direction(sites, &cp, gr.site_state, s, x)
+                    j = cp.near[k] if k >= 0 else j
+                else:
+                    rec = site_record(sites, s)
+                    k = direction_below(rec, z, x)
+                    if k >= 0:
+                        j = site_target(sites, s, rec, k)
             if k < 0:
                 continue  # x above the carrier's total: a null event
             if ((gr.site_state[j] & OCCUPIED) != 0) != holes:
@@ -593,9 +590,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
         selection_save_sites(gr)
         for i in range(records.shape[0]):
             occupied[i] = (gr.site_state[i] & OCCUPIED) != 0
-        if cp.uniform:  # the fields, as the general path leaves them
-            for i in range(records.shape[0]):
-                _phi(sites, <int32_t>i)[0] = cp.power[cp.count[i]]
+        if interacting:
+            _interaction_end(sites, &cp, gr.site_state, records.shape[0])
     rng_store(&rng, &rng_state[0])
     if update_code != 0:
         raise RuntimeError("an interacting total rate left the group table (span too small)")

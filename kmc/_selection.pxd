@@ -35,7 +35,7 @@ from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.string cimport memcpy
 from libc.math cimport frexp
 
-from kmc._sites cimport Sites
+from kmc._sites cimport Sites, site_record, site_total
 
 
 cdef enum:
@@ -75,6 +75,8 @@ cdef struct Groups:
     int e_min
     int slack               # update_sites keeps a carrier in group g while its total lies in
                             # (bound[g - 1 - slack], bound[g]] (0: its own group's range)
+    int total_column        # >= 0: a site's total is that column of its record (kept there by
+                            # the loop), not the sum of its rate columns
     double rate_bound       # R = sum over groups of capacity · bound
     int64_t epoch           # changes of the map from a uniform to a pool slot
     int64_t repacks         # full repacks of the pool (counted for the tests)
@@ -107,6 +109,15 @@ cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* s
                                 bint bump_epoch=*) noexcept nogil
 cdef void selection_rebuild(Groups* gr) noexcept nogil
 cdef void selection_save_sites(const Groups* gr) noexcept nogil
+
+
+cdef inline double carrier_total(const Groups* gr, const Sites* sites, int32_t s) noexcept nogil:
+    """The total rate that groups site s: its record's rates summed in order, or the column the
+    loop keeps it in (total_column)."""
+    cdef const double* record = site_record(sites, s)
+    if gr.total_column >= 0:
+        return record[gr.total_column]
+    return site_total(sites, record)
 
 
 cdef inline int exponent_of(double total) noexcept nogil:

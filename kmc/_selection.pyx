@@ -14,7 +14,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport abort
 from libc.string cimport memcpy
 
-from kmc._sites cimport KMC_PREFETCH, Sites, site_record, site_total, sites_view
+from kmc._sites cimport KMC_PREFETCH, Sites, sites_view
 
 import numpy as np
 
@@ -175,7 +175,7 @@ cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* s
         KMC_PREFETCH(&gr.slot[site_list[i]])
     for i in range(n):
         s = site_list[i]
-        total = site_total(sites, site_record(sites, s))
+        total = carrier_total(gr, sites, s)
         g = gr.site_state[s] & ~OCCUPIED
         if g > 0 and gr.bound[g - 1 - gr.slack if g > 1 + gr.slack else 0] < total <= gr.bound[g]:
             continue  # still under its group's bound and not too far below it
@@ -226,7 +226,9 @@ cdef class Selection:
     groups then fit, see LISTED). ``pool_size`` overrides the initial pool (default
     2 (carriers + groups) members), which the tests make tiny to force repacks. ``span``
     (>= 1) widens the group table to totals from the least one / span to the largest · span:
-    room for totals that change with the occupation. ``slack``: see update_sites."""
+    room for totals that change with the occupation. ``slack``: see update_sites.
+    ``total_column`` >= 0: each site's total is that column of its record, not the sum of its
+    rates (the interacting loop keeps the rates of its ions implicit)."""
 
     def __cinit__(self):
         self.gr.pool = NULL
@@ -237,15 +239,16 @@ cdef class Selection:
     def __init__(self, const double[:, ::1] records, const int64_t[:, :, ::1] deltas,
                  const int32_t[:, :, ::1] hop_cells, const uint8_t[::1] occupied,
                  int32_t[::1] carriers, bint holes, bint track=False, int64_t pool_size=0,
-                 double span=1.0, int slack=0):
+                 double span=1.0, int slack=0, int total_column=-1):
         cdef Py_ssize_t n_sites = records.shape[0], n = carriers.shape[0], i
         self.sites = sites_view(records, deltas, hop_cells)
         cdef Groups* gr = &self.gr
         cdef double low = INFINITY, high = 0.0, total
         cdef int e_lo = 0, e_hi = 0
+        gr.total_column = total_column
         with nogil:
             for i in range(n_sites):
-                total = site_total(&self.sites, site_record(&self.sites, <int32_t>i))
+                total = carrier_total(gr, &self.sites, <int32_t>i)
                 if total > 0.0:
                     low = total if total < low else low
                     high = total if total > high else high
@@ -293,8 +296,8 @@ cdef class Selection:
         cdef int k
         with nogil:
             for i in range(n_sites):
-                gr.site_state[i] = <uint16_t>group_of(gr, site_total(
-                    &self.sites, site_record(&self.sites, <int32_t>i)))
+                gr.site_state[i] = <uint16_t>group_of(gr, carrier_total(
+                    gr, &self.sites, <int32_t>i))
                 if occupied[i]:
                     gr.site_state[i] |= OCCUPIED
             # every group's region has room for one more member; members in carrier order

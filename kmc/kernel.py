@@ -199,11 +199,11 @@ def interaction_tables(
     """The compiled kernel's tables for per-bond pair energies ``pair`` (eV), as keywords of
     run_lattice_gas: ``couplings``, each site's block (64-byte aligned, see
     _lattice_gas.coupling_layout) of w_km = exp(−V_km / 2kT) per directed hop (1.0 on padded
-    directions), c_km = Γ0_km / w_km from the interaction-free rates in ``records`` and the
-    c of the hop into it from each neighbour; ``reverse`` ((n_basis, z): the direction at the
-    target of the hop straight back; a padded direction's own) and ``span``, the factor by
-    which a total may leave the interaction-free range. Also ``weight`` and ``scaled``, the
-    (n_sites, z) views of w and c in the blocks (for kmc.reference).
+    directions) and c_km = Γ0_km / w_km from the interaction-free rates in ``records``, and
+    ``span``, the factor by which a total may leave the interaction-free range. Also, for
+    kmc.reference, ``weight`` and ``scaled`` (the (n_sites, z) views of w and c in the
+    blocks) and ``reverse`` ((n_basis, z): the direction at the target of the hop straight
+    back; a padded direction's own).
 
     The rate of the ion on k to an empty neighbour m is then c_km φ_m / φ_k with
     φ_s = Π w_sl over the occupied neighbours of s, that is
@@ -215,7 +215,7 @@ def interaction_tables(
     of the start, must reach both ends from any of them: span = 2 (R / r) exp(2a) (1 if
     V = 0)."""
     n, z = lattice.n_sites, lattice.coordination
-    width, c_out, c_in = _lattice_gas.coupling_layout(z)
+    width, c_out = _lattice_gas.coupling_layout(z)
     buffer = np.zeros(n * width + 8)
     skip = (-buffer.ctypes.data % 64) // buffer.itemsize
     couplings = buffer[skip : skip + n * width].reshape(n, width)
@@ -226,9 +226,6 @@ def interaction_tables(
     np.divide(records[:, :z], weight, out=scaled)
     reverse = lattice.reverse_direction
     reverse = np.where(reverse >= 0, reverse, np.arange(z)).astype(np.int32)
-    couplings[:, c_in : c_in + z] = scaled[
-        lattice.neighbours, reverse[np.arange(n) % lattice.n_basis]
-    ]
     largest = float(np.abs(pair).max()) if pair.size else 0.0
     span = 1.0
     if largest > 0:
@@ -315,7 +312,7 @@ def simulate(
     extra = {}
     if pair is not None:
         tables = interaction_tables(lattice, records, pair, temperature)
-        extra = {key: tables[key] for key in ("couplings", "reverse", "span")}
+        extra = {key: tables[key] for key in ("couplings", "span")}
         del tables
     hop_rate = mean_hop_rate(landscape, escape, temperature, filled)
     if not hop_rate > 0:
