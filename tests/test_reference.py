@@ -305,8 +305,7 @@ def interacting_tables(land, pair):
     tables = kernel.interaction_tables(lat, records, pair, T)
     plain = (records[:, : lat.coordination].copy(), lat.neighbours, lat.hop_cells)
     compiled_extra = {"couplings": tables["couplings"], "span": tables["span"]}
-    extra = {"scaled": tables["scaled"], "weight": tables["weight"], "reverse": tables["reverse"],
-             "span": tables["span"]}
+    extra = {key: tables[key] for key in ("scaled", "weight", "reverse", "span")}
     return (records, deltas, lat.hop_cells), plain, compiled_extra, extra
 
 
