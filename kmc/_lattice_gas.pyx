@@ -9,16 +9,16 @@ sum, so one logarithm per hop suffices.
 Memory latency: the map from an attempt's uniform to a pool slot changes rarely, so
 attempts are drawn RING attempts ahead and what they will touch (pool entry, site record,
 target state, the moving ion, the state words a hop writes) is prefetched in stages while
-earlier attempts run, which hides the latency of a lattice larger than the caches. Prefetches and predictions are hints:
-each attempt is still decided on the state at its own turn (a prediction made under another
-epoch of the map is redone, a stale site is re-read), so the trajectory is the plain
-algorithm's given the same stream of uniforms (kmc.reference.run_lattice_gas, which the
-tests hold it to): attempt i's uniform is drawn RING attempts ahead of it, its clock
-uniform at its turn. With ion–ion interactions a hop rewrites the rates around both its
-ends (see the comment above coupling_layout), regions change size often and every change
-retires the predictions in flight, so there each attempt drawn ahead advances one step at a
-time (_advance), re-predicting when the map changed, and the last step prefetches the
-centres its hop would update.
+earlier attempts run, which hides the latency of a lattice larger than the caches.
+Prefetches and predictions are hints: each attempt is still decided on the state at its own
+turn (a prediction made under another epoch of the map is redone, a stale site is re-read),
+so the trajectory is the plain algorithm's given the same stream of uniforms
+(kmc.reference.run_lattice_gas, which the tests hold it to): attempt i's uniform is drawn
+RING attempts ahead of it, its clock uniform at its turn. With ion–ion interactions a hop changes the totals of the ions
+around both its ends (see the comment above coupling_layout), regions change size often and
+every change retires the predictions in flight, so there each attempt drawn ahead advances
+one step at a time (_advance), re-predicting when the map changed, and the last step
+prefetches the centres its hop would update.
 """
 
 from libc.math cimport log
