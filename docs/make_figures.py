@@ -430,43 +430,76 @@ def open_channel_fraction(n_sites: int, length: int, p: float) -> float:
     return n_sites * open_prob / (n_sites - blocked)
 
 
-def table_lifepo4(data: dict) -> str:
-    s, a = data["summary"], data["arrhenius"]
+@dataclass(frozen=True)
+class Point:
+    """A row of a kMC-against-network table: the study's data, the row's swept keys, and
+    the kMC and network summary records there at 300 K."""
+
+    data: dict
+    key: dict
+    kmc: dict | None
+    network: dict | None
+
+
+def kmc_network_table(data: dict, outer: str, inner: str, columns: list[tuple]) -> str:
+    """kMC next to the exact network at 300 K, a row per (``outer``, ``inner``) point of the
+    study (``outer`` slowest); ``columns`` are (header, cell) pairs, ``cell(point)`` the text
+    of the column at a :class:`Point`."""
+    s = data["summary"]
     rows = []
-    for cells in values_of(s, CELLS):
-        n_sites = int(np.prod(cells))
-        clean = one(s, **{METHOD: "network", CELLS: cells, BLOCKED: 0.0, TEMP: 300.0})
-        for p in values_of(s, BLOCKED):
-            key = {CELLS: cells, BLOCKED: p}
+    for o in values_of(s, outer):
+        for i in values_of(s, inner):
+            key = {outer: o, inner: i}
             k = one(s, **{METHOD: "kmc", TEMP: 300.0}, **key)
             n = one(s, **{METHOD: "network", TEMP: 300.0}, **key)
-            rows.append(
-                [
-                    str(cells[1]),
-                    f"{100 * p:g} %",
-                    val(k, "D_tracer"),
-                    val(n, "D_tracer"),
-                    ratio_text(ratios(data, 300.0, **key)),
-                    f"{_num(n['D_tracer']) / _num(clean['D_tracer']):.3f}",
-                    f"{open_channel_fraction(n_sites, cells[1], p):.3f}",
-                    val(n, "conductivity"),
-                    ea(one(a, **{METHOD: "kmc"}, **key)),
-                    ea(one(a, **{METHOD: "network"}, **key)),
-                ]
-            )
-    header = [
-        "channel (sites)",
-        "p",
-        "kMC D* 300 K [cm²/s]",
-        "network D 300 K [cm²/s]",
-        "kMC / network per landscape",
-        "network D/D(0)",
-        "open-channel estimate",
-        "σ 300 K, network [S/cm]",
-        "Ea kMC [eV]",
-        "Ea network [eV]",
+            point = Point(data, key, k, n)
+            rows.append([cell(point) for _, cell in columns])
+    return table([header for header, _ in columns], rows)
+
+
+def _clean_network(pt: Point) -> dict | None:
+    """The network record at the same point without antisites (p = 0)."""
+    return one(pt.data["summary"], **{**pt.key, METHOD: "network", BLOCKED: 0.0, TEMP: 300.0})
+
+
+# the columns kmc_network_table's tables share
+KMC_D = ("kMC D* 300 K [cm²/s]", lambda pt: val(pt.kmc, "D_tracer"))
+NETWORK_D = ("network D 300 K [cm²/s]", lambda pt: val(pt.network, "D_tracer"))
+PER_LANDSCAPE = (
+    "kMC / network per landscape",
+    lambda pt: ratio_text(ratios(pt.data, 300.0, **pt.key)),
+)
+NETWORK_SIGMA = ("σ 300 K, network [S/cm]", lambda pt: val(pt.network, "conductivity"))
+EA_KMC = ("Ea kMC [eV]", lambda pt: ea(one(pt.data["arrhenius"], **{METHOD: "kmc"}, **pt.key)))
+EA_NETWORK = (
+    "Ea network [eV]",
+    lambda pt: ea(one(pt.data["arrhenius"], **{METHOD: "network"}, **pt.key)),
+)
+BLOCKED_PERCENT = ("p", lambda pt: f"{100 * pt.key[BLOCKED]:g} %")
+NETWORK_D_OVER_CLEAN = (
+    "network D/D(0)",
+    lambda pt: f"{_num(pt.network['D_tracer']) / _num(_clean_network(pt)['D_tracer']):.3f}",
+)
+
+
+def table_lifepo4(data: dict) -> str:
+    def open_channel(pt: Point) -> str:
+        cells = pt.key[CELLS]
+        return f"{open_channel_fraction(int(np.prod(cells)), cells[1], pt.key[BLOCKED]):.3f}"
+
+    columns = [
+        ("channel (sites)", lambda pt: str(pt.key[CELLS][1])),
+        BLOCKED_PERCENT,
+        KMC_D,
+        NETWORK_D,
+        PER_LANDSCAPE,
+        NETWORK_D_OVER_CLEAN,
+        ("open-channel estimate", open_channel),
+        NETWORK_SIGMA,
+        EA_KMC,
+        EA_NETWORK,
     ]
-    return table(header, rows)
+    return kmc_network_table(data, CELLS, BLOCKED, columns)
 
 
 def table_nafepo4_structure(data: dict, cubic: dict | None) -> str:
@@ -504,52 +537,41 @@ def table_nafepo4_structure(data: dict, cubic: dict | None) -> str:
 
 def table_lifepo4_structure(data: dict, cubic: dict | None) -> str:
     """The real olivine sublattice next to the cubic model (channel D, 300 K)."""
-    s, a = data["summary"], data["arrhenius"]
-    rows = []
-    for cells in values_of(s, SUPERCELL):
-        n_sites = 4 * int(np.prod(cells))
-        length = 2 * cells[1]  # two Li per cell along each b channel
-        clean = one(s, **{METHOD: "network", SUPERCELL: cells, BLOCKED: 0.0, TEMP: 300.0})
-        cubic_cells = [12, length, 12]
-        cubic_clean = (
-            one(cubic["summary"], **{METHOD: "network", CELLS: cubic_cells, BLOCKED: 0.0,
-                                     TEMP: 300.0}) if cubic else None
-        )  # fmt: skip
-        for p in values_of(s, BLOCKED):
-            key = {SUPERCELL: cells, BLOCKED: p}
-            k = one(s, **{METHOD: "kmc", TEMP: 300.0}, **key)
-            n = one(s, **{METHOD: "network", TEMP: 300.0}, **key)
-            c = (
-                one(cubic["summary"], **{METHOD: "network", CELLS: cubic_cells, BLOCKED: p,
-                                         TEMP: 300.0}) if cubic else None
-            )  # fmt: skip
-            rows.append(
-                [
-                    str(length),
-                    f"{100 * p:g} %",
-                    val(k, "D_tracer"),
-                    val(n, "D_tracer_yy"),
-                    f"{_num(n['D_tracer_yy']) / _num(n['D_tracer_zz']):.2g}",
-                    f"{_num(n['D_tracer']) / _num(clean['D_tracer']):.3f}",
-                    f"{_num(c['D_tracer']) / _num(cubic_clean['D_tracer']):.3f}" if c else "-",
-                    f"{open_channel_fraction(n_sites, length, p):.3f}",
-                    ea(one(a, **{METHOD: "kmc"}, **key)),
-                    ea(one(a, **{METHOD: "network"}, **key)),
-                ]
-            )
-    header = [
-        "channel (sites)",
-        "p",
-        "kMC D* 300 K [cm²/s]",
-        "network D_bb 300 K [cm²/s]",
-        "D_bb/D_cc",
-        "network D/D(0)",
-        "cubic model D/D(0)",
-        "open-channel estimate",
-        "Ea kMC [eV]",
-        "Ea network [eV]",
+
+    def length(pt: Point) -> int:
+        return 2 * pt.key[SUPERCELL][1]  # two Li per cell along each b channel
+
+    def open_channel(pt: Point) -> str:
+        n_sites = 4 * int(np.prod(pt.key[SUPERCELL]))
+        return f"{open_channel_fraction(n_sites, length(pt), pt.key[BLOCKED]):.3f}"
+
+    def cubic_over_clean(pt: Point) -> str:
+        """The cubic model's network D/D(0) in a 12 × length × 12 box at the same p."""
+        if not cubic:
+            return "-"
+        box = {METHOD: "network", CELLS: [12, length(pt), 12], TEMP: 300.0}
+        c = one(cubic["summary"], **box, **{BLOCKED: pt.key[BLOCKED]})
+        if not c:
+            return "-"
+        clean = one(cubic["summary"], **box, **{BLOCKED: 0.0})
+        return f"{_num(c['D_tracer']) / _num(clean['D_tracer']):.3f}"
+
+    columns = [
+        ("channel (sites)", lambda pt: str(length(pt))),
+        BLOCKED_PERCENT,
+        KMC_D,
+        ("network D_bb 300 K [cm²/s]", lambda pt: val(pt.network, "D_tracer_yy")),
+        (
+            "D_bb/D_cc",
+            lambda pt: f"{_num(pt.network['D_tracer_yy']) / _num(pt.network['D_tracer_zz']):.2g}",
+        ),
+        NETWORK_D_OVER_CLEAN,
+        ("cubic model D/D(0)", cubic_over_clean),
+        ("open-channel estimate", open_channel),
+        EA_KMC,
+        EA_NETWORK,
     ]
-    return table(header, rows)
+    return kmc_network_table(data, SUPERCELL, BLOCKED, columns)
 
 
 def cross_channel_report() -> str:
@@ -768,36 +790,17 @@ def _interface_name(dist: dict) -> str:
 
 
 def table_v2o5(data: dict) -> str:
-    s, a = data["summary"], data["arrhenius"]
-    rows = []
-    for iface in values_of(s, INTERFACE):
-        for phi in values_of(s, FRACTION):
-            key = {INTERFACE: iface, FRACTION: phi}
-            k = one(s, **{METHOD: "kmc", TEMP: 300.0}, **key)
-            n = one(s, **{METHOD: "network", TEMP: 300.0}, **key)
-            rows.append(
-                [
-                    f"{1 - phi:.1f}",
-                    _interface_name(iface),
-                    val(k, "D_tracer"),
-                    val(n, "D_tracer"),
-                    ratio_text(ratios(data, 300.0, **key)),
-                    val(n, "conductivity"),
-                    ea(one(a, **{METHOD: "kmc"}, **key)),
-                    ea(one(a, **{METHOD: "network"}, **key)),
-                ]
-            )
-    header = [
-        "crystalline 1−φ",
-        "interface",
-        "kMC D* 300 K [cm²/s]",
-        "network D 300 K [cm²/s]",
-        "kMC / network per landscape",
-        "σ 300 K, network [S/cm]",
-        "Ea kMC [eV]",
-        "Ea network [eV]",
+    columns = [
+        ("crystalline 1−φ", lambda pt: f"{1 - pt.key[FRACTION]:.1f}"),
+        ("interface", lambda pt: _interface_name(pt.key[INTERFACE])),
+        KMC_D,
+        NETWORK_D,
+        PER_LANDSCAPE,
+        NETWORK_SIGMA,
+        EA_KMC,
+        EA_NETWORK,
     ]
-    return table(header, rows)
+    return kmc_network_table(data, INTERFACE, FRACTION, columns)
 
 
 def kmc_flags(data: dict, label: str) -> str:
