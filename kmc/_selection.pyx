@@ -154,16 +154,15 @@ cdef int _group_in_table(const Groups* gr, double total) noexcept nogil:
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
                                 Py_ssize_t n, const int32_t* occupant,
                                 bint bump_epoch=True) noexcept nogil:
-    """The records of these sites changed (their rates): move each into the group of its new
-    total and its carrier with it, in the order given, unless it is in a group g >= 1 and
-    its total in (bound[g - 1 - slack], bound[g]] (bound[0] = 0 below the first groups).
-    ``occupant[s]`` is the carrier on site s (-1: none), read only for a carrier not stored
-    (group 0). The entry point for rates that
-    depend on the occupation (ion–ion interactions: after a hop, the sites around both
-    ends). Needs slot tracking (returns -2 without it) and totals inside the table (returns
-    -1 at the first outside it). ``bump_epoch`` retires the predictions in flight (which
-    read records); a loop that re-reads every record at its attempt's turn (the interacting
-    gas) does without."""
+    """The totals of these sites changed (their rates, or the total_column): move each into
+    the group of its new total and its carrier with it, in the order given, unless it is in
+    a group g >= 1 and its total in (bound[g - 1 - slack], bound[g]] (bound[0] = 0 below
+    the first groups). ``occupant[s]`` is the carrier on site s (-1: none), read only for a
+    carrier not stored (group 0). The entry point for rates that depend on the occupation
+    (ion–ion interactions: after a hop, the sites around both ends). Needs slot tracking
+    (returns -2 without it) and totals inside the table (returns -1 at the first outside
+    it). ``bump_epoch`` retires the predictions in flight (which read records); a loop that
+    re-reads every total at its attempt's turn (the interacting gas) does without."""
     cdef Py_ssize_t i
     cdef int64_t pos
     cdef int32_t s, c

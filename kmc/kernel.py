@@ -175,7 +175,7 @@ def pack_records(
     Works on any lattice whose neighbour table is (n_sites, z): a site of lower coordination
     is padded to z with directions of rate exactly 0.0 (neighbour the site itself, hop cell
     0), which neither loop ever chooses. ``extra``: doubles of room per record for the loop
-    (1 for the interacting gas, which keeps each site's field there)."""
+    (1 for the interacting gas, which keeps there the total of an ion on the site)."""
     deltas = _neighbour_deltas(lattice)
     width = _sites.record_width(lattice.coordination, extra)
     buffer = np.empty(lattice.n_sites * width + 8)
