@@ -27,7 +27,7 @@ from libc.string cimport memcpy
 
 from kmc._rng cimport Rng, rng_load, rng_store, rng_uniform
 from kmc._selection cimport (CENTRE, LISTED, OCCUPIED, Attempt, Groups, Selection, live, predict,
-                             selection_move, selection_rebuild, selection_save_sites,
+                             selection_move, selection_save_sites,
                              selection_update_sites)
 from kmc._sites cimport (KMC_PREFETCH, KMC_PREFETCH_WRITE, Sites, direction_below, shift_cell,
                          site_basis, site_prefetch, site_record, site_target, sites_view)
@@ -43,7 +43,6 @@ cdef enum:
     N_STEPS = 4      # interacting ions: the attempts ADVANCE_AT ahead advance a step each
     SLACK = 8        # interacting ions: a regrouped ion stays in its group down to 2 octaves
                      # below its bound (most of the ~17 regroups a hop then keep their group)
-    REBUILD_EVERY = 4096  # hops between exact rebuilds of the weight tree (rounding drift)
 
 
 cdef int ADVANCE_AT[N_STEPS]
@@ -583,8 +582,6 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                 if update_code != 0:
                     break
             hops += 1
-            if hops % REBUILD_EVERY == 0:
-                selection_rebuild(gr)
         if tally != NULL:
             tally[0] = tally_start + attempts
         selection_save_sites(gr)

@@ -7,16 +7,17 @@
 #   predict(gr, attempt)        map an attempt's uniform to (group, capacity slot, x)  [inline]
 #   live(gr, attempt)           the slot holds a carrier under that map                 [inline]
 #   selection_move(gr, ...)     apply a hop: move the carrier between groups    [inline fast path]
-#   selection_update_sites(...) the rates of these sites changed: regroup them (and their carriers)
-#   selection_rebuild(gr)       recompute the weights exactly (rounding drift)
+#   selection_update_sites(...) the totals of these sites changed: regroup them (and their carriers)
 #
 # Carriers are grouped by their site's total rate in quarter octaves: group g >= 1 holds
 # totals in (bound[g] / 2^(1/4), bound[g]]; group 0 holds carriers that cannot move and is
 # not stored. Each group owns a region of the member pool with room for some members (its
 # capacity, one of the size classes 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, ...: four per octave).
-# An attempt picks a group with probability proportional to capacity · bound (a Fenwick
-# tree over the groups' weights: O(log groups) to search and to update), a capacity slot
-# uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
+# An attempt picks a group with probability proportional to capacity · bound (running sums
+# of the weights within blocks of BLOCK groups and over the blocks: a guide table finds the
+# block in a step or two and a branch-free count the group in it; a change of one weight
+# re-sums its block and the block sums from it on, exactly, so R is always the exact sum
+# and the sums never drift), a capacity slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
 # falls under the partial sum of one of its site's rates (that direction) and the target is
 # free; otherwise a null event. That is uniformization of the exact process with the rate
 # R = sum of capacity · bound. A carrier regrouped because its rates changed (update_sites)
@@ -42,6 +43,7 @@ cdef enum:
     STEPS_PER_OCTAVE = 4
     N_SIZE_CLASSES = 160  # 1, 2, 3, then 4 per octave from 4 up to 7 · 2^38
     OCCUPIED = 0x8000     # bit of a site's state; the low 15 bits hold the site's group
+    BLOCK = 8             # groups per block of the weights' running sums
     CENTRE = 0x4000       # marks the interacting loop sets while it updates a site's
     LISTED = 0x2000       # neighbourhood (then every group is below LISTED)
 
@@ -62,9 +64,17 @@ cdef struct Groups:
     int64_t* capacity       # of group g's region, 0 if it has none
     int32_t* size_class     # of group g's region, -1 if it has none
     double* bound           # upper bound of the totals in group g, 0 for group 0
-    double* tree            # Fenwick tree over groups 1.. of the weights capacity · bound,
-                            # DBL_MAX from n_groups to 2 tree_top - 1
-    int tree_top            # the smallest power of two with 2 tree_top >= n_groups
+    double* inner           # (n_blocks, BLOCK + 1): inner[b, k] = the weights capacity · bound
+                            # of block b's first k groups (groups 1 + BLOCK b, ...) summed in
+                            # that order; inner[b, BLOCK] = the block's weight
+    double* cum             # cum[b] = the weights of blocks 0 .. b - 1 summed in order
+                            # (cum[n_blocks] = R), cum[n_blocks + 1] = +inf
+    int n_blocks
+    int32_t* guide          # guide[i] ~ the block of r = (i / n_guide) R: where the search for a
+                            # uniform in [i / n_guide, (i + 1) / n_guide) starts (a hint: the
+                            # search finds the one block whatever the start)
+    int64_t n_guide         # a power of two >= n_blocks
+    int stale               # weight changes since the guide was built
     uint16_t* site_state    # per site: its group | OCCUPIED, so a hop's target costs one access
     int32_t* carrier_site   # per carrier: its site (written for stored carriers on save)
     int32_t* slot           # per site: the index of its carrier in its group's region (so
@@ -107,7 +117,6 @@ cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil
 cdef int selection_update_sites(Groups* gr, const Sites* sites, const int32_t* site_list,
                                 Py_ssize_t n, const int32_t* occupant,
                                 bint bump_epoch=*) noexcept nogil
-cdef void selection_rebuild(Groups* gr) noexcept nogil
 cdef void selection_save_sites(const Groups* gr) noexcept nogil
 
 
@@ -146,23 +155,29 @@ cdef inline int group_of(const Groups* gr, double total) noexcept nogil:
 
 cdef inline void predict(const Groups* gr, Attempt* at) noexcept nogil:
     """Group, capacity slot and pool index that the attempt's uniform points at under the
-    current map; x is then uniform in [0, bound[g]): one uniform serves all of them."""
-    cdef double r = at.u * gr.rate_bound, y, w
-    cdef int g = 0, step = gr.tree_top
-    cdef int take
+    current map; x is then uniform in [0, bound[g]): one uniform serves all of them. With
+    r = u R: the one block b with cum[b] <= r < cum[b + 1], searched from the guide (a step
+    or two: cum[0] = 0 and cum[n_blocks + 1] = +inf end the search either way), then the
+    one group of the block whose interval of inner[b] holds r - cum[b], counted without a
+    branch."""
+    cdef double r = at.u * gr.rate_bound, y
+    cdef int b = gr.guide[<int64_t>(at.u * gr.n_guide)], k = 0, i, g
+    cdef const double* row
     at.epoch, at.site, at.moved, at.g = gr.epoch, -1, False, -1
-    while step > 0:  # the group whose interval of the weights' partition of [0, R) holds r
-        # branch-free (the comparisons are coin flips): r - w or r - 0.0, both exact. Nodes
-        # past the last group hold DBL_MAX, so they are never taken and need no bounds test.
-        w = gr.tree[g + step]
-        take = r >= w
-        r -= w * take
-        g += step & -take
-        step >>= 1
-    g += 1
-    if g >= gr.n_groups or gr.capacity[g] == 0:
+    while gr.cum[b] > r:
+        b -= 1
+    while gr.cum[b + 1] <= r:
+        b += 1
+    if b >= gr.n_blocks:
         return  # rounding pushed r past the last weight: a null event
-    y = r / gr.bound[g]
+    r -= gr.cum[b]
+    row = gr.inner + b * (BLOCK + 1)
+    for i in range(1, BLOCK + 1):
+        k += row[i] <= r
+    g = b * BLOCK + k + 1
+    if k == BLOCK or g >= gr.n_groups or gr.capacity[g] == 0:
+        return  # rounding again
+    y = (r - row[k]) / gr.bound[g]
     at.m = <int64_t>y
     if at.m >= gr.capacity[g]:  # rounding
         at.m = gr.capacity[g] - 1

@@ -2,8 +2,8 @@
 """Event selection of the lattice gas (private; see _selection.pxd for the design).
 
 The hot pieces (predict, live, the common case of a move) are inline in _selection.pxd; the
-rarer ones (a carrier changing group, a region changing size class, a repack, a rebuild)
-are here. :class:`Selection` owns the structure's memory and also has slow Python methods
+rarer ones (a carrier changing group, a region changing size class and the weights' sums
+with it, a repack) are here. :class:`Selection` owns the structure's memory and also has slow Python methods
 (select, member, move, update_sites, groups) through which the tests drive it against
 kmc.reference.Groups.
 """
@@ -36,6 +36,10 @@ cdef extern from *:
     }
     """
     void kmc_advise_huge(void* p, size_t bytes) noexcept nogil
+
+
+cdef enum:
+    STALE_GUIDE = 64  # weight changes after which the guide is rebuilt (a stale one costs steps)
 
 
 cdef Member* _new_pool(int64_t size) noexcept nogil:
@@ -86,16 +90,6 @@ cdef void _repack(Groups* gr, int64_t extra) noexcept nogil:
     gr.epoch += 1
 
 
-cdef void _weight_change(Groups* gr, int g, double delta) noexcept nogil:
-    """Add delta to group g's weight: O(log groups), so that a carrier moving into an empty
-    group of a landscape with hundreds of groups stays cheap."""
-    gr.rate_bound += delta
-    while g < gr.n_groups:
-        gr.tree[g] += delta
-        g += g & -g
-    gr.epoch += 1
-
-
 cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil:
     """Move group g into a region of a size class (none if size_class < 0), repacking the
     pool first if it has no room."""
@@ -110,24 +104,63 @@ cdef void selection_resize(Groups* gr, int g, int size_class) noexcept nogil:
         (<int64_t*>&gr.pool[gr.start[g]])[0] = gr.free_head[gr.size_class[g]]
         gr.free_head[gr.size_class[g]] = gr.start[g]
     gr.start[g], gr.size_class[g] = at, size_class
-    capacity = gr.class_capacity[size_class] if size_class >= 0 else 0
-    _weight_change(gr, g, (capacity - gr.capacity[g]) * gr.bound[g])
-    gr.capacity[g] = capacity
+    gr.capacity[g] = gr.class_capacity[size_class] if size_class >= 0 else 0
+    _weight_change(gr, g)
     gr.resizes += 1
 
 
-cdef void selection_rebuild(Groups* gr) noexcept nogil:
-    """Rebuild the weight tree and R exactly from the capacities (also washes out the
-    rounding drift of its updates), and retire the predictions in flight."""
-    cdef int g, parent
-    gr.rate_bound = 0.0
-    for g in range(1, gr.n_groups):
-        gr.tree[g] = gr.capacity[g] * gr.bound[g]
-        gr.rate_bound += gr.tree[g]
-    for g in range(1, gr.n_groups):
-        parent = g + (g & -g)
-        if parent < gr.n_groups:
-            gr.tree[parent] += gr.tree[g]
+cdef void _sum_block(Groups* gr, int b) noexcept nogil:
+    """inner[b], the running sums of block b's weights in group order."""
+    cdef double* row = gr.inner + b * (BLOCK + 1)
+    cdef int k, g
+    row[0] = 0.0
+    for k in range(BLOCK):
+        g = b * BLOCK + k + 1
+        row[k + 1] = row[k] + (gr.capacity[g] * gr.bound[g] if g < gr.n_groups else 0.0)
+
+
+cdef void _sum_blocks(Groups* gr, int b) noexcept nogil:
+    """cum and R from block b on (the sums below are unchanged)."""
+    for b in range(b, gr.n_blocks):
+        gr.cum[b + 1] = gr.cum[b] + gr.inner[b * (BLOCK + 1) + BLOCK]
+    gr.rate_bound = gr.cum[gr.n_blocks]
+
+
+cdef void _build_guide(Groups* gr) noexcept nogil:
+    """guide[i] = the block of r = (i / n_guide) R, the least u R of a uniform in the slot
+    (both roundings are monotone in u)."""
+    cdef int b = 0
+    cdef int64_t i
+    cdef double r
+    for i in range(gr.n_guide):
+        r = (<double>i / gr.n_guide) * gr.rate_bound
+        while gr.cum[b + 1] <= r:  # stops at n_blocks (cum[n_blocks + 1] = +inf)
+            b += 1
+        gr.guide[i] = b
+    gr.stale = 0
+
+
+cdef void _weight_change(Groups* gr, int g) noexcept nogil:
+    """Group g's weight changed: its block's sums, the sums of the blocks from it on (a few
+    dozen additions), the guide now and then; retire the predictions in flight."""
+    cdef int b = (g - 1) // BLOCK
+    _sum_block(gr, b)
+    _sum_blocks(gr, b)
+    gr.stale += 1
+    if gr.stale == STALE_GUIDE:
+        _build_guide(gr)
+    gr.epoch += 1
+
+
+cdef void _rebuild(Groups* gr) noexcept nogil:
+    """Every running sum of the weights and the guide, from the capacities; retire the
+    predictions in flight."""
+    cdef int b
+    for b in range(gr.n_blocks):
+        _sum_block(gr, b)
+    gr.cum[0] = 0.0
+    _sum_blocks(gr, 0)
+    _build_guide(gr)
     gr.epoch += 1
 
 
@@ -257,9 +290,10 @@ cdef class Selection:
         bounds = group_bounds(e_lo, e_hi)
         capacities = size_class_capacities()
         gr.e_min, gr.n_groups = e_lo, len(bounds)
-        tree_top = 1
-        while 2 * tree_top < gr.n_groups:
-            tree_top *= 2
+        gr.n_blocks = (gr.n_groups - 1 + BLOCK - 1) // BLOCK
+        n_guide = 1
+        while n_guide < 4 * gr.n_blocks:
+            n_guide *= 2
         if gr.n_groups >= (LISTED if track else OCCUPIED):
             raise ValueError(f"rates span too many groups ({gr.n_groups})")
         arrays = {
@@ -269,25 +303,31 @@ cdef class Selection:
             "count": np.zeros(gr.n_groups, dtype=np.int64),
             "capacity": np.zeros(gr.n_groups, dtype=np.int64),
             "size_class": np.full(gr.n_groups, -1, dtype=np.int32),
-            "tree": np.full(max(2 * tree_top, gr.n_groups), np.finfo(np.float64).max),
+            "inner": np.zeros(max(gr.n_blocks, 1) * (BLOCK + 1)),
+            "cum": np.concatenate([np.zeros(gr.n_blocks + 1), [np.inf]]),
+            "guide": np.zeros(n_guide, dtype=np.int32),
             "site_state": np.empty(n_sites, dtype=np.uint16),
             "slot": np.full(n_sites if track else 0, -1, dtype=np.int32),
             "records": records, "deltas": deltas, "hop_cells": hop_cells, "carriers": carriers,
         }
         self._arrays = arrays
-        cdef double[::1] bound_v = arrays["bound"], tree_v = arrays["tree"]
+        cdef double[::1] bound_v = arrays["bound"], cum_v = arrays["cum"]
+        cdef double[::1] inner_v = arrays["inner"]
+        cdef int32_t[::1] guide_v = arrays["guide"]
         cdef const int64_t[::1] class_v = arrays["class_capacity"]
         cdef int64_t[::1] free_v = arrays["free_head"], start_v = arrays["start"]
         cdef int64_t[::1] count_v = arrays["count"], capacity_v = arrays["capacity"]
         cdef int32_t[::1] size_class_v = arrays["size_class"], slot_v = arrays["slot"]
         cdef uint16_t[::1] state_v = arrays["site_state"]
-        gr.bound, gr.tree, gr.class_capacity = &bound_v[0], &tree_v[0], &class_v[0]
+        gr.bound, gr.cum, gr.guide = &bound_v[0], &cum_v[0], &guide_v[0]
+        gr.inner = &inner_v[0]
+        gr.class_capacity = &class_v[0]
         gr.free_head, gr.start, gr.count = &free_v[0], &start_v[0], &count_v[0]
         gr.capacity, gr.size_class = &capacity_v[0], &size_class_v[0]
         gr.site_state = &state_v[0]
         gr.carrier_site = &carriers[0] if n > 0 else NULL
         gr.slot = &slot_v[0] if track and n_sites > 0 else NULL
-        gr.tree_top = tree_top
+        gr.n_guide = n_guide
         gr.slack = slack
         gr.epoch = gr.repacks = gr.resizes = 0
         cdef int g
@@ -327,7 +367,7 @@ cdef class Selection:
                     if gr.slot != NULL:
                         gr.slot[carriers[i]] = <int32_t>gr.count[g]
                     gr.count[g] += 1
-            selection_rebuild(gr)
+            _rebuild(gr)
 
     # Slow Python face, for the tests (the loops use the struct directly).
 

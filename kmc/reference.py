@@ -22,7 +22,7 @@ import numpy as np
 MASK = (1 << 64) - 1
 STEPS_PER_OCTAVE = 4
 RING = 16  # the lattice gas draws each attempt's uniform this many attempts ahead
-REBUILD_EVERY = 4096  # hops between exact recomputations of the selection weights
+BLOCK = 8  # groups per block of the selection's running sums
 SLACK = 8  # with interactions, a regrouped ion keeps its group down to 2 octaves below it
 _JUMP = (0x180EC6D33CFD0ABA, 0xD5A61266F0C9392C, 0xA9582618E03FC9AA, 0x39ABDC4529B1661C)
 
@@ -164,9 +164,10 @@ def run_walkers(
 class Groups:
     """The lattice gas's event selection (kmc._selection), plainly: carriers grouped by their
     site's total rate in quarter octaves, each group with a capacity (a size class) and its
-    members in slot order; an attempt's uniform picks a group by capacity · bound (a Fenwick
-    tree, searched and updated in the compiled order, so the floating-point weights agree
-    bit for bit), a slot and x uniform in [0, bound). No pool: where the compiled regions sit
+    members in slot order; an attempt's uniform picks a group by capacity · bound (running
+    sums of the weights within blocks of BLOCK groups and over the blocks, summed in the
+    compiled order, so that they agree bit for bit; the compiled guide only speeds up the
+    search), a slot and x uniform in [0, bound). No pool: where the compiled regions sit
     never changes a selection. ``slack``: see :meth:`update_sites`."""
 
     def __init__(
@@ -211,37 +212,33 @@ class Groups:
         return first + step + 1
 
     def rebuild(self) -> None:
-        """Weights and R recomputed from the capacities."""
-        self.tree = [0.0] * self.n_groups
-        self.rate_bound = 0.0
-        for g in range(1, self.n_groups):
-            self.tree[g] = self.capacity[g] * self.bound[g]
-            self.rate_bound += self.tree[g]
-        for g in range(1, self.n_groups):
-            parent = g + (g & -g)
-            if parent < self.n_groups:
-                self.tree[parent] += self.tree[g]
-
-    def _weight_change(self, g: int, delta: float) -> None:
-        self.rate_bound += delta
-        while g < self.n_groups:
-            self.tree[g] += delta
-            g += g & -g
+        """The weights' running sums: within each block of BLOCK groups (inner) and over the
+        blocks (cum, cum[-1] = R), each summed in order from 0.0."""
+        n_blocks = (self.n_groups - 1 + BLOCK - 1) // BLOCK
+        self.inner, self.cum = [], [0.0]
+        for b in range(n_blocks):
+            row = [0.0]
+            for g in range(b * BLOCK + 1, (b + 1) * BLOCK + 1):
+                row.append(
+                    row[-1] + (self.capacity[g] * self.bound[g] if g < self.n_groups else 0.0)
+                )
+            self.inner.append(row)
+            self.cum.append(self.cum[-1] + row[BLOCK])
+        self.rate_bound = self.cum[-1]
 
     def select(self, u: float) -> tuple[int, int, float]:
         """(group, capacity slot, x) of an attempt's uniform; group -1: a null event."""
-        r, g, step = u * self.rate_bound, 0, 1
-        while 2 * step < self.n_groups:
-            step *= 2
-        while step > 0:
-            if g + step < self.n_groups and r >= self.tree[g + step]:
-                g += step
-                r -= self.tree[g]
-            step >>= 1
-        g += 1
-        if g >= self.n_groups or self.capacity[g] == 0:
+        r, b = u * self.rate_bound, 0
+        while b < len(self.inner) and self.cum[b + 1] <= r:
+            b += 1
+        if b == len(self.inner):
             return -1, -1, 0.0
-        y = r / self.bound[g]
+        r -= self.cum[b]
+        k = sum(1 for w in self.inner[b][1:] if w <= r)
+        g = b * BLOCK + k + 1
+        if k == BLOCK or g >= self.n_groups or self.capacity[g] == 0:
+            return -1, -1, 0.0
+        y = (r - self.inner[b][k]) / self.bound[g]
         m = min(int(y), self.capacity[g] - 1)
         return g, m, (y - m) * self.bound[g]
 
@@ -250,8 +247,8 @@ class Groups:
 
     def _resize(self, g: int, size_class: int) -> None:
         capacity = self.class_capacity[size_class] if size_class >= 0 else 0
-        self._weight_change(g, (capacity - self.capacity[g]) * self.bound[g])
         self.size_class[g], self.capacity[g] = size_class, capacity
+        self.rebuild()
 
     def _remove(self, g: int, m: int) -> None:
         members = self.members[g]
@@ -456,8 +453,6 @@ def run_lattice_gas(
         else:
             groups.move(g, m, j)
         hops += 1
-        if hops % REBUILD_EVERY == 0:
-            groups.rebuild()
     groups.save_sites()
     occupied[:] = groups.occupied
     rng_state[:] = rng.state()
