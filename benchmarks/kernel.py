@@ -1128,32 +1128,30 @@ def interaction_cost(s: Settings, lands: Landscapes) -> dict[str, Any]:
     placement with no equilibration, as in item 2; the interacting gas drives its ions.
     Judged on s.gas_size; the same pair on the smallest scan size (whose data fits in the
     L2 cache) is printed beside it, to show how much of the cost is memory."""
-    out: dict[str, Any] = {"pair_energy": PAIR_ENERGY}
-    for key, size in (("judged", s.gas_size), ("cached", s.scan_sizes[0])):
+
+    def pair(size: int, hops: int, note: str = "") -> dict[str, Any]:
         land = lands(size)
-        pair = landscape.pair_energies(land.lattice, PAIR_ENERGY)
+        energies = landscape.pair_energies(land.lattice, PAIR_ENERGY)
         plain, inter = Comparison("no interactions"), Comparison("interactions")
-        hops = s.gas_hops if key == "judged" else s.scan_hops
         for r in range(s.repeats):
             plain.kmc.append(kmc_gas(land, hops, seed=800 + r))
-            inter.kmc.append(kmc_gas(land, hops, seed=800 + r, interactions=pair))
+            inter.kmc.append(kmc_gas(land, hops, seed=800 + r, interactions=energies))
         busy = plain.busy or inter.busy
         ns_plain = 1e9 / plain.best(plain.kmc, cpu=busy)
         ns_inter = 1e9 / inter.best(inter.kmc, cpu=busy)
         say(
             f"  {cube(size)}, c = {CONCENTRATION}: no interactions {ns_plain:7.1f} ns/hop, "
             f"V = {PAIR_ENERGY} eV repulsion {ns_inter:7.1f} ns/hop = "
-            f"{ns_inter / ns_plain:.2f}×" + ("" if key == "judged" else " (cache-resident)")
+            f"{ns_inter / ns_plain:.2f}×{note}"
         )
-        row = {
+        return {
             "size": size, "ns_per_hop_plain": ns_plain, "ns_per_hop_interacting": ns_inter,
             "ratio": ns_inter / ns_plain, "busy": busy,
         }  # fmt: skip
-        if key == "judged":
-            out.update(row)
-        else:
-            out["cached"] = row
-    return out
+
+    judged = pair(s.gas_size, s.gas_hops)
+    cached = pair(s.scan_sizes[0], s.scan_hops, " (cache-resident)")
+    return {"pair_energy": PAIR_ENERGY, **judged, "cached": cached}
 
 
 # --------------------------------------------------------------------------- summary

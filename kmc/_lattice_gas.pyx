@@ -14,11 +14,12 @@ Prefetches and predictions are hints: each attempt is still decided on the state
 turn (a prediction made under another epoch of the map is redone, a stale site is re-read),
 so the trajectory is the plain algorithm's given the same stream of uniforms
 (kmc.reference.run_lattice_gas, which the tests hold it to): attempt i's uniform is drawn
-RING attempts ahead of it, its clock uniform at its turn. With ion–ion interactions a hop changes the totals of the ions
-around both its ends (see the comment above coupling_layout), regions change size often and
-every change retires the predictions in flight, so there each attempt drawn ahead advances
-one step at a time (_advance), re-predicting when the map changed, and the last step
-prefetches the centres its hop would update.
+RING attempts ahead of it, its clock uniform at its turn. With ion–ion interactions a hop
+changes the totals of the ions around both its ends (see the comment above
+coupling_layout), regions change size often and every change retires the predictions in
+flight, so there each attempt drawn ahead advances one step at a time (_advance),
+re-predicting when the map changed, and the last step prefetches the centres its hop would
+update.
 """
 
 from libc.math cimport log
@@ -42,7 +43,7 @@ cdef enum:
     LEAD_ION = 2     # attempts ahead, vacancies only: prefetch the ion that would move
     N_STEPS = 4      # interacting ions: the attempts ADVANCE_AT ahead advance a step each
     SLACK = 8        # interacting ions: a regrouped ion stays in its group down to 2 octaves
-                     # below its bound (most of the ~17 regroups a hop then keep their group)
+                     # below its bound (most of the ~18 regroups a hop then keep their group)
 
 
 cdef int ADVANCE_AT[N_STEPS]
@@ -112,7 +113,7 @@ cdef inline void _look_ahead(Groups* gr, const Sites* sites, Attempt* ring, Py_s
 # them the totals of the ions on the centres and of the ions next to an empty centre; each
 # is summed anew from its rates, the same values in the same order as a stored rate table
 # updated rate by rate (kmc.reference), so the trajectory is the same. A hop then reads the
-# records of those ~17 ions, one cache line each on simple cubic, and writes nothing but
+# records of those ~18 ions, one cache line each on simple cubic, and writes nothing but
 # their totals.
 
 
@@ -173,8 +174,8 @@ cdef inline void _neighbours(const Sites* sites, int32_t a, int32_t* nb) noexcep
 
 # One weight w on every direction (one pair energy on every bond, no padded directions, or w
 # = 1.0 on those too): φ_s = w^n_s, n_s the occupied neighbours of s counted by direction,
-# and the product of _field, w or 1.0 per direction, is power[n_s] bit for bit (a factor
-# 1.0 is exact). The loop then keeps the counts, one byte per site, and reads no w.
+# and the product of _refresh_field, w or 1.0 per direction, is power[n_s] bit for bit (a
+# factor 1.0 is exact). The loop then keeps the counts, one byte per site, and reads no w.
 
 
 cdef inline uint8_t _count(const Sites* sites, const uint16_t* state,
@@ -381,8 +382,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
                     int32_t[:, ::1] out_sites, int32_t[:, :, ::1] out_cells,
                     const double[::1] fine_times, int64_t[:, ::1] out_moves,
                     uint64_t[::1] rng_state, int64_t pool_size=0, dict counters=None,
-                    const double[:, ::1] couplings=None, double span=1.0, int64_t max_attempts=0, int64_t[::1] work=None,
-                    bint one_weight=True):
+                    const double[:, ::1] couplings=None, double span=1.0,
+                    int64_t max_attempts=0, int64_t[::1] work=None, bint one_weight=True):
     """Lattice gas with site exclusion on one global clock starting at 0.
 
     ``ions[a]`` is (site, unwrapped cell) of ion a and ``occupied`` marks the occupied sites.
@@ -540,7 +541,8 @@ def run_lattice_gas(const double[:, ::1] records, const int64_t[:, :, ::1] delta
             if not found:
                 if interacting:
                     k = _direction(sites, &cp, gr.site_state, s, x)
-                    j = cp.near[k] if k >= 0 else j
+                    if k >= 0:
+                        j = cp.near[k]
                 else:
                     rec = site_record(sites, s)
                     k = direction_below(rec, z, x)

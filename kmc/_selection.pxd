@@ -17,12 +17,13 @@
 # of the weights within blocks of BLOCK groups and over the blocks: a guide table finds the
 # block in a step or two and a branch-free count the group in it; a change of one weight
 # re-sums its block and the block sums from it on, exactly, so R is always the exact sum
-# and the sums never drift), a capacity slot uniformly, and x uniform in [0, bound): it is a hop if the slot holds a carrier, x
-# falls under the partial sum of one of its site's rates (that direction) and the target is
-# free; otherwise a null event. That is uniformization of the exact process with the rate
-# R = sum of capacity · bound. A carrier regrouped because its rates changed (update_sites)
-# may keep its group while its total stays under the bound and at most ``slack`` groups
-# below the group's own range: a looser bound costs null events, a move costs cache misses.
+# and the sums never drift), a capacity slot uniformly, and x uniform in [0, bound): it is
+# a hop if the slot holds a carrier, x falls under the partial sum of one of its site's
+# rates (that direction) and the target is free; otherwise a null event. That is
+# uniformization of the exact process with the rate R = sum of capacity · bound. A carrier
+# regrouped because its total changed (update_sites) may keep its group while its total
+# stays under the bound and at most ``slack`` groups below the group's own range: a looser
+# bound costs null events, a move costs cache misses.
 #
 # Why capacities and not member counts: the map from an attempt's uniform to a slot then
 # depends only on the capacities, which change rarely (a region grows by a size class when

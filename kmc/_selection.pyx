@@ -3,9 +3,9 @@
 
 The hot pieces (predict, live, the common case of a move) are inline in _selection.pxd; the
 rarer ones (a carrier changing group, a region changing size class and the weights' sums
-with it, a repack) are here. :class:`Selection` owns the structure's memory and also has slow Python methods
-(select, member, move, update_sites, groups) through which the tests drive it against
-kmc.reference.Groups.
+with it, a repack) are here. :class:`Selection` owns the structure's memory and also has
+slow Python methods (select, member, move, update_sites, groups) through which the tests
+drive it against kmc.reference.Groups.
 """
 
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
